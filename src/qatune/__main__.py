@@ -1,0 +1,5 @@
+"""`python -m qatune` runs the CLI."""
+
+from qatune.cli import main
+
+main()

@@ -1,0 +1,239 @@
+"""Typed configuration: pydantic models validated once, YAML + flag overrides, saved resolved per run.
+
+Field descriptions are the single source of help text: the CLI help and configs/example.yaml use them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from qatune.console import QatuneError
+
+DEFAULT_MODEL = "default"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class PrepareConfig(_Section):
+    val_frac: float = Field(0.1, ge=0.0, lt=0.9, description="Share of pairs held out for validation.")
+    test_frac: float = Field(
+        0.1, ge=0.0, lt=0.9, description="Share of pairs held out for testing (ignored with --test FILE)."
+    )
+    seed: int = Field(42, description="Seed for the deterministic split and augmentation.")
+    augment: int = Field(
+        0, ge=0, le=10, description="WordNet synonym variants per training pair (train split only)."
+    )
+    question_col: str | None = Field(None, description="Question column name (found automatically if unset).")
+    answer_col: str | None = Field(None, description="Answer column name (found automatically if unset).")
+    sheet: str | None = Field(None, description="Workbook sheet to read (found automatically if unset).")
+    max_rows: int = Field(200_000, ge=1, description="Refuse files with more data rows than this.")
+
+    @model_validator(mode="after")
+    def _fracs(self) -> PrepareConfig:
+        if self.val_frac + self.test_frac >= 0.9:
+            raise ValueError("val_frac + test_frac must leave at least 10% of the pairs for training")
+        return self
+
+
+class TrainConfig(_Section):
+    epochs: list[int] = Field(
+        default_factory=lambda: [3, 4, 6, 8], description="Epoch counts to save a model at (the sweep)."
+    )
+    sweep: Literal["one-pass", "independent"] = Field(
+        "one-pass",
+        description="one-pass: train once to the largest count, saving each; independent: one run per count.",
+    )
+    lora_r: int = Field(8, ge=1, le=1024, description="LoRA rank.")
+    lora_alpha: float = Field(16, gt=0, description="LoRA alpha (scale = alpha / r).")
+    lora_dropout: float = Field(0.1, ge=0.0, lt=1.0, description="Dropout on the LoRA input.")
+    target_modules: list[str] = Field(
+        default_factory=lambda: ["q_proj", "v_proj"],
+        description="Modules LoRA attaches to, or ['all-linear'].",
+    )
+    lr: float = Field(2e-4, gt=0, description="AdamW learning rate.")
+    weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay.")
+    warmup_steps: int = Field(5, ge=0, description="Linear warm-up steps; the rate is constant afterwards.")
+    batch_size: int | Literal["auto"] = Field("auto", description="Examples per step, or 'auto'.")
+    grad_accum: int = Field(1, ge=1, description="Gradient accumulation steps.")
+    quant: Literal["auto", "4bit", "8bit", "none"] = Field(
+        "auto", description="Base weight quantization: auto = 4-bit NF4 on CUDA, none on CPU."
+    )
+    precision: Literal["auto", "bf16", "fp16", "fp32"] = Field(
+        "auto", description="Compute precision: auto = bf16 on CUDA (fp16 if unsupported), fp32 on CPU."
+    )
+    max_length: int = Field(512, ge=16, description="Longest tokenized example; longer ones are truncated.")
+    seed: int = Field(42, description="Training seed (weights init, shuffling, dropout).")
+    early_stopping_patience: int = Field(
+        5, ge=0, description="Stop after this many epochs without a lower validation loss (0 = off)."
+    )
+    max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping norm.")
+    logging_steps: int = Field(1, ge=1, description="Log train loss every N optimizer steps.")
+    gradient_checkpointing: bool = Field(False, description="Trade compute for memory (large models).")
+    packing: bool = Field(False, description="Pack examples into rows (GPU; attention kept per example).")
+    liger: bool | Literal["auto"] = Field("auto", description="Use Liger kernels on CUDA when installed.")
+    threads: int | None = Field(None, ge=1, description="CPU threads for torch (default: all cores).")
+
+    @field_validator("epochs")
+    @classmethod
+    def _epochs(cls, value: list[int]) -> list[int]:
+        if not value or any(e < 1 for e in value):
+            raise ValueError("epochs must be positive integers, e.g. 3,4,6,8")
+        return sorted(set(value))
+
+
+class EvalConfig(_Section):
+    max_new_tokens: int = Field(256, ge=1, le=4096, description="Longest generated answer, in new tokens.")
+    batch_size: int | Literal["auto"] = Field("auto", description="Questions decoded together, or 'auto'.")
+    models: list[str] | None = Field(None, description="Models to score (default: base, retrieval, all saved).")
+    bertscore: bool = Field(False, description="Also compute BERTScore (needs roberta-large available locally).")
+    engine: Literal["hf", "vllm"] = Field("hf", description="Generation backend (vllm: GPU, when installed).")
+    bootstrap: int = Field(2000, ge=100, description="Bootstrap resamples for confidence intervals.")
+
+
+class Config(_Section):
+    model: str = Field(
+        DEFAULT_MODEL, description="Base model: 'default' (embedded SmolLM2-135M), a hub id, a folder or a .gguf."
+    )
+    trust_remote_code: bool = Field(False, description="Allow model code from the model folder (off: safer).")
+    allow_pickle: bool = Field(False, description="Allow pickle-based .bin/.pt weights (off: safetensors only).")
+    prepare: PrepareConfig = Field(default_factory=PrepareConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+
+
+def _format_errors(err: ValidationError, source: str) -> str:
+    parts = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"])
+        if e["type"] == "extra_forbidden":
+            parts.append(f"unknown key '{loc}'")
+        else:
+            parts.append(f"'{loc}': {e['msg']}")
+    return f"{source}: invalid config: " + "; ".join(parts)
+
+
+def _merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        elif value is not None:
+            merged[key] = value
+    return merged
+
+
+def _drop_none(d: dict[str, Any]) -> dict[str, Any]:
+    clean: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            v = _drop_none(v)
+            if v:
+                clean[k] = v
+        elif v is not None:
+            clean[k] = v
+    return clean
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise QatuneError("config file not found; check the path", path=path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise QatuneError(f"not valid YAML ({str(exc).splitlines()[0]})", path=path) from exc
+    if not isinstance(data, dict):
+        raise QatuneError("a config file must hold a mapping of keys", path=path)
+    return data
+
+
+def load(
+    path: Path | None = None,
+    overrides: dict[str, Any] | None = None,
+    base: dict[str, Any] | None = None,
+) -> Config:
+    """Build the config: `base` (e.g. a run's saved config) <- YAML file <- flag overrides (None = unset)."""
+    data: dict[str, Any] = dict(base or {})
+    source = "config"
+    if path is not None:
+        data = _merge(data, read_yaml(path))
+        source = str(path)
+    data = _merge(data, _drop_none(overrides or {}))
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        raise QatuneError(_format_errors(exc, source)) from None
+
+
+def load_run_config(run_config: Path) -> dict[str, Any]:
+    return read_yaml(run_config) if Path(run_config).exists() else {}
+
+
+def to_yaml(config: BaseModel) -> str:
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
+
+
+def section_hash(section: BaseModel, *extra: object) -> str:
+    """Stable hash of a config section plus inputs: a stage reruns only when this changes."""
+    payload = json.dumps([section.model_dump(mode="json"), *[str(e) for e in extra]], sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def help_for(section: type[BaseModel], field: str) -> str:
+    info = section.model_fields[field]
+    default = info.default_factory() if info.default_factory else info.default  # type: ignore[call-arg]
+    return f"{info.description} [default: {default}]"
+
+
+def parse_list(value: str | None, cast: type = str) -> list | None:
+    """'3,4,6,8' -> [3, 4, 6, 8]; None stays None (flag not given)."""
+    if value is None:
+        return None
+    try:
+        return [cast(v.strip()) for v in value.split(",") if v.strip()]
+    except ValueError as exc:
+        raise QatuneError(f"cannot read {value!r} as a comma-separated list of {cast.__name__}") from exc
+
+
+def example_yaml() -> str:
+    """configs/example.yaml, generated from the field descriptions (a test keeps the file in sync)."""
+    lines = ["# qatune config: every key, with its default. Flags override these; unknown keys are errors.", ""]
+
+    def emit(model: type[BaseModel], indent: str) -> None:
+        for name, info in model.model_fields.items():
+            default = info.default_factory() if info.default_factory else info.default  # type: ignore[call-arg]
+            if isinstance(default, BaseModel):
+                lines.append(f"{indent}{name}:")
+                emit(type(default), indent + "  ")
+                continue
+            value = yaml.safe_dump({name: default}, default_flow_style=True).strip()[1:-1]
+            lines.append(f"{indent}# {info.description}")
+            lines.append(f"{indent}{value}")
+
+    emit(Config, "")
+    return "\n".join(lines) + "\n"
+
+
+def save_config(config: Config, path: Path) -> None:
+    from qatune.storage import atomic_write_text
+
+    atomic_write_text(path, to_yaml(config))
+
+
+def load_for_run(run: Path, path: Path | None, overrides: dict[str, Any] | None, save: bool = True) -> Config:
+    """A run's saved config <- YAML file <- flags; the resolved config is written back to RUN/config.yaml."""
+    from qatune.rundir import RunDir
+
+    rundir = RunDir(run)
+    config = load(path, overrides, base=load_run_config(rundir.config_yaml))
+    if save and rundir.root.exists():
+        save_config(config, rundir.config_yaml)
+    return config

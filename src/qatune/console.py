@@ -1,0 +1,67 @@
+"""Terminal output: rich console, quiet mode, and the one-line error every bad input gets."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterable, Sequence
+
+from rich.console import Console
+from rich.table import Table
+
+EXIT_BAD_INPUT = 2
+
+console = Console(stderr=True, highlight=False)
+out = Console(highlight=False)
+
+
+class QatuneError(Exception):
+    """A problem the user can fix (bad file, bad flag, missing run). Shown as one line, exit code 2."""
+
+    def __init__(self, message: str, *, path: object | None = None, row: int | None = None):
+        where = ""
+        if path is not None:
+            where = f"{path}"
+            if row is not None:
+                where += f", row {row}"
+            where += ": "
+        super().__init__(f"{where}{message}")
+        self.path = path
+        self.row = row
+
+
+class _State:
+    quiet = False
+
+
+def set_quiet(quiet: bool) -> None:
+    _State.quiet = quiet
+
+
+def is_quiet() -> bool:
+    return _State.quiet
+
+
+def info(message: str) -> None:
+    if not _State.quiet:
+        console.print(message)
+
+
+def warn(message: str) -> None:
+    console.print(f"[yellow]warning:[/yellow] {message}")
+
+
+def error_line(message: str) -> None:
+    """Print the single error line; newlines inside the message are flattened so it stays one line."""
+    flat = " ".join(str(message).split())
+    sys.stderr.write(f"error: {flat}\n")
+    sys.stderr.flush()
+
+
+def table(title: str, columns: Sequence[str], rows: Iterable[Sequence[object]]) -> None:
+    """Print a table to stdout (results people and scripts read)."""
+    t = Table(title=title)
+    for col in columns:
+        t.add_column(col)
+    for row in rows:
+        t.add_row(*("" if v is None else str(v) for v in row))
+    out.print(t)

@@ -1,0 +1,87 @@
+"""Shared fixtures: an isolated HOME and cache, no network, and a tiny random chat model built from a
+config (byte-level BPE tokenizer trained in-process, ChatML template) for fast offline tests."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+SEED_DIR = Path(__file__).resolve().parents[2] / "shared" / "seed"
+CHATML = (
+    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content']"
+    " + '<|im_end|>' + '\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+_CORPUS = [
+    "What is the title of this course? The course is Deep Learning.",
+    "Who is the instructor? Professor Ada Lovelace teaches on Mondays at 10:00 in Room 101.",
+    "How is the grade computed? Homework 40%, midterm 20%, final project 40%.",
+    "The quick brown fox jumps over the lazy dog. 0123456789 ,.;:!?'\"()-",
+]
+
+
+@pytest.fixture(autouse=True)
+def _isolated_env(tmp_path_factory, monkeypatch):
+    """No test touches the real HOME or reaches a hub; the converted default model is shared per session."""
+    home = tmp_path_factory.mktemp("home")
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(home / "hf"))
+    monkeypatch.setenv("QATUNE_HOME", str(_shared_qatune_home(tmp_path_factory)))
+    monkeypatch.setenv("TOKENIZERS_PARALLELISM", "false")
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+
+
+def _shared_qatune_home(factory) -> Path:
+    base = os.environ.get("QATUNE_TEST_HOME")
+    if base:
+        return Path(base)
+    root = factory.getbasetemp() / "qatune_home"
+    root.mkdir(exist_ok=True)
+    return root
+
+
+def build_tiny_model(folder: Path, *, arch: str = "llama", seed: int = 0) -> Path:
+    """A 2-layer random model + trained byte-level BPE tokenizer, saved like a hub folder."""
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedTokenizerFast
+
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<pad>"]
+    tok = Tokenizer(models.BPE(unk_token=None))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=specials,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tok.train_from_iterator(_CORPUS * 4, trainer=trainer)
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", bos_token="<|im_start|>",
+                                        unk_token="<|endoftext|>", pad_token="<pad>")
+    tokenizer.chat_template = CHATML
+    config = AutoConfig.for_model(
+        arch, vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+        tie_word_embeddings=True, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+    )
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(config)
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(folder, safe_serialization=True)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    return build_tiny_model(tmp_path_factory.mktemp("tiny") / "tiny-llama")
+
+
+@pytest.fixture(scope="session")
+def seed_dir() -> Path:
+    if not SEED_DIR.is_dir():
+        pytest.skip("../shared/seed is not beside the checkout")
+    return SEED_DIR

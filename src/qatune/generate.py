@@ -1,0 +1,228 @@
+"""Answers from one base model with every adapter of a run loaded on it: batched greedy decoding with
+the KV cache and left padding, token streaming for chat/serve, and teacher-forced answer NLL."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from qatune.console import QatuneError
+from qatune.prompts import IGNORE_INDEX, encode_pair, ensure_chat_template, prompt_ids, stop_token_ids
+
+if TYPE_CHECKING:
+    from qatune.config import Config
+
+BASE = "base"
+
+
+@dataclass
+class Generation:
+    text: str
+    stopped: bool  # ended at EOS/end-of-turn (or a stop string) before the token limit
+    new_tokens: int
+
+
+def _cut_at_stop(text: str, stop: list[str] | None) -> tuple[str, bool]:
+    cuts = [text.index(s) for s in stop or [] if s and s in text]
+    return (text[: min(cuts)], True) if cuts else (text, False)
+
+
+class Engine:
+    """One base in memory; `name` picks an adapter or `base`. A lock keeps adapter switches from
+    interleaving between concurrent callers (serve)."""
+
+    def __init__(self, model: Any, tokenizer: Any, adapters: list[str], device: str):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.adapters = list(adapters)
+        self.device = device
+        self.lock = threading.RLock()
+        self.stop_ids = stop_token_ids(tokenizer)
+        ensure_chat_template(tokenizer)
+        tokenizer.padding_side = "left"
+        model.eval()
+
+    @property
+    def names(self) -> list[str]:
+        return [BASE, *self.adapters]
+
+    @contextlib.contextmanager
+    def use(self, name: str) -> Iterator[Any]:
+        """Hold the lock and activate adapter `name` (or none for base) for the duration."""
+        if name not in self.names:
+            raise QatuneError(f"unknown model {name!r}; available: {', '.join(self.names)}")
+        with self.lock:
+            if name == BASE:
+                ctx = self.model.disable_adapter() if self.adapters else contextlib.nullcontext()
+                with ctx:
+                    yield self.model
+            else:
+                self.model.set_adapter(name)
+                yield self.model
+
+    def _gen_kwargs(self, max_new_tokens: int, temperature: float, top_p: float) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {
+            "max_new_tokens": max_new_tokens,
+            "eos_token_id": self.stop_ids,
+            "pad_token_id": self.tokenizer.pad_token_id,
+        }
+        if temperature and temperature > 0:
+            kwargs.update(do_sample=True, temperature=temperature, top_p=top_p, top_k=0)
+        else:
+            kwargs.update(do_sample=False, num_beams=1, temperature=None, top_p=None, top_k=None)
+        return kwargs
+
+    def generate(
+        self,
+        name: str,
+        conversations: list[list[dict]],
+        *,
+        max_new_tokens: int = 256,
+        batch_size: int = 16,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        stop: list[str] | None = None,
+        on_batch: Callable[[int], None] | None = None,
+    ) -> list[Generation]:
+        """Answer every conversation; batches hold prompts of similar length to keep padding low."""
+        import torch
+
+        encoded = [prompt_ids(self.tokenizer, conv) for conv in conversations]
+        order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
+        results: list[Generation | None] = [None] * len(encoded)
+        with self.use(name) as model, torch.inference_mode():
+            for start in range(0, len(order), batch_size):
+                idx = order[start : start + batch_size]
+                batch = self.tokenizer.pad({"input_ids": [encoded[i] for i in idx]}, return_tensors="pt")
+                batch = {k: v.to(self.device) for k, v in batch.items()}
+                out = model.generate(**batch, **self._gen_kwargs(max_new_tokens, temperature, top_p))
+                new = out[:, batch["input_ids"].shape[1] :].tolist()
+                for i, tokens in zip(idx, new, strict=True):
+                    results[i] = self._finish(tokens, stop)
+                if on_batch:
+                    on_batch(len(idx))
+        return [r for r in results if r is not None]
+
+    def _finish(self, tokens: list[int], stop: list[str] | None) -> Generation:
+        end = next((j for j, t in enumerate(tokens) if t in self.stop_ids), None)
+        kept = tokens if end is None else tokens[:end]
+        text, cut = _cut_at_stop(self.tokenizer.decode(kept, skip_special_tokens=True).strip(), stop)
+        return Generation(text=text, stopped=end is not None or cut, new_tokens=len(kept) + (end is not None))
+
+    def stream(
+        self,
+        name: str,
+        messages: list[dict],
+        *,
+        max_new_tokens: int = 256,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        stop: list[str] | None = None,
+        cancel: threading.Event | None = None,
+    ) -> Iterator[str]:
+        """Yield text pieces as they are decoded; setting `cancel` ends generation at the next token."""
+        import torch
+        from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
+
+        cancel = cancel or threading.Event()
+
+        class _Cancelled(StoppingCriteria):
+            def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> bool:
+                return cancel.is_set()
+
+        ids = torch.tensor([prompt_ids(self.tokenizer, messages)], device=self.device)
+        streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
+        failure: list[BaseException] = []
+
+        def _run() -> None:
+            try:
+                with self.use(name) as model, torch.inference_mode():
+                    model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), streamer=streamer,
+                                   stopping_criteria=StoppingCriteriaList([_Cancelled()]),
+                                   **self._gen_kwargs(max_new_tokens, temperature, top_p))
+            except BaseException as exc:  # surfaced to the consumer below
+                failure.append(exc)
+                streamer.end()
+
+        thread = threading.Thread(target=_run, daemon=True)
+        thread.start()
+        text = ""
+        try:
+            for piece in streamer:
+                if cancel.is_set():
+                    break
+                text += piece
+                cut, hit = _cut_at_stop(text, stop)
+                if hit:
+                    yield piece[: len(piece) - (len(text) - len(cut))]
+                    cancel.set()
+                    break
+                if piece:
+                    yield piece
+        finally:
+            cancel.set()
+            thread.join()
+        if failure:
+            raise failure[0]
+
+    def answer_nll(self, name: str, pairs: list[tuple[str, str]], *, batch_size: int = 8,
+                   max_length: int = 1024) -> list[float | None]:
+        """Mean negative log-likelihood per reference-answer token, teacher-forced (no generation noise)."""
+        import torch
+
+        encoded = [encode_pair(self.tokenizer, q, a, max_length) for q, a in pairs]
+        values: list[float | None] = [None] * len(pairs)
+        todo = [i for i, e in enumerate(encoded) if e is not None and e.answer_tokens > 0]
+        pad = self.tokenizer.pad_token_id
+        with self.use(name) as model, torch.inference_mode():
+            for start in range(0, len(todo), batch_size):
+                idx = todo[start : start + batch_size]
+                width = max(len(encoded[i].input_ids) for i in idx)  # type: ignore[union-attr]
+                ids = torch.full((len(idx), width), pad, dtype=torch.long)
+                labels = torch.full((len(idx), width), IGNORE_INDEX, dtype=torch.long)
+                mask = torch.zeros((len(idx), width), dtype=torch.long)
+                for row, i in enumerate(idx):
+                    e = encoded[i]
+                    n = len(e.input_ids)  # type: ignore[union-attr]
+                    ids[row, :n] = torch.tensor(e.input_ids)  # type: ignore[union-attr]
+                    labels[row, :n] = torch.tensor(e.labels)  # type: ignore[union-attr]
+                    mask[row, :n] = 1
+                logits = model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device)).logits
+                logits, target = logits[:, :-1].float(), labels[:, 1:].to(logits.device)
+                loss = torch.nn.functional.cross_entropy(
+                    logits.reshape(-1, logits.shape[-1]), target.reshape(-1),
+                    ignore_index=IGNORE_INDEX, reduction="none").view(target.shape)
+                counts = (target != IGNORE_INDEX).sum(1)
+                for row, i in enumerate(idx):
+                    values[i] = float(loss[row].sum() / counts[row])
+        return values
+
+
+def auto_batch_size(value: int | str, device: str) -> int:
+    if isinstance(value, int):
+        return value
+    return 64 if device.startswith("cuda") else 16
+
+
+def load_engine(run: Path, config: Config, names: list[str] | None = None) -> Engine:
+    """The run's base model with the named adapters (default: every saved one) loaded on it."""
+    from qatune.model import choose_placement, load_adapters, load_base, load_tokenizer, resolve_model
+    from qatune.rundir import RunDir
+
+    rundir = RunDir(run)
+    wanted = [n for n in (names or rundir.adapter_names()) if n != BASE]
+    missing = [n for n in wanted if n not in rundir.adapter_names()]
+    if missing:
+        raise QatuneError(f"no adapter {missing[0]!r} in {rundir.models_dir}; "
+                          f"available: {', '.join(rundir.adapter_names()) or 'none (run qatune train)'}")
+    model_path = resolve_model(config.model)
+    placement = choose_placement(config.train.quant, config.train.precision)
+    tokenizer = load_tokenizer(model_path, trust_remote_code=config.trust_remote_code)
+    base = load_base(model_path, placement, trust_remote_code=config.trust_remote_code,
+                     allow_pickle=config.allow_pickle)
+    model = load_adapters(base, {n: rundir.model_dir(n) for n in wanted}, allow_pickle=config.allow_pickle)
+    return Engine(model, tokenizer, wanted, placement.device)

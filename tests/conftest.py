@@ -8,6 +8,12 @@ from pathlib import Path
 
 import pytest
 
+# Set before anything imports huggingface_hub, which reads these once at import time.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
+os.environ["TOKENIZERS_PARALLELISM"] = "false"
+
 SEED_DIR = Path(__file__).resolve().parents[2] / "shared" / "seed"
 CHATML = (
     "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content']"

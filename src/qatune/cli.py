@@ -204,7 +204,6 @@ def run_(
     quiet: QuietOpt = False,
 ) -> None:
     """The main job: prepare -> train -> eval -> report, reusing finished stages."""
-    from qatune import config as cfg
     from qatune import pipeline
 
     console.set_quiet(quiet)
@@ -258,7 +257,17 @@ def export(
     console.out.print(f"exported: {path}")
 
 
+def _quiet_libraries() -> None:
+    """Library progress bars and advice would drown qatune's own output; --debug keeps them."""
+    if not _DEBUG["on"]:
+        for key, value in (("HF_HUB_DISABLE_PROGRESS_BARS", "1"), ("TRANSFORMERS_VERBOSITY", "error"),
+                           ("TOKENIZERS_PARALLELISM", "false"), ("TF_CPP_MIN_LOG_LEVEL", "3")):
+            os.environ.setdefault(key, value)
+
+
 def main() -> None:
+    _DEBUG["on"] = "--debug" in sys.argv[1:] or os.environ.get("QATUNE_DEBUG") == "1"
+    _quiet_libraries()
     try:
         app(standalone_mode=False)
     except console.QatuneError as exc:

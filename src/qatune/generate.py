@@ -123,8 +123,11 @@ class Engine:
         top_p: float = 1.0,
         stop: list[str] | None = None,
         cancel: threading.Event | None = None,
+        stats: dict[str, Any] | None = None,
     ) -> Iterator[str]:
-        """Yield text pieces as they are decoded; setting `cancel` ends generation at the next token."""
+        """Yield text pieces as they are decoded; setting `cancel` ends generation at the next token.
+
+        `stats`, when given, receives `new_tokens` and `stopped` (as in Generation) once generation ends."""
         import torch
         from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
 
@@ -137,13 +140,16 @@ class Engine:
         ids = torch.tensor([prompt_ids(self.tokenizer, messages)], device=self.device)
         streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
         failure: list[BaseException] = []
+        counts: dict[str, Any] = {"new_tokens": 0, "stopped": False}
 
         def _run() -> None:
             try:
                 with self.use(name) as model, torch.inference_mode():
-                    model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), streamer=streamer,
-                                   stopping_criteria=StoppingCriteriaList([_Cancelled()]),
-                                   **self._gen_kwargs(max_new_tokens, temperature, top_p))
+                    out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), streamer=streamer,
+                                         stopping_criteria=StoppingCriteriaList([_Cancelled()]),
+                                         **self._gen_kwargs(max_new_tokens, temperature, top_p))
+                new = out[0, ids.shape[1] :].tolist()
+                counts.update(new_tokens=len(new), stopped=bool(new) and new[-1] in self.stop_ids)
             except BaseException as exc:  # surfaced to the consumer below
                 failure.append(exc)
                 streamer.end()
@@ -158,6 +164,7 @@ class Engine:
                 text += piece
                 cut, hit = _cut_at_stop(text, stop)
                 if hit:
+                    counts["stop_string"] = True
                     yield piece[: len(piece) - (len(text) - len(cut))]
                     cancel.set()
                     break
@@ -166,6 +173,9 @@ class Engine:
         finally:
             cancel.set()
             thread.join()
+            if stats is not None:
+                stats.update(new_tokens=counts["new_tokens"],
+                             stopped=counts["stopped"] or counts.get("stop_string", False))
         if failure:
             raise failure[0]
 

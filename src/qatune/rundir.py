@@ -88,6 +88,19 @@ class RunDir:
     def eval_dir(self, name: str) -> Path:
         return self.eval_root / check_name(name, "eval set name")
 
+    def eval_generations(self, name: str) -> Path:
+        return self.eval_dir(name) / "generations.jsonl"
+
+    def eval_scores(self, name: str) -> Path:
+        return self.eval_dir(name) / "scores.json"
+
+    def eval_combined(self, name: str) -> Path:
+        return self.eval_dir(name) / "combined_responses.json"
+
+    def eval_inputs(self, name: str) -> Path:
+        """Fingerprints of the questions and models the saved generations came from (resume/staleness)."""
+        return self.eval_dir(name) / "inputs.json"
+
     def eval_sets(self) -> list[str]:
         if not self.eval_root.is_dir():
             return []

@@ -1,0 +1,97 @@
+"""`qatune run`: prepare -> train -> eval -> report as straight-line calls. Each stage is skipped when
+the run directory already holds its outputs for unchanged inputs."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from qatune import config as cfg
+from qatune.console import info, out
+from qatune.rundir import RunDir
+
+
+def default_run_dir(data: Path | None) -> Path:
+    return Path("runs") / (Path(data).stem if data else "example")
+
+
+def run(
+    data: Path | None,
+    *,
+    out: Path | None = None,
+    config_path: Path | None = None,
+    overrides: dict[str, Any] | None = None,
+    test_file: Path | None = None,
+    question_files: list[Path] | None = None,
+) -> dict[str, float]:
+    """Run every stage; returns seconds spent per stage (0 for a reused stage)."""
+    from qatune import train
+    from qatune.data import prepare
+    from qatune.evaluate import answer
+    from qatune.report import html
+
+    rundir = RunDir(out or default_run_dir(data))
+    config = cfg.load(config_path, overrides, base=cfg.load_run_config(rundir.config_yaml))
+    info(f"run directory: {rundir.root}")
+    seconds: dict[str, float] = {}
+
+    with _timed(seconds, "prepare") as fresh:
+        if prepare.is_current(rundir.root, data, config, test_file):
+            fresh.skip()
+        else:
+            prepare.prepare(data, rundir.root, config, test_file=test_file)
+    with _timed(seconds, "train") as fresh:
+        if train.is_current(rundir.root, config):
+            fresh.skip()
+        else:
+            train.train(rundir.root, config, resume=rundir.checkpoints_dir.exists())
+    for questions in [None, *(question_files or [])]:
+        name = Path(questions).stem if questions else "test"
+        with _timed(seconds, f"eval:{name}") as fresh:
+            if answer.is_current(rundir.root, config, name, questions):
+                fresh.skip()
+            else:
+                answer.evaluate(rundir.root, config, questions=questions, name=name)
+    with _timed(seconds, "report"):
+        report_path = html.build(rundir.root)
+
+    _print_summary(rundir, report_path, seconds)
+    return seconds
+
+
+class _Stage:
+    def __init__(self) -> None:
+        self.skipped = False
+
+    def skip(self) -> None:
+        self.skipped = True
+
+
+class _timed:
+    """Time a stage and say whether it ran or was reused."""
+
+    def __init__(self, seconds: dict[str, float], name: str):
+        self.seconds, self.name, self.stage = seconds, name, _Stage()
+
+    def __enter__(self) -> _Stage:
+        self.start = time.perf_counter()
+        return self.stage
+
+    def __exit__(self, *exc: object) -> None:
+        elapsed = time.perf_counter() - self.start
+        self.seconds[self.name] = 0.0 if self.stage.skipped else elapsed
+        if self.stage.skipped:
+            info(f"[dim]{self.name}: up to date, reused[/dim]")
+        elif exc[0] is None:
+            info(f"{self.name}: done in {elapsed:.1f}s")
+
+
+def _print_summary(rundir: RunDir, report_path: Path, seconds: dict[str, float]) -> None:
+    from qatune.report.tables import results_markdown
+
+    out.print(results_markdown(rundir.root))
+    total = sum(seconds.values())
+    shares = ", ".join(f"{k} {v:.0f}s" for k, v in seconds.items())
+    out.print(f"stages: {shares} (total {total:.0f}s)")
+    out.print(f"report: {report_path}")

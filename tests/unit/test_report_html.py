@@ -1,0 +1,167 @@
+"""report.html from fake run directories: self-contained, escaped, complete, and robust to partial runs."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from pathlib import Path
+
+import lxml.html
+import pytest
+from report_fakes import MODELS, XSS, make_run
+
+from qatune.console import QatuneError
+from qatune.report.html import build
+from qatune.storage import read_jsonl
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def full_report(tmp_path_factory) -> tuple[Path, str]:
+    run = make_run(tmp_path_factory.mktemp("full"), evals=("test", "paraphrased"))
+    path = build(run)
+    return run, path.read_text(encoding="utf-8")
+
+
+def _doc(page: str):
+    return lxml.html.document_fromstring(page)
+
+
+def test_build_writes_every_output_file(full_report):
+    run, _ = full_report
+    names = {p.name for p in (run / "report").iterdir()}
+    assert {"report.html", "results.csv", "results.md", "recommendation.json", "loss_curves.png"} <= names
+    for ev in ("test", "paraphrased"):
+        assert {f"{ev}_rouge_bars.png", f"{ev}_metrics_vs_epoch.png", f"{ev}_rougeL_heatmap.png"} <= names
+    assert not [n for n in names if n.endswith(".tmp")]
+    for png in (run / "report").glob("*.png"):
+        assert png.read_bytes().startswith(PNG_MAGIC)
+
+
+def test_images_are_embedded_pngs_and_nothing_is_fetched(full_report):
+    run, page = full_report
+    doc = _doc(page)
+    images = doc.xpath("//img")
+    assert len(images) == 1 + 2 * 3  # loss curves + three charts per eval set
+    for img in images:
+        src = img.get("src")
+        assert src.startswith("data:image/png;base64,")
+        assert base64.b64decode(src.split(",", 1)[1]).startswith(PNG_MAGIC)
+    for attr in ("src", "href", "action", "data", "poster"):
+        for value in doc.xpath(f"//@{attr}"):
+            assert not re.match(r"\s*(https?:)?//", value), value
+            assert value.startswith(("data:image/png;base64,", "#")), value
+    assert not re.search(r"""(src|href)\s*=\s*["']?\s*https?://""", page, re.I)
+    assert not doc.xpath("//script | //link | //iframe | //object | //embed")
+    assert "<style>" in page  # CSS inline
+
+
+def test_every_model_answer_and_reference_is_shown(full_report):
+    run, page = full_report
+    text = _doc(page).text_content()
+    for ev in ("test", "paraphrased"):
+        gens = read_jsonl(run / "eval" / ev / "generations.jsonl")
+        assert {g["model"] for g in gens} == set(MODELS)
+        for g in gens:
+            assert g["answer"] in text
+            assert g["reference"] in text
+            assert g["question"] in text
+
+
+def test_planted_markup_renders_as_text(full_report):
+    run, page = full_report
+    doc = _doc(page)
+    assert not doc.xpath("//script"), "a <script> element was created from data"
+    assert not doc.xpath("//@onerror"), "an onerror attribute was created from data"
+    assert all(img.get("src").startswith("data:image/png;base64,") for img in doc.xpath("//img"))
+    text = doc.text_content()
+    for payload in XSS:
+        assert payload in text
+        assert f"cell looks like markup: {payload}" in text  # the data report's warnings
+    assert f"empty answer {XSS[0]}" in text  # dropped-row reason
+    assert f"/data/QA {XSS[1]}.xlsx" in text and f"Sheet{XSS[2]}" in text  # source file and sheet
+    # '</td></tr></table>' in answers must not close the answer tables: each keeps its header, the
+    # reference row and one row per model
+    n_questions = len({g["question_id"] for g in read_jsonl(run / "eval" / "test" / "generations.jsonl")})
+    tables = doc.xpath("//details[@class='q']/table")
+    assert len(tables) == 2 * n_questions
+    for table in tables:
+        assert len(table.xpath(".//tr")) == 2 + len(MODELS)
+
+
+def test_report_shows_data_training_comparisons_and_warning(full_report):
+    run, page = full_report
+    text = " ".join(_doc(page).text_content().split())
+    for needle in ("valid question/answer pairs", "Dropped rows (2)", "peak memory", "1.40 GiB", "2 min 5 s",
+                   "Validation loss by epoch", "Change vs base", "Answers side by side",
+                   "with n < 30 the 95% confidence intervals are wide", "BERTScore not computed"):
+        assert needle in text, needle
+    rec = json.loads((run / "report" / "recommendation.json").read_text())
+    assert rec["model"] == "epoch-2" and rec["reason"] in text
+
+
+def test_partial_run_without_eval_still_builds(tmp_path):
+    run = make_run(tmp_path, evals=())
+    page = build(run).read_text(encoding="utf-8")
+    text = " ".join(_doc(page).text_content().split())
+    assert "no evaluation yet" in text
+    assert "No recommendation yet" in text
+    assert len(_doc(page).xpath("//img")) == 1  # only the loss curves
+    rec = json.loads((run / "report" / "recommendation.json").read_text())
+    assert rec["model"] is None and rec["verdict"] == "no-evaluation"
+    assert "No evaluation results yet" in (run / "report" / "results.md").read_text()
+
+
+def test_run_with_only_prepared_data_builds(tmp_path):
+    run = make_run(tmp_path, train=False, evals=())
+    page = build(run).read_text(encoding="utf-8")
+    text = " ".join(_doc(page).text_content().split())
+    assert "training has not finished" in text and "No training summary" in text
+    assert not _doc(page).xpath("//img")
+
+
+def test_damaged_files_are_reported_not_fatal(tmp_path):
+    run = make_run(tmp_path)
+    (run / "train" / "summary.json").write_text("{not json", encoding="utf-8")
+    (run / "eval" / "test" / "combined_responses.json").write_text("[", encoding="utf-8")
+    with open(run / "train" / "metrics.jsonl", "a", encoding="utf-8") as handle:
+        handle.write('{"step": 99, "lo')  # a crash mid-line
+    (run / "eval" / "half").mkdir()
+    (run / "eval" / "half" / "generations.jsonl").write_text("", encoding="utf-8")
+    page = build(run).read_text(encoding="utf-8")
+    text = " ".join(_doc(page).text_content().split())
+    assert "summary.json could not be read" in text
+    assert "eval set 'half' is incomplete" in text
+    assert re.search(r"Recommended model: (epoch-2|best)", text)  # best = epoch-2 is unknown here
+
+
+def test_not_a_run_directory_is_a_clear_error(tmp_path):
+    with pytest.raises(QatuneError, match="not found"):
+        build(tmp_path / "nope")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(QatuneError, match="not a qatune run directory"):
+        build(tmp_path / "empty")
+
+
+def test_rebuild_replaces_stale_report_files(tmp_path):
+    run = make_run(tmp_path, evals=("test", "old"))
+    build(run)
+    assert (run / "report" / "old_rouge_bars.png").exists()
+    import shutil
+
+    shutil.rmtree(run / "eval" / "old")
+    build(run)
+    assert not (run / "report" / "old_rouge_bars.png").exists()
+
+
+def test_report_never_imports_torch(tmp_path):
+    import subprocess
+    import sys
+
+    run = make_run(tmp_path, evals=())
+    code = ("import sys; import qatune.report.tables, qatune.report.html as h; "
+            "assert 'matplotlib' not in sys.modules; h.build(sys.argv[1]); "
+            "assert 'torch' not in sys.modules and 'transformers' not in sys.modules")
+    subprocess.run([sys.executable, "-c", code, str(run)], check=True, capture_output=True)

@@ -43,6 +43,11 @@ class RunDir:
     def data_report_md(self) -> Path:
         return self.data_dir / "report.md"
 
+    @property
+    def data_stamp_json(self) -> Path:
+        """What the prepared data was made from (input hash, output hashes): lets a pipeline skip prepare."""
+        return self.data_dir / "stamp.json"
+
     # config and provenance
     @property
     def config_yaml(self) -> Path:

@@ -1,0 +1,169 @@
+"""The prepare stage: read -> clean -> split -> augment (train only) -> RUN/data/{train,val,test}.jsonl,
+report.json, report.md and stamp.json, all written at once. Also the question-file reader eval uses."""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from importlib.resources import files
+from pathlib import Path
+
+from qatune.config import Config, save_config, section_hash
+from qatune.console import QatuneError
+from qatune.data.augment import augment_pairs
+from qatune.data.clean import Cleaned, clean_rows, length_warnings, question_key
+from qatune.data.read import Table, read_table
+from qatune.data.split import Splits, split_pairs, split_with_test
+from qatune.data.summary import markdown, print_summary
+from qatune.rundir import RunDir
+from qatune.storage import atomic_dir, atomic_write_json, atomic_write_text, read_json, write_jsonl
+
+DATA_FORMAT = 1
+SPLITS = ("train", "val", "test")
+
+
+def example_data_path() -> Path:
+    """The example spreadsheet shipped with qatune (a fictional course syllabus)."""
+    return Path(str(files("qatune") / "examples" / "example_qa.xlsx"))
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _ingest(path: Path, config: Config, *, strict: bool = True, sheet: str | None = None,
+            id_prefix: str = "row", label: str = "") -> tuple[Table, Cleaned]:
+    p = config.prepare
+    table = read_table(path, question_col=p.question_col, answer_col=p.answer_col, sheet=sheet,
+                       max_rows=p.max_rows, strict=strict)
+    cleaned = clean_rows(table.rows, id_prefix=id_prefix, blank_rows=table.blank_rows, label=label)
+    cleaned.warnings[:0] = table.notes
+    if not cleaned.pairs:
+        raise QatuneError(_no_pairs(table, cleaned), path=path)
+    return table, cleaned
+
+
+def _no_pairs(table: Table, cleaned: Cleaned) -> str:
+    if not cleaned.dropped:
+        under = f" under the header in row {table.header_row}" if table.header_row else ""
+        return f"no question/answer rows{under}; add rows with a question and its answer"
+    reasons = Counter(d["reason"].split(" (")[0] for d in cleaned.dropped)
+    top = ", ".join(f"{n} {reason}" for reason, n in reasons.most_common(3))
+    first = cleaned.dropped[0]["row"]
+    return (f"no valid question/answer pairs: {len(cleaned.dropped)} row(s) dropped ({top}; first: row {first}); "
+            "fill in both the question and the answer")
+
+
+def load_questions(path: Path, config: Config) -> list[dict]:
+    """Any supported file -> [{id, question, answer, source_row}] by the same rules (for evaluation)."""
+    _, cleaned = _ingest(Path(path), config, strict=False, id_prefix="q")
+    return cleaned.pairs
+
+
+def input_hash(data: Path | None, config: Config, test_file: Path | None = None) -> str:
+    """Hash of everything the prepared data depends on: source bytes, test-file bytes, prepare settings."""
+    source = Path(data) if data is not None else example_data_path()
+    test = file_sha256(Path(test_file)) if test_file is not None else ""
+    return section_hash(config.prepare, file_sha256(source), test, DATA_FORMAT)
+
+
+def is_current(run: Path | RunDir, data: Path | None, config: Config, test_file: Path | None = None) -> bool:
+    """True when RUN/data was prepared from these exact inputs and its files are intact."""
+    rundir = run if isinstance(run, RunDir) else RunDir(run)
+    try:
+        stamp = read_json(rundir.data_stamp_json)
+        if stamp.get("input_hash") != input_hash(data, config, test_file):
+            return False
+        outputs = stamp.get("outputs", {})
+        return all(outputs.get(name) == file_sha256(rundir.split_file(name)) for name in SPLITS) and \
+            rundir.data_report_json.is_file()
+    except (OSError, ValueError, AttributeError, QatuneError):
+        return False
+
+
+def _split(cleaned: Cleaned, config: Config, test_file: Path | None) -> tuple[Splits, Cleaned | None]:
+    p = config.prepare
+    if test_file is None:
+        return split_pairs(cleaned.pairs, p.val_frac, p.test_frac, p.seed), None
+    _, test_clean = _ingest(Path(test_file), config, strict=False, id_prefix="test", label="test file: ")
+    splits = split_with_test(cleaned.pairs, test_clean.pairs, p.val_frac, p.seed)
+    if not splits.train:
+        raise QatuneError("every question of the data is also in this test file, so nothing is left to train "
+                          "on; give a test file with other questions", path=test_file)
+    return splits, test_clean
+
+
+def _check_out(run: RunDir) -> None:
+    if run.root.exists() and not run.root.is_dir():
+        raise QatuneError("is a file, not a run directory; choose another --out", path=run.root)
+
+
+def prepare(data: Path | None, out: Path, config: Config, test_file: Path | None = None) -> dict:
+    """Stage entry: returns the report (the dict written to RUN/data/report.json)."""
+    run = RunDir(out)
+    _check_out(run)
+    source = Path(data) if data is not None else example_data_path()
+    table, cleaned = _ingest(source, config, sheet=config.prepare.sheet)
+    splits, test_clean = _split(cleaned, config, test_file)
+    held_out = {question_key(p["question"]) for p in splits.val + splits.test}
+    augmented = augment_pairs(splits.train, config.prepare.augment, config.prepare.seed, held_out)
+    dropped = sorted(cleaned.dropped + splits.dropped, key=lambda d: d["row"])
+    warnings = list(cleaned.warnings)
+    if test_clean is not None:
+        dropped += test_clean.dropped
+        warnings += test_clean.warnings
+    warnings += splits.warnings
+    warnings += length_warnings(splits.train + splits.val + splits.test, config.model, config.train.max_length)
+    report = {
+        "valid_pairs": len(cleaned.pairs),
+        "splits": {"train": len(splits.train), "val": len(splits.val), "test": len(splits.test),
+                   "train_augmented": len(augmented)},
+        "dropped": dropped,
+        "warnings": warnings,
+        "source": {"path": str(source.resolve()), "sha256": file_sha256(source), "sheet": table.sheet,
+                   "question_col": table.question_col, "answer_col": table.answer_col,
+                   "header_row": table.header_row},
+    }
+    blank = cleaned.blank_rows + (test_clean.blank_rows if test_clean else 0)
+    _write(run, _with_variants(splits.train, augmented), splits, report, blank, data, config, test_file)
+    print_summary(report, blank, str(run.data_dir))
+    return report
+
+
+def _with_variants(train: list[dict], augmented: list[dict]) -> list[dict]:
+    """Each training pair followed by its augmented variants."""
+    variants: dict[str, list[dict]] = {}
+    for row in augmented:
+        variants.setdefault(row["augmented_from"], []).append(row)
+    return [row for pair in train for row in (pair, *variants.get(pair["id"], []))]
+
+
+def _write(run: RunDir, train: list[dict], splits: Splits, report: dict, blank: int, data: Path | None,
+           config: Config, test_file: Path | None) -> None:
+    rows = {"train": train, "val": splits.val, "test": splits.test}
+    test = str(Path(test_file).resolve()) if test_file is not None else None
+    try:
+        with atomic_dir(run.data_dir) as tmp:
+            def inside(path: Path) -> Path:
+                return tmp / path.relative_to(run.data_dir)
+
+            for name in SPLITS:
+                write_jsonl(inside(run.split_file(name)), rows[name])
+            atomic_write_json(inside(run.data_report_json), report)
+            atomic_write_text(inside(run.data_report_md), markdown(report, blank, test))
+            atomic_write_json(inside(run.data_stamp_json), {
+                "input_hash": input_hash(data, config, test_file),
+                "source_sha256": report["source"]["sha256"],
+                "test_file": test,
+                "test_sha256": file_sha256(Path(test_file)) if test_file is not None else None,
+                "prepare": config.prepare.model_dump(mode="json"),
+                "outputs": {name: file_sha256(inside(run.split_file(name))) for name in SPLITS},
+            })
+        save_config(config, run.config_yaml)
+    except OSError as exc:
+        raise QatuneError(f"cannot write the prepared data ({exc.strerror or exc}); check that the folder "
+                          "is writable and the disk has space", path=run.root) from None

@@ -1,0 +1,62 @@
+"""The data report for people: RUN/data/report.md and the short table `qatune prepare` prints."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from qatune import console
+
+_ROW_NOTE = ("Row numbers are the ones a spreadsheet app shows (JSON and Parquet: item number; JSON Lines: "
+             "line number).")
+
+
+def _cell(value: object) -> str:
+    return " ".join(str(value).split()).replace("|", "\\|").replace("`", "'")
+
+
+def counts(report: dict, blank_rows: int) -> list[tuple[str, int]]:
+    splits = report["splits"]
+    return [("valid pairs", report["valid_pairs"]), ("train", splits["train"]),
+            ("train, augmented variants", splits["train_augmented"]), ("validation", splits["val"]),
+            ("test", splits["test"]), ("dropped rows", len(report["dropped"])),
+            ("blank rows skipped", blank_rows), ("warnings", len(report["warnings"]))]
+
+
+def markdown(report: dict, blank_rows: int, test_file: str | None = None) -> str:
+    src = report["source"]
+    where = []
+    if src["sheet"]:
+        where.append(f"sheet '{_cell(src['sheet'])}'")
+    if src["header_row"] is not None:
+        where.append(f"header in row {src['header_row']}")
+    where.append(f"question column '{_cell(src['question_col'])}', answer column '{_cell(src['answer_col'])}'")
+    lines = ["# Data report", "", f"Source: `{_cell(src['path'])}` ({', '.join(where)})",
+             f"SHA-256: `{src['sha256']}`"]
+    if test_file:
+        lines.append(f"Test set: `{_cell(test_file)}` (given explicitly)")
+    lines += ["", "| | rows |", "|---|---:|"]
+    lines += [f"| {name} | {value} |" for name, value in counts(report, blank_rows)]
+    lines += ["", "The train split holds the original pairs; augmented variants (reworded training questions) "
+              "are added to train.jsonl after the split, so no held-out question leaks into training."]
+    if report["dropped"]:
+        lines += ["", "## Dropped rows", "", "| row | reason |", "|---:|---|"]
+        lines += [f"| {d['row']} | {_cell(d['reason'])} |" for d in report["dropped"]]
+    if report["warnings"]:
+        lines += ["", "## Warnings", ""] + [f"- {_cell(w)}" for w in report["warnings"]]
+    lines += ["", _ROW_NOTE, ""]
+    return "\n".join(lines)
+
+
+def print_summary(report: dict, blank_rows: int, data_dir: str) -> None:
+    if console.is_quiet():
+        return
+    console.table(f"Prepared {Path(report['source']['path']).name}", ["", "rows"], counts(report, blank_rows))
+    for drop in report["dropped"][:5]:
+        console.info(f"dropped row {drop['row']}: {drop['reason']}")
+    if len(report["dropped"]) > 5:
+        console.info(f"... and {len(report['dropped']) - 5} more dropped rows (see report.md)")
+    for warning in report["warnings"][:5]:
+        console.warn(warning)
+    if len(report["warnings"]) > 5:
+        console.info(f"... and {len(report['warnings']) - 5} more warnings (see report.md)")
+    console.info(f"wrote {data_dir}")

@@ -1,0 +1,82 @@
+"""WordNet augmentation: offline corpus built from the system files, protected tokens, determinism."""
+
+from __future__ import annotations
+
+import random
+import re
+
+import pytest
+
+from qatune.console import QatuneError
+from qatune.data import augment
+from qatune.data.clean import question_key
+
+pytestmark = pytest.mark.skipif(not (augment.SYSTEM_WORDNET / "data.noun").is_file(),
+                                reason="WordNet files not installed (apt-get install wordnet-base)")
+
+QUESTIONS = [
+    "When is the ESE 577 midterm exam held on October 20, 2026 at 2:00 pm?",
+    "Where does Prof. Imani Okafor hold office hours in Whitfield Hall 330 on Wednesdays?",
+    "What happens if the homework is submitted 3 days late on 09/12?",
+    "Is attendance mandatory for the DSC 310 lectures and the lab on Friday at 10:00 am?",
+    "How should students contact the teaching assistant Marcus Lindqvist about a regrade?",
+]
+
+
+def _protected(text: str) -> list[str]:
+    """Tokens that must survive: anything with a digit, capitalized words, and the words touching digits."""
+    chunks = text.split()
+    keep = []
+    for i, chunk in enumerate(chunks):
+        near_digit = any(re.search(r"\d", chunks[j]) for j in (i - 1, i + 1) if 0 <= j < len(chunks))
+        if re.search(r"\d", chunk) or chunk[:1].isupper() or near_digit:
+            keep.append(chunk)
+    return keep
+
+
+def test_wordnet_folder_is_built_offline_with_lexnames():
+    folder = augment.wordnet_dir()
+    assert folder == augment.nltk_data_dir() / "corpora" / "wordnet"
+    lines = (folder / "lexnames").read_text().splitlines()
+    assert len(lines) == 45
+    assert lines[0].split("\t") == ["00", "adj.all", "3"] and lines[44].split("\t") == ["44", "adj.ppl", "3"]
+    assert lines[18].split("\t") == ["18", "noun.person", "1"] and lines[29].split("\t")[1] == "verb.body"
+    assert "teacher" in augment._synonyms("instructor")
+
+
+def test_variants_never_touch_numbers_times_dates_codes_or_names():
+    changed = 0
+    for seed in range(15):
+        rng = random.Random(seed)
+        for question in QUESTIONS:
+            text = augment.variant(question, rng)
+            if text is None or text == question:
+                continue
+            changed += 1
+            assert _protected(text) == _protected(question), (question, text)
+            assert len(question.split()) <= len(text.split()) <= len(question.split()) + 2
+    assert changed >= 40
+
+
+def test_augment_pairs_is_deterministic_train_only_and_leak_free():
+    train = [{"id": f"row-{i}", "question": q, "answer": f"A{i}.", "source_row": i} for i, q in enumerate(QUESTIONS)]
+    held_out = {question_key("What happens if the homework is turned in 3 days late on 09/12?")}
+    first = augment.augment_pairs(train, 2, 42, held_out)
+    assert first == augment.augment_pairs(train, 2, 42, held_out)
+    assert first != augment.augment_pairs(train, 2, 43, held_out)
+    by_id = {p["id"]: p for p in train}
+    assert len(first) >= 8
+    for row in first:
+        source = by_id[row["augmented_from"]]
+        assert row["id"].startswith(source["id"] + "-aug") and row["answer"] == source["answer"]
+        assert row["source_row"] == source["source_row"] and row["question"] != source["question"]
+        assert question_key(row["question"]) not in held_out
+    assert len({question_key(r["question"]) for r in first}) == len(first)
+    assert augment.augment_pairs(train, 0, 42, set()) == []
+
+
+def test_missing_wordnet_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("QATUNE_HOME", str(tmp_path / "home"))
+    with pytest.raises(QatuneError, match="apt-get install wordnet-base wordnet-sense-index"):
+        augment.wordnet_dir(source=tmp_path / "no-wordnet")
+    assert not (tmp_path / "home" / "nltk_data" / "corpora" / "wordnet").exists()

@@ -47,15 +47,19 @@ def _auto_int(value: str | None) -> int | str | None:
         raise console.QatuneError(f"expected a number or 'auto', got {value!r}") from None
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        console.out.print(__version__)
+        raise typer.Exit()
+
+
 @app.callback()
 def _root(
     debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks.")] = False,
-    version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False,
+    version: Annotated[bool, typer.Option("--version", help="Print the version and exit.", is_eager=True,
+                                          callback=_print_version)] = False,
 ) -> None:
     _DEBUG["on"] = debug or os.environ.get("QATUNE_DEBUG") == "1"
-    if version:
-        console.out.print(__version__)
-        raise typer.Exit()
 
 
 def _prepare_overrides(val_frac, test_frac, seed, augment, question_col, answer_col, sheet) -> dict[str, Any]:
@@ -283,10 +287,8 @@ def main() -> None:
         sys.exit(130)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
-    except Exception as exc:  # click usage errors and anything unexpected
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
+    except Exception as exc:  # usage errors (click's, vendored by typer) and anything unexpected
+        if hasattr(exc, "show") and hasattr(exc, "exit_code"):
             exc.show()
             sys.exit(console.EXIT_BAD_INPUT)
         if _DEBUG["on"]:

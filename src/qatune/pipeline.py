@@ -31,6 +31,8 @@ def run(
     from qatune.evaluate import answer
     from qatune.report import html
 
+    if data is None and test_file is None:
+        test_file = prepare.example_test_path()
     rundir = RunDir(out or default_run_dir(data))
     config = cfg.load(config_path, overrides, base=cfg.load_run_config(rundir.config_yaml))
     info(f"run directory: {rundir.root}")

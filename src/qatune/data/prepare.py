@@ -27,6 +27,11 @@ def example_data_path() -> Path:
     return Path(str(files("qatune") / "examples" / "example_qa.xlsx"))
 
 
+def example_test_path() -> Path:
+    """Held-out reworded questions about the example syllabus: the example run's test set."""
+    return Path(str(files("qatune") / "examples" / "example_test.csv"))
+
+
 def file_sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:

@@ -1,0 +1,242 @@
+"""Load test of `qatune serve` on loopback: concurrent clients for a bounded time, alternating adapters, some
+streaming, some malformed, some without the API key. Reports p50/p95 latency, requests/s, error counts,
+wrong-adapter answers and the server's memory. tests/integration/test_load.py runs it briefly.
+
+    python benchmarks/serve_load.py --run RUN [--duration 60] [--clients 16] [--max-tokens 16]
+    python benchmarks/serve_load.py --make-run tiny|default   # builds a throwaway two-adapter run first
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+QUESTIONS = ["Who is the instructor?", "How is the grade computed?", "What is the title of this course?",
+             "When is the final project due?", "Where are the lectures?"]
+KINDS = ["plain", "stream", "plain", "malformed", "stream", "plain", "no-key", "plain"]
+
+
+@dataclass
+class LoadResult:
+    duration_s: float = 0.0
+    requests: int = 0
+    answered: int = 0  # valid requests answered 200
+    rejected_as_expected: int = 0  # malformed -> 400, missing key -> 401
+    errors_5xx: int = 0
+    unexpected: list[str] = field(default_factory=list)  # any other status or a broken stream
+    wrong_answers: int = 0  # a 200 whose text differs from that model's known answer
+    latencies_ms: list[float] = field(default_factory=list)  # answered requests only
+    rss_mb: list[float] = field(default_factory=list)  # sampled once a second
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def summary(self) -> dict:
+        lat = sorted(self.latencies_ms)
+        pct = (lambda p: round(lat[min(len(lat) - 1, int(p * len(lat)))], 1)) if lat else (lambda p: None)
+        return {"duration_s": round(self.duration_s, 1), "requests": self.requests, "answered": self.answered,
+                "requests_per_s": round(self.requests / self.duration_s, 2) if self.duration_s else None,
+                "answers_per_s": round(self.answered / self.duration_s, 2) if self.duration_s else None,
+                "p50_ms": pct(0.50), "p95_ms": pct(0.95),
+                "mean_ms": round(statistics.fmean(lat), 1) if lat else None,
+                "rejected_as_expected": self.rejected_as_expected, "errors_5xx": self.errors_5xx,
+                "unexpected": len(self.unexpected), "wrong_answers": self.wrong_answers,
+                "rss_start_mb": self.rss_mb[0] if self.rss_mb else None,
+                "rss_end_mb": self.rss_mb[-1] if self.rss_mb else None,
+                "rss_max_mb": max(self.rss_mb) if self.rss_mb else None}
+
+
+def _body(model: str, question: str, max_tokens: int, stream: bool) -> dict:
+    return {"model": model, "messages": [{"role": "user", "content": question}], "max_tokens": max_tokens,
+            "temperature": 0, "stream": stream}
+
+
+def ask(client: httpx.Client, url: str, body: dict, headers: dict) -> tuple[int, str | None]:
+    """(status, answer text) for one request, streamed or not; text None when the status is not 200."""
+    if not body.get("stream"):
+        response = client.post(f"{url}/v1/chat/completions", json=body, headers=headers)
+        text = response.json()["choices"][0]["message"]["content"] if response.status_code == 200 else None
+        return response.status_code, text
+    with client.stream("POST", f"{url}/v1/chat/completions", json=body, headers=headers) as response:
+        if response.status_code != 200:
+            response.read()
+            return response.status_code, None
+        parts, done = [], False
+        for line in response.iter_lines():
+            if line == "data: [DONE]":
+                done = True
+            elif line.startswith("data: "):
+                chunk = json.loads(line[6:])
+                if "error" in chunk:
+                    raise RuntimeError(f"error in stream: {chunk['error'].get('message')}")
+                parts += [c["delta"].get("content") or "" for c in chunk["choices"]]
+        if not done:
+            raise RuntimeError("stream ended without [DONE]")
+        return 200, "".join(parts)
+
+
+def expected_answers(url: str, models: list[str], questions: list[str], max_tokens: int,
+                     api_key: str | None = None) -> dict[tuple[str, str], str]:
+    """Each model's greedy answer to each question, asked one at a time before the load starts."""
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    with httpx.Client(timeout=120) as client:
+        return {(m, q): ask(client, url, _body(m, q, max_tokens, False), headers)[1] or ""
+                for m in models for q in questions}
+
+
+def _client_loop(i: int, url: str, models: list[str], questions: list[str], expected: dict, max_tokens: int,
+                 api_key: str | None, stop_at: float, result: LoadResult) -> None:
+    auth = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    with httpx.Client(timeout=120) as client:
+        k = 0
+        while time.monotonic() < stop_at:
+            kind = KINDS[(i + k) % len(KINDS)]
+            model, question = models[(i + k) % len(models)], questions[(3 * i + k) % len(questions)]
+            k += 1
+            if kind == "no-key" and not api_key:
+                kind = "plain"
+            started = time.monotonic()
+            try:
+                status, text, want = _one(client, url, kind, model, question, max_tokens, auth)
+            except Exception as exc:  # counted, never fatal: the run goes on
+                with result.lock:
+                    result.requests += 1
+                    result.unexpected.append(f"{kind}: {type(exc).__name__}: {exc}")
+                continue
+            elapsed = (time.monotonic() - started) * 1000
+            with result.lock:
+                result.requests += 1
+                if status >= 500:
+                    result.errors_5xx += 1
+                elif status != want:
+                    result.unexpected.append(f"{kind}: HTTP {status}")
+                elif status != 200:
+                    result.rejected_as_expected += 1
+                else:
+                    result.answered += 1
+                    result.latencies_ms.append(elapsed)
+                    result.wrong_answers += int(text != expected[(model, question)])
+
+
+def _one(client, url, kind, model, question, max_tokens, auth) -> tuple[int, str | None, int]:
+    if kind == "malformed":
+        r = client.post(f"{url}/v1/chat/completions", content=b'{"model": "' + model.encode() + b'", "messages": [',
+                        headers={**auth, "Content-Type": "application/json"})
+        return r.status_code, None, 400
+    body = _body(model, question, max_tokens, kind == "stream")
+    status, text = ask(client, url, body, {} if kind == "no-key" else auth)
+    return status, text, 401 if kind == "no-key" else 200
+
+
+def run_load(url: str, models: list[str], questions: list[str], expected: dict, *, clients: int = 16,
+             duration_s: float = 20, max_tokens: int = 16, api_key: str | None = None,
+             rss: Callable[[], float] | None = None) -> LoadResult:
+    result = LoadResult()
+    started = time.monotonic()
+    stop_at = started + duration_s
+    sampling = threading.Event()
+
+    def sample() -> None:
+        while not sampling.wait(1.0):
+            result.rss_mb.append(round(rss(), 1))  # type: ignore[misc]
+
+    if rss:
+        result.rss_mb.append(round(rss(), 1))
+        threading.Thread(target=sample, daemon=True).start()
+    threads = [threading.Thread(target=_client_loop, args=(i, url, models, questions, expected, max_tokens,
+                                                           api_key, stop_at, result)) for i in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    sampling.set()
+    result.duration_s = time.monotonic() - started
+    if rss:
+        result.rss_mb.append(round(rss(), 1))
+    return result
+
+
+# ---- standalone: start `qatune serve` as its own process and measure it ----
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _make_run(kind: str) -> Path:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from adapter_runs import make_run  # the two-adapter test run (random LoRA weights, no training)
+    from conftest import build_tiny_model
+    from qatune.model import resolve_model
+
+    root = Path(tempfile.mkdtemp(prefix="qatune-load-"))
+    model = build_tiny_model(root / "tiny") if kind == "tiny" else Path(resolve_model("default"))
+    return make_run(root / "run", model)
+
+
+def _serve(run: Path, api_key: str | None) -> tuple[subprocess.Popen, str]:
+    port = _free_port()
+    cmd = [sys.executable, "-m", "qatune", "serve", "--run", str(run), "--port", str(port)]
+    proc = subprocess.Popen(cmd + (["--api-key", api_key] if api_key else []), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                return proc, url
+        except httpx.TransportError:
+            time.sleep(0.3)
+    proc.kill()
+    raise SystemExit("qatune serve did not start")
+
+
+def main() -> None:
+    import psutil
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--run", type=Path)
+    parser.add_argument("--make-run", choices=["tiny", "default"])
+    parser.add_argument("--duration", type=float, default=60)
+    parser.add_argument("--clients", type=int, default=16)
+    parser.add_argument("--max-tokens", type=int, default=16)
+    parser.add_argument("--api-key", default="load-test-key")
+    args = parser.parse_args()
+    run = args.run or _make_run(args.make_run or "tiny")
+    proc, url = _serve(run, args.api_key)
+    try:
+        models = [m["id"] for m in httpx.get(f"{url}/v1/models", timeout=30,
+                                              headers={"Authorization": f"Bearer {args.api_key}"}).json()["data"]]
+        expected = expected_answers(url, models, QUESTIONS, args.max_tokens, args.api_key)
+        distinct = sum(len({expected[(m, q)] for m in models}) == len(models) for q in QUESTIONS)
+        server = psutil.Process(proc.pid)
+        result = run_load(url, models, QUESTIONS, expected, clients=args.clients, duration_s=args.duration,
+                          max_tokens=args.max_tokens, api_key=args.api_key,
+                          rss=lambda: server.memory_info().rss / 2**20)
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    summary = {"run": str(run), "models": models, "clients": args.clients, "max_tokens": args.max_tokens,
+               "questions_with_distinct_answers": f"{distinct}/{len(QUESTIONS)}", **result.summary(),
+               "cpu_count": os.cpu_count()}
+    for key, value in summary.items():
+        print(f"{key:>32}: {value}")
+    for line in result.unexpected[:10]:
+        print("unexpected:", line)
+    print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main()

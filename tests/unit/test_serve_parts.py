@@ -1,0 +1,92 @@
+"""Server parts without a network: request schemas, job limits, whitespace trimming of streams, the Host
+check, and that each app built by the factory holds its own settings."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import re
+
+import pytest
+from fastapi.testclient import TestClient
+from hypothesis import given
+from hypothesis import strategies as st
+from pydantic import ValidationError
+
+from qatune.model import load_tokenizer
+from qatune.serve.app import Settings, create_app, is_loopback
+from qatune.serve.completions import Limits, make_job
+from qatune.serve.errors import ApiError
+from qatune.serve.guard import _host_name
+from qatune.serve.schemas import ChatCompletionRequest
+from qatune.serve.worker import _Trim
+from serve_harness import ScriptedEngine
+
+LIMITS = Limits(max_tokens_cap=1024, default_max_tokens=256, timeout_s=10)
+
+
+def _request(**fields):
+    return ChatCompletionRequest.model_validate({"model": "best", "messages": [{"role": "user", "content": "hi"}],
+                                                 **fields})
+
+
+@given(st.lists(st.text(alphabet=" \n\tab\u00a0é", max_size=6), max_size=12))
+def test_trimmed_stream_equals_stripped_text(pieces):
+    trim = _Trim()
+    assert "".join(trim.feed(p) for p in pieces) == "".join(pieces).strip()
+
+
+def test_stop_accepts_a_string_or_up_to_four_strings():
+    assert _request(stop="###").stop == ["###"]
+    assert _request(stop=["a", "", "b"]).stop == ["a", "b"]
+    with pytest.raises(ValidationError):
+        _request(stop=["1", "2", "3", "4", "5"])
+
+
+def test_messages_map_to_the_chat_template_roles():
+    body = _request(messages=[{"role": "developer", "content": "Be brief."},
+                              {"role": "user", "content": [{"type": "text", "text": "Who "},
+                                                           {"type": "text", "text": "teaches?"}]}])
+    assert [m.as_template_message() for m in body.messages] == [
+        {"role": "system", "content": "Be brief."}, {"role": "user", "content": "Who teaches?"}]
+
+
+def test_job_limits():
+    names = ["base", "best"]
+    assert make_job(_request(), names, LIMITS).max_tokens == 256
+    assert make_job(_request(max_completion_tokens=7), names, LIMITS).max_tokens == 7
+    with pytest.raises(ApiError) as err:
+        make_job(_request(max_tokens=1025), names, LIMITS)
+    assert err.value.status == 400 and err.value.param == "max_tokens"
+    with pytest.raises(ApiError) as err:
+        make_job(_request(model="epoch-3"), names, LIMITS)
+    assert err.value.status == 404
+
+
+@pytest.mark.parametrize("header, name", [("127.0.0.1:8000", "127.0.0.1"), ("localhost", "localhost"),
+                                          ("[::1]:8000", "::1"), ("evil.example:80", "evil.example")])
+def test_host_header_names(header, name):
+    assert _host_name(header) == name
+
+
+def test_loopback_detection():
+    assert is_loopback("127.0.0.1") and is_loopback("localhost") and is_loopback("::1")
+    assert not is_loopback("0.0.0.0") and not is_loopback("192.168.1.5")
+
+
+def test_each_app_holds_its_own_settings(tiny_model_dir):
+    tokenizer = load_tokenizer(str(tiny_model_dir))
+    open_app = create_app(Settings(engine=ScriptedEngine(tokenizer, ["best"])))
+    keyed_app = create_app(Settings(engine=ScriptedEngine(tokenizer, ["epoch-1"]), api_key="k"))
+    with TestClient(open_app, base_url="http://127.0.0.1") as a, \
+            TestClient(keyed_app, base_url="http://127.0.0.1") as b:
+        assert [m["id"] for m in a.get("/v1/models").json()["data"]] == ["base", "best"]
+        assert b.get("/v1/models").status_code == 401
+        assert [m["id"] for m in b.get("/v1/models", headers={"Authorization": "Bearer k"}).json()["data"]] \
+            == ["base", "epoch-1"]
+        page = a.get("/")
+        scripts = re.findall(r"<script>(.*?)</script>", page.text, flags=re.S)
+        digest = base64.b64encode(hashlib.sha256(scripts[0].encode()).digest()).decode()
+        assert f"'sha256-{digest}'" in page.headers["content-security-policy"]
+        assert "innerHTML" not in page.text and "insertAdjacentHTML" not in page.text
+        assert "http://" not in page.text and "https://" not in page.text  # no external resources

@@ -92,8 +92,8 @@ class _timed:
 def _print_summary(rundir: RunDir, report_path: Path, seconds: dict[str, float]) -> None:
     from qatune.report.tables import results_markdown
 
-    out.print(results_markdown(rundir.root))
+    out.print(results_markdown(rundir.root), markup=False, soft_wrap=True)
     total = sum(seconds.values())
     shares = ", ".join(f"{k} {v:.0f}s" for k, v in seconds.items())
-    out.print(f"stages: {shares} (total {total:.0f}s)")
-    out.print(f"report: {report_path}")
+    out.print(f"stages: {shares} (total {total:.0f}s)", markup=False, soft_wrap=True)
+    out.print(f"report: {report_path}", markup=False, soft_wrap=True)

@@ -1,0 +1,245 @@
+"""The eval stage entry: answer an eval set with base, the retrieval baseline and every fine-tuned model
+(one base in memory, adapters switched), append each batch to generations.jsonl, then score it."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from qatune import console
+from qatune.console import QatuneError
+from qatune.evaluate import metrics as M
+from qatune.evaluate.retrieval import RETRIEVAL, nearest_answers, training_pairs
+from qatune.evaluate.scores import build_scores, combined_responses, print_results
+from qatune.evaluate.state import (
+    QuestionSet,
+    is_current,
+    mark_scored,
+    model_fingerprints,
+    questions_key,
+    sync,
+    wanted_models,
+)
+from qatune.generate import BASE
+from qatune.prompts import messages_for
+from qatune.rundir import RunDir, check_name
+from qatune.storage import append_jsonl, atomic_write_json, read_jsonl
+
+if TYPE_CHECKING:
+    from qatune.config import Config
+    from qatune.evaluate.embeddings import PairCosine
+
+__all__ = ["evaluate", "is_current"]
+VLLM_CHUNK = 256  # vLLM schedules its own batches; this only sets how often answers are saved
+
+
+def evaluate(run: Path, config: Config, questions: Path | None = None, name: str | None = None) -> dict:
+    """Answer what is missing, then write scores.json and combined_responses.json; returns the scores."""
+    rundir = RunDir(run)
+    if not rundir.root.is_dir():
+        raise QatuneError("run directory not found; run qatune prepare and qatune train first", path=run)
+    qset = load_question_set(rundir, config, questions, name)
+    models = wanted_models(rundir, config)
+    if config.eval.models is not None and BASE not in config.eval.models:
+        console.info("scoring base too: every model is compared with it")
+    if not any(m not in (BASE, RETRIEVAL) for m in models):
+        console.warn(f"no fine-tuned model in {rundir.models_dir}: scoring base and retrieval only")
+    rows = sync(rundir, qset, model_fingerprints(rundir, config, models))
+    done = {(r["model"], str(r["question_id"])) for r in rows}
+    todo = {m: [q for q in qset.rows if (m, str(q["id"])) not in done] for m in models}
+    if any(todo.values()):
+        _answer_missing(rundir, config, qset, todo, rows, done=len(done & _pairs(models, qset)))
+    saved = read_jsonl(rundir.eval_generations(qset.name))
+    by_key = {(r["model"], str(r["question_id"])): r for r in saved}
+    extra, unavailable = _bertscore(config, qset, models, by_key)
+    scores = build_scores(qset, models, by_key, resamples=config.eval.bootstrap, extra=extra, unavailable=unavailable)
+    atomic_write_json(rundir.eval_combined(qset.name), combined_responses(qset, models, by_key))
+    atomic_write_json(rundir.eval_scores(qset.name), scores)
+    mark_scored(rundir, qset.name, models, config)
+    print_results(scores)
+    console.info(f"eval results: {rundir.eval_dir(qset.name)}")
+    return scores
+
+
+def _pairs(models: list[str], qset: QuestionSet) -> set[tuple[str, str]]:
+    return {(m, str(q["id"])) for m in models for q in qset.rows}
+
+
+def load_question_set(rundir: RunDir, config: Config, questions: Path | None, name: str | None) -> QuestionSet:
+    """The run's test split (name `test`) or a questions file read by prepare's rules (name = its stem)."""
+    if questions is None:
+        source = rundir.require(rundir.split_file("test"), "run qatune prepare first (or pass --questions FILE)")
+        try:
+            rows, default = read_jsonl(source), "test"
+        except ValueError as exc:
+            raise QatuneError(f"unreadable line ({exc}); run qatune prepare again", path=source) from None
+    else:
+        source = Path(questions).expanduser().resolve()
+        if not source.is_file():
+            raise QatuneError("questions file not found; check the path", path=questions)
+        from qatune.data.prepare import load_questions
+
+        rows, default = load_questions(source, config), source.stem
+    name = name or default
+    try:
+        name = check_name(name, "eval set name")
+    except QatuneError as exc:
+        raise QatuneError(f"{exc}; choose one with --name") from None
+    _check_rows(rows, source)
+    is_split = questions is None
+    return QuestionSet(name=name, rows=rows, source=source, key=questions_key(source, config, is_split))
+
+
+def _check_rows(rows: list[dict], source: Path) -> None:
+    if not rows:
+        raise QatuneError(
+            "holds no questions to evaluate (prepare with --test-frac > 0 or --test FILE, or pass --questions FILE)",
+            path=source,
+        )
+    seen: set[str] = set()
+    for i, row in enumerate(rows, start=1):
+        if not isinstance(row.get("question"), str) or not isinstance(row.get("answer"), str) or "id" not in row:
+            raise QatuneError(
+                "each line needs 'id', 'question' and 'answer'; run qatune prepare again",
+                path=source,
+                row=row.get("source_row", i),
+            )
+        if str(row["id"]) in seen:
+            raise QatuneError(f"question id {row['id']!r} appears twice", path=source, row=row.get("source_row", i))
+        seen.add(str(row["id"]))
+
+
+def _answer_missing(
+    rundir: RunDir, config: Config, qset: QuestionSet, todo: dict[str, list[dict]], saved: list[dict], done: int
+) -> None:
+    from qatune.evaluate.embeddings import PairCosine, load_embedder
+
+    known = {(r["answer"], r["reference"]): r["metrics"].get("semantic") for r in saved}
+    cosine = PairCosine(load_embedder(), {k: v for k, v in known.items() if v is not None})
+    out = rundir.eval_generations(qset.name)
+    twins = _twins(model_fingerprints(rundir, config, list(todo)))
+    with _progress(len(todo) * len(qset.rows), done) as advance:
+        if todo.get(RETRIEVAL):
+            rows = _retrieval_rows(rundir, cosine, todo[RETRIEVAL])
+            append_jsonl(out, rows)
+            advance(len(rows))
+        generated = [m for m in todo if m != RETRIEVAL and m not in twins and todo[m]]
+        if generated:
+            engine = _load_engine(rundir.root, config, [m for m in generated if m != BASE])
+            chunk = _chunk_size(config, engine)
+            for model in generated:
+                pending = sorted(todo[model], key=lambda q: len(q["question"]))
+                for start in range(0, len(pending), chunk):
+                    rows = _generated_rows(engine, cosine, model, pending[start : start + chunk], config, chunk)
+                    append_jsonl(out, rows)  # one fsync'd batch: a crash loses at most this batch
+                    advance(len(rows))
+        for model, twin in twins.items():
+            wanted = {str(q["id"]) for q in todo[model]}
+            rows = [dict(r, model=model) for r in read_jsonl(out) if r["model"] == twin and r["question_id"] in wanted]
+            append_jsonl(out, rows)
+            advance(len(rows))
+
+
+def _twins(prints: dict[str, str]) -> dict[str, str]:
+    """Adapters with the same weights as an earlier one (`best` is a copy of an epoch): answers are copied."""
+    first: dict[str, str] = {}
+    twins = {}
+    for model, fingerprint in prints.items():
+        if model in (BASE, RETRIEVAL):
+            continue
+        if fingerprint in first:
+            twins[model] = first[fingerprint]
+        else:
+            first[fingerprint] = model
+    return twins
+
+
+def _load_engine(run: Path, config: Config, adapters: list[str]) -> Any:
+    if config.eval.engine == "vllm":
+        from qatune.generate_vllm import load_vllm_engine
+
+        return load_vllm_engine(run, config, adapters)
+    from qatune.generate import load_engine
+
+    return load_engine(run, config, [BASE, *adapters])
+
+
+def _chunk_size(config: Config, engine: Any) -> int:
+    from qatune.generate import auto_batch_size
+
+    if config.eval.engine == "vllm" and config.eval.batch_size == "auto":
+        return VLLM_CHUNK
+    return auto_batch_size(config.eval.batch_size, engine.device)
+
+
+def _row(model: str, q: dict, answer: str, metrics: dict, stopped: bool, new_tokens: int) -> dict:
+    return {
+        "model": model,
+        "question_id": str(q["id"]),
+        "question": q["question"],
+        "reference": q["answer"],
+        "answer": answer,
+        "metrics": metrics,
+        "stopped": bool(stopped),
+        "new_tokens": int(new_tokens),
+    }
+
+
+def _generated_rows(
+    engine: Any, cosine: PairCosine, model: str, batch: list[dict], config: Config, batch_size: int
+) -> list[dict]:
+    convs = [messages_for(q["question"]) for q in batch]
+    gens = engine.generate(model, convs, max_new_tokens=config.eval.max_new_tokens, batch_size=batch_size)
+    nll = engine.answer_nll(model, [(q["question"], q["answer"]) for q in batch], batch_size=min(batch_size, 16))
+    semantic = cosine([g.text for g in gens], [q["answer"] for q in batch])
+    return [
+        _row(model, q, g.text, M.answer_metrics(g.text, q["answer"], semantic=s, answer_nll=n), g.stopped, g.new_tokens)
+        for q, g, s, n in zip(batch, gens, semantic, nll, strict=True)
+    ]
+
+
+def _retrieval_rows(rundir: RunDir, cosine: PairCosine, batch: list[dict]) -> list[dict]:
+    train = training_pairs(rundir.require(rundir.split_file("train"), "run qatune prepare first"))
+    matches = nearest_answers(cosine.embedder, train, [q["question"] for q in batch])
+    semantic = cosine([m.answer for m in matches], [q["answer"] for q in batch])
+    return [
+        _row(RETRIEVAL, q, m.answer, M.answer_metrics(m.answer, q["answer"], semantic=s, answer_nll=None), True, 0)
+        for q, m, s in zip(batch, matches, semantic, strict=True)
+    ]
+
+
+def _bertscore(
+    config: Config, qset: QuestionSet, models: list[str], by_key: dict
+) -> tuple[dict[str, dict[tuple[str, str], float]], dict[str, str]]:
+    """BERTScore F1 per answer when asked for and available locally; otherwise the reason it is missing."""
+    if not config.eval.bertscore:
+        return {}, {"bertscore": "not requested (--bertscore needs bert-score and roberta-large locally)"}
+    reason = M.bertscore_unavailable()
+    if reason:
+        console.warn(f"BERTScore skipped: {reason}")
+        return {}, {"bertscore": reason}
+    keys = [(m, str(q["id"])) for m in models for q in qset.rows]
+    f1 = M.bertscore_f1([by_key[k]["answer"] for k in keys], [by_key[k]["reference"] for k in keys])
+    return {"bertscore": dict(zip(keys, f1, strict=True))}, {}
+
+
+@contextlib.contextmanager
+def _progress(total: int, done: int) -> Iterator[Callable[[int], None]]:
+    """A rich progress bar over models x questions (nothing in quiet mode)."""
+    if console.is_quiet():
+        yield lambda n: None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    with Progress(
+        TextColumn("answering"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=console.console,
+        transient=True,
+    ) as bar:
+        task = bar.add_task("eval", total=total, completed=done)
+        yield lambda n: bar.advance(task, n)

@@ -1,0 +1,159 @@
+"""scores.json and combined_responses.json from saved generations, and the results tables printed at
+the end of an eval: means with CIs per model, and each model's paired difference from base."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from qatune import console
+from qatune.evaluate.compare import SEED, WIDE_CI_BELOW, mean_ci, paired_difference
+from qatune.evaluate.metrics import BLEU_NOTE, LOWER_IS_BETTER, METRICS, corpus_bleu
+from qatune.evaluate.retrieval import RETRIEVAL
+from qatune.evaluate.state import QuestionSet
+from qatune.generate import BASE
+
+STOP_RATE_WARN = 0.5
+TABLE_DIFFS = ("rougeL", "semantic", "token_f1", "answer_nll")
+
+
+def kind_of(model: str) -> str:
+    return {BASE: "base", RETRIEVAL: "baseline"}.get(model, "fine-tuned")
+
+
+def _row(by_key: dict, model: str, qid: str) -> dict:
+    try:
+        return by_key[(model, qid)]
+    except KeyError:
+        raise RuntimeError(f"no saved answer of {model} for question {qid}") from None
+
+
+def build_scores(
+    qset: QuestionSet,
+    models: list[str],
+    by_key: dict[tuple[str, str], dict],
+    *,
+    resamples: int,
+    extra: dict[str, dict[tuple[str, str], float]] | None = None,
+    unavailable: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """Every metric's mean and CI per model, paired comparisons with base, stop rates and warnings."""
+    extra = extra or {}
+    ids = [str(q["id"]) for q in qset.rows]
+    metrics = [*METRICS, *extra]
+
+    def values(model: str, metric: str) -> list[float | None]:
+        if metric in extra:
+            return [extra[metric].get((model, q)) for q in ids]
+        return [_row(by_key, model, q)["metrics"].get(metric) for q in ids]
+
+    # A metric a model has no value for (answer_nll of retrieval) is left out, not reported as null.
+    table = {m: _present({k: mean_ci(values(m, k), resamples) for k in metrics}) for m in models}
+    comparisons = {
+        m: _present({k: paired_difference(values(m, k), values(BASE, k), resamples) for k in metrics})
+        for m in models
+        if m != BASE
+    }
+    stop_rate = {m: sum(bool(_row(by_key, m, q)["stopped"]) for q in ids) / len(ids) for m in models}
+    bleu = {
+        m: corpus_bleu([_row(by_key, m, q)["answer"] for q in ids], [_row(by_key, m, q)["reference"] for q in ids])
+        for m in models
+    }
+    return {
+        "name": qset.name,
+        "n": len(ids),
+        "source": str(qset.source),
+        "metrics": metrics,
+        "models": table,
+        "kinds": {m: kind_of(m) for m in models},
+        "comparisons": comparisons,
+        "stop_rate": stop_rate,
+        "corpus_bleu": bleu,
+        "unavailable": dict(unavailable or {}),
+        "warnings": _warnings(len(ids), stop_rate),
+        "notes": {
+            "bleu": BLEU_NOTE,
+            "lower_is_better": sorted(LOWER_IS_BETTER),
+            "ci95": f"percentile bootstrap of the mean, {resamples} resamples, seed {SEED}",
+            "comparisons": "model minus base on the same questions: paired bootstrap CI of the mean "
+            "difference; p from a two-sided paired sign-flip permutation test",
+        },
+    }
+
+
+def _present(stats: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {k: v for k, v in stats.items() if v.get("mean", v.get("diff")) is not None}
+
+
+def _warnings(n: int, stop_rate: dict[str, float]) -> list[str]:
+    found = []
+    if n < WIDE_CI_BELOW:
+        found.append(
+            f"only {n} questions: 95% confidence intervals are wide below {WIDE_CI_BELOW}; "
+            "treat differences as indicative, not proven"
+        )
+    for model, rate in stop_rate.items():
+        if model != RETRIEVAL and rate < STOP_RATE_WARN:
+            found.append(
+                f"{model} ended its answer before the token limit on only {rate:.0%} of questions "
+                "(answers run on; raise --max-new-tokens or train longer)"
+            )
+    return found
+
+
+def combined_responses(qset: QuestionSet, models: list[str], by_key: dict) -> list[dict]:
+    """The seed's comparison file: each question with the base answer and every fine-tuned answer."""
+    tuned = [m for m in models if kind_of(m) == "fine-tuned"]
+    out = []
+    for q in qset.rows:
+        qid = str(q["id"])
+        out.append(
+            {
+                "question": q["question"],
+                "reference_answer": q["answer"],
+                "base_model_response": _row(by_key, BASE, qid)["answer"],
+                "fine_tuned_model_responses": {m: _row(by_key, m, qid)["answer"] for m in tuned},
+            }
+        )
+    return out
+
+
+def _cell(stat: dict[str, Any], signed: bool = False) -> str:
+    """ "0.412" over its CI "0.35–0.47" (and "p=0.003" for a comparison); "-" when there is no value."""
+    value = stat.get("mean", stat.get("diff"))
+    if value is None:
+        return "-"
+    sign = "+" if signed else ""
+    lines = [f"{value:{sign}.3f}"]
+    if stat.get("ci95"):
+        lo, hi = stat["ci95"]
+        lines.append(f"{lo:{sign}.2f}–{hi:{sign}.2f}")
+    if stat.get("p") is not None:
+        lines.append(f"p={stat['p']:.2g}")
+    return "\n".join(lines)
+
+
+def _header(scores: dict[str, Any], model: str) -> str:
+    kind = scores["kinds"][model]
+    return model if kind != "baseline" else f"{model}\n(baseline)"
+
+
+def print_results(scores: dict[str, Any]) -> None:
+    """Metrics down, models across (fits a terminal for the usual 3-7 models), then differences from base."""
+    models = list(scores["models"])
+    rows: list[list[Any]] = [[k, *(_cell(scores["models"][m].get(k, {})) for m in models)] for k in scores["metrics"]]
+    rows.append(["stopped", *(f"{scores['stop_rate'][m]:.0%}" for m in models)])
+    console.table(
+        f"eval '{scores['name']}': mean and 95% CI over {scores['n']} questions",
+        ["metric", *(_header(scores, m) for m in models)],
+        rows,
+    )
+    diffs = [k for k in TABLE_DIFFS if k in scores["metrics"]]
+    rows = [
+        [m, *(_cell(scores["comparisons"][m].get(k, {}), signed=True) for k in diffs)] for m in scores["comparisons"]
+    ]
+    if rows:
+        console.table(
+            "difference from base: mean, 95% CI, paired p (answer_nll: lower is better)", ["model", *diffs], rows
+        )
+    for line in scores["warnings"]:
+        console.warn(line)

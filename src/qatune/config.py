@@ -76,6 +76,9 @@ class TrainConfig(_Section):
     )
     max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping norm.")
     logging_steps: int = Field(1, ge=1, description="Log train loss every N optimizer steps.")
+    checkpoint_steps: int = Field(
+        0, ge=0, description="Also checkpoint every N optimizer steps (0: at epoch ends and every 10 minutes)."
+    )
     gradient_checkpointing: bool = Field(False, description="Trade compute for memory (large models).")
     packing: bool = Field(False, description="Pack examples into rows (GPU; attention kept per example).")
     liger: bool | Literal["auto"] = Field("auto", description="Use Liger kernels on CUDA when installed.")

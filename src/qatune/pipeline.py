@@ -47,7 +47,7 @@ def run(
         if train.is_current(rundir.root, config):
             fresh.skip()
         else:
-            train.train(rundir.root, config, resume=rundir.checkpoints_dir.exists())
+            train.train(rundir.root, config, resume=train.can_resume(rundir.root, config))
     for questions in [None, *(question_files or [])]:
         name = Path(questions).stem if questions else "test"
         with _timed(seconds, f"eval:{name}") as fresh:

@@ -85,6 +85,10 @@ class RunDir:
     def tb_dir(self) -> Path:
         return self.train_dir / "tb"
 
+    @property
+    def token_cache_dir(self) -> Path:
+        return self.train_dir / "cache"
+
     # eval
     @property
     def eval_root(self) -> Path:

@@ -1,0 +1,301 @@
+"""The optimisation loop of one training run: accumulated answer-token-weighted steps, evaluation and model
+saving at epoch ends, early stopping, checkpoints, a NaN guard and a clean stop on Ctrl-C or SIGTERM."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from qatune import checkpoint
+from qatune.batching import Example, batch_tokens, collate, plan_batches, to_device
+from qatune.config import TrainConfig
+from qatune.console import QatuneError
+from qatune.rundir import RunDir
+from qatune.trainlog import TrainLog
+
+
+class TrainingInterrupted(QatuneError):
+    """Stopped on request after saving a checkpoint (exit code 130, not a failure of the input)."""
+
+
+@dataclass
+class Setup:
+    """Everything the loop needs, built once by train.setup()."""
+
+    rundir: RunDir
+    tc: TrainConfig
+    accelerator: Any
+    model: Any  # the LoRA model, unwrapped
+    loss: Any  # AnswerLoss, wrapped for DDP when distributed
+    params: dict[str, Any]  # trainable parameters by name
+    train: list[Example]
+    val: list[Example]
+    pad_id: int
+    batch_size: int
+    prefix_len: int
+    packed: bool
+    save_adapter: Callable[[str, dict], None]
+    log: TrainLog
+    initial: dict[str, Any] = field(default_factory=dict)  # LoRA weights at initialisation
+
+    @property
+    def world(self) -> int:
+        return self.accelerator.num_processes
+
+    @property
+    def rank(self) -> int:
+        return self.accelerator.process_index
+
+
+class StopRequest:
+    """First Ctrl-C/SIGTERM: finish the current step, checkpoint, stop. Second Ctrl-C: stop at once."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._old: dict[int, Any] = {}
+
+    def __enter__(self) -> StopRequest:
+        if threading.current_thread() is threading.main_thread():
+            self._old = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._old.items():
+            signal.signal(sig, handler)
+
+    def agreed(self, s: Setup) -> bool:
+        """All processes stop at the same step (a lone rank leaving would hang the others)."""
+        if s.world == 1:
+            return self.requested
+        import torch
+
+        flag = torch.tensor(float(self.requested), device=s.accelerator.device)
+        return bool(s.accelerator.reduce(flag, "max").item())
+
+
+def new_progress(input_hash: str) -> dict[str, Any]:
+    return {
+        "input_hash": input_hash,
+        "run_index": 0,
+        "epoch": 1,
+        "step_in_epoch": 0,
+        "global_step": 0,
+        "train_seconds": 0.0,
+        "eval_seconds": 0.0,
+        "train_examples": 0,
+        "train_tokens": 0,
+        "answer_tokens": 0,
+        "epoch_loss_sum": 0.0,
+        "epoch_targets": 0,
+        "history": [],
+        "saved": [],
+        "best_epoch": None,
+        "best_loss": None,
+        "bad_epochs": 0,
+        "stopped_early": False,
+    }
+
+
+def epoch_steps(s: Setup, epoch: int) -> list[list[list[int]]]:
+    """Optimizer steps of an epoch, each a list of micro-batches (example indices), from (seed, epoch)."""
+    lengths = [len(e.input_ids) for e in s.train]
+    micro = plan_batches(lengths, s.tc.seed, epoch, s.batch_size, grouped=not s.packed)
+    return [micro[i : i + s.tc.grad_accum] for i in range(0, len(micro), s.tc.grad_accum)]
+
+
+def _nan_error(s: Setup, what: str, value: float, progress: dict[str, Any]) -> QatuneError:
+    last = checkpoint.latest(s.rundir.checkpoints_dir)
+    kept = f"the last good checkpoint is kept ({last.name})" if last else "no checkpoint was written yet"
+    return QatuneError(
+        f"training {what} became {value} at epoch {progress['epoch']}, step "
+        f"{progress['global_step'] + 1}; stopped ({kept}). Lower the learning rate "
+        f"(now {s.tc.lr:g}) or use --precision fp32, then train again"
+    )
+
+
+def train_step(s: Setup, micro: list[list[int]], optimizer: Any, scheduler: Any, progress: dict) -> dict[str, float]:
+    """One optimizer step. Each micro-batch is split across processes; the loss is the mean over the
+    step's answer tokens however they are batched, so padding, packing and world size do not change it."""
+    import torch
+
+    acc = s.accelerator
+    targets = sum(s.train[j].answer_tokens for mb in micro for j in mb)
+    total = torch.zeros((), device=acc.device)
+    for k, mb in enumerate(micro):
+        mine, weight = mb[s.rank :: s.world], 1.0
+        if not mine:  # every process must run a forward for DDP; this one contributes nothing
+            mine, weight = mb[:1], 0.0
+        batch = to_device(collate([s.train[j] for j in mine], s.pad_id, s.prefix_len, s.packed), acc.device)
+        sync = acc.no_sync(s.loss) if k + 1 < len(micro) else contextlib.nullcontext()
+        with sync:
+            loss_sum, _ = s.loss(**batch)
+            acc.backward(loss_sum * (weight * s.world / targets))
+        total += loss_sum.detach().float() * weight
+    if s.world > 1:
+        total = acc.reduce(total, "sum")
+    loss = total.item() / targets
+    if not math.isfinite(loss):
+        raise _nan_error(s, "loss", loss, progress)
+    grad_norm = float(acc.clip_grad_norm_(list(s.params.values()), s.tc.max_grad_norm))
+    if not math.isfinite(grad_norm) and s.accelerator.mixed_precision != "fp16":  # fp16 scaler skips those
+        raise _nan_error(s, "gradient norm", grad_norm, progress)
+    lr = optimizer.param_groups[0]["lr"]
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    tokens, answer = batch_tokens([s.train[j] for mb in micro for j in mb])
+    return {
+        "loss": loss,
+        "grad_norm": grad_norm,
+        "lr": lr,
+        "tokens": tokens,
+        "answer": answer,
+        "targets": targets,
+        "examples": sum(len(mb) for mb in micro),
+    }
+
+
+def evaluate(s: Setup) -> float | None:
+    """Mean validation loss per answer token (dropout off), split across processes."""
+    import torch
+
+    if not s.val:
+        return None
+    module = s.accelerator.unwrap_model(s.loss)
+    module.eval()
+    order = sorted(range(len(s.val)), key=lambda i: len(s.val[i].input_ids))[s.rank :: s.world]
+    size = max(1, s.batch_size * 2)
+    total = torch.zeros((), device=s.accelerator.device)
+    count = torch.zeros((), device=s.accelerator.device)
+    with torch.no_grad(), s.accelerator.autocast():
+        for i in range(0, len(order), size):
+            chunk = [s.val[j] for j in order[i : i + size]]
+            loss_sum, n = module(**to_device(collate(chunk, s.pad_id, s.prefix_len, s.packed), s.accelerator.device))
+            total, count = total + loss_sum.float(), count + n
+    module.train()
+    if s.world > 1:
+        total, count = s.accelerator.reduce(total, "sum"), s.accelerator.reduce(count, "sum")
+    return total.item() / max(count.item(), 1)
+
+
+def save_checkpoint(s: Setup, progress: dict[str, Any], optimizer: Any, scheduler: Any) -> None:
+    if s.accelerator.is_main_process:
+        try:
+            checkpoint.save(s.rundir.checkpoints_dir, progress, s.params, optimizer, scheduler)
+        except OSError as exc:
+            last = checkpoint.latest(s.rundir.checkpoints_dir)
+            kept = f"the previous checkpoint {last.name} is intact" if last else "no earlier checkpoint exists"
+            raise QatuneError(
+                f"could not write a checkpoint ({exc.strerror or exc}); {kept}. Free space, then "
+                f"`qatune train --run {s.rundir.root} --resume`",
+                path=s.rundir.checkpoints_dir,
+            ) from None
+    s.accelerator.wait_for_everyone()
+
+
+def _record(s: Setup, progress: dict, stats: dict, seconds: float, epoch: int, i: int, n_steps: int, run: int) -> None:
+    progress["global_step"] += 1
+    progress["step_in_epoch"] = i + 1
+    progress["train_seconds"] += seconds
+    for key, stat in (("train_examples", "examples"), ("train_tokens", "tokens"), ("answer_tokens", "answer")):
+        progress[key] += stats[stat]
+    progress["epoch_loss_sum"] += stats["loss"] * stats["targets"]
+    progress["epoch_targets"] += stats["targets"]
+    tps = stats["tokens"] / max(seconds, 1e-9)
+    if progress["global_step"] % s.tc.logging_steps == 0 or i + 1 == n_steps:
+        row = {
+            "step": progress["global_step"],
+            "epoch": round(epoch - 1 + (i + 1) / n_steps, 4),
+            "loss": stats["loss"],
+            "lr": stats["lr"],
+            "grad_norm": stats["grad_norm"],
+            "tokens_per_second": round(tps, 1),
+        }
+        s.log.step({**row, "run": run} if run else row)
+    s.log.bar(f"epoch {epoch}", stats["loss"], tps)
+
+
+def _end_epoch(s: Setup, progress: dict, epoch: int, saves: list[int], run: int, final: bool) -> bool:
+    """Evaluate, save requested/best models, update early stopping. True when training should stop."""
+    start = time.perf_counter()
+    val = evaluate(s)
+    progress["eval_seconds"] += time.perf_counter() - start
+    train_loss = progress["epoch_loss_sum"] / max(progress["epoch_targets"], 1)
+    progress["history"].append({"run": run, "epoch": epoch, "train_loss": train_loss, "eval_loss": val})
+    row = {"step": progress["global_step"], "epoch": epoch, "eval_loss": val}
+    s.log.evaluation({**row, "run": run} if run else row)
+    info = {"epoch": epoch, "eval_loss": val, "train_loss": train_loss, "step": progress["global_step"]}
+    if epoch in saves:
+        s.save_adapter(f"epoch-{epoch}", info)
+        progress["saved"] = sorted(set(progress["saved"]) | {epoch})
+    best = progress["best_loss"]
+    improved = val is None or best is None or val < best
+    if improved and (final or not run):  # independent runs compare their final epochs only
+        s.save_adapter("best", info)
+        progress["best_epoch"], progress["best_loss"] = epoch, val
+    progress["bad_epochs"] = 0 if improved else progress["bad_epochs"] + 1
+    progress.update(epoch=epoch + 1, step_in_epoch=0, epoch_loss_sum=0.0, epoch_targets=0)
+    patience = s.tc.early_stopping_patience
+    stop = bool(not run and patience and val is not None and progress["bad_epochs"] >= patience)
+    progress["stopped_early"] = stop
+    return stop
+
+
+def fit(
+    s: Setup,
+    progress: dict,
+    optimizer: Any,
+    scheduler: Any,
+    n_epochs: int,
+    saves: list[int],
+    run: int,
+    stop: StopRequest,
+) -> None:
+    """Train from `progress` to `n_epochs` (run = epoch count of an independent run, 0 in one-pass mode)."""
+    if progress["stopped_early"]:
+        return
+    n_steps = len(epoch_steps(s, 1))
+    every, last_save = s.tc.checkpoint_steps, time.monotonic()
+    done = (progress["epoch"] - 1) * n_steps + progress["step_in_epoch"]
+    s.log.start_bar(f"epoch {progress['epoch']}", n_epochs * n_steps, done)
+    s.loss.train()
+    for epoch in range(progress["epoch"], n_epochs + 1):
+        steps = epoch_steps(s, epoch)
+        for i in range(progress["step_in_epoch"], len(steps)):
+            start = time.perf_counter()
+            stats = train_step(s, steps[i], optimizer, scheduler, progress)
+            _record(s, progress, stats, time.perf_counter() - start, epoch, i, len(steps), run)
+            due = (every and progress["global_step"] % every == 0) or (not every and time.monotonic() - last_save > 600)
+            halt = stop.agreed(s)
+            if i + 1 < len(steps) and (due or halt):
+                save_checkpoint(s, progress, optimizer, scheduler)
+                last_save = time.monotonic()
+            if halt and i + 1 < len(steps):
+                raise _interrupted(s, progress)
+        early = _end_epoch(s, progress, epoch, saves, run, final=epoch == n_epochs)
+        save_checkpoint(s, progress, optimizer, scheduler)
+        last_save = time.monotonic()
+        if stop.agreed(s) and epoch < n_epochs:
+            raise _interrupted(s, progress)
+        if early:
+            break
+    s.log.stop_bar()
+
+
+def _interrupted(s: Setup, progress: dict[str, Any]) -> TrainingInterrupted:
+    s.log.stop_bar()
+    return TrainingInterrupted(
+        f"interrupted at epoch {progress['epoch']}, step {progress['global_step']}; "
+        f"checkpoint saved. Continue with `qatune train --run {s.rundir.root} --resume`"
+    )

@@ -1,0 +1,226 @@
+"""Training stage entry, read top to bottom: setup -> fit -> save. Reads RUN/data; writes RUN/models/epoch-N
+and best, RUN/checkpoints, RUN/train/{metrics.jsonl,summary.json,tb} and RUN/manifest.json."""
+
+from __future__ import annotations
+
+import resource
+import shutil
+from pathlib import Path
+from typing import Any
+
+from qatune import checkpoint, manifest
+from qatune.batching import file_sha256
+from qatune.config import Config, section_hash
+from qatune.console import QatuneError, info, warn
+from qatune.fit import Setup, StopRequest, TrainingInterrupted, epoch_steps, fit, new_progress
+from qatune.rundir import RunDir
+from qatune.storage import atomic_write_json, read_json
+from qatune.trainlog import TrainLog
+from qatune.trainsetup import seed_all, setup
+
+
+def input_hash(run: Path, config: Config) -> str:
+    """What the trained adapters depend on: the train settings, the base model and the data files."""
+    rundir = RunDir(run)
+    files = [rundir.split_file("train"), rundir.split_file("val")]
+    return section_hash(config.train, config.model, *[file_sha256(p) if p.exists() else "-" for p in files])
+
+
+def is_current(run: Path, config: Config) -> bool:
+    """True when RUN/train/summary.json was written for these inputs and its adapters are all present."""
+    rundir = RunDir(run)
+    try:
+        summary = read_json(rundir.train_summary_json)
+    except (OSError, ValueError):
+        return False
+    if summary.get("input_hash") != input_hash(run, config):
+        return False
+    names = [f"epoch-{e}" for e in summary.get("epochs", [])] + ["best"]
+    return all((rundir.model_dir(n) / "adapter_model.safetensors").exists() for n in names)
+
+
+def can_resume(run: Path, config: Config) -> bool:
+    """True when RUN/checkpoints holds an unfinished training of exactly these inputs."""
+    last = checkpoint.latest(RunDir(run).checkpoints_dir)
+    return last is not None and checkpoint.read_progress(last).get("input_hash") == input_hash(run, config)
+
+
+def train(run: Path, config: Config, resume: bool = False) -> dict[str, Any]:
+    """Fine-tune on RUN/data and return the summary; a finished run with the same inputs is not retrained.
+
+    Checkpoints of an unfinished run are continued only with `resume` (without it: an error saying so);
+    checkpoints made with other data or settings are discarded when starting over."""
+    rundir = RunDir(run)
+    rundir.require(rundir.split_file("train"), "run `qatune prepare` first")
+    key = input_hash(run, config)
+    if is_current(run, config):
+        info(f"train: already finished with this data and config ({rundir.train_summary_json}); skipping")
+        return read_json(rundir.train_summary_json)
+    resume_from = _resume_point(rundir, key, resume)
+    s, meta = setup(rundir, config, key, fresh=resume_from is None)
+    main = s.accelerator.is_main_process
+    if main:
+        manifest.write(run, config, "train", status="running", started_at=manifest.now(), **_device_fields(meta))
+    try:
+        with StopRequest() as stop:
+            progress = _fit_all(s, key, resume_from, stop)
+    except BaseException as exc:
+        if main:
+            status = "interrupted" if isinstance(exc, TrainingInterrupted | KeyboardInterrupt) else "failed"
+            manifest.write(run, config, "train", status=status, stopped_at=manifest.now())
+        raise
+    finally:
+        s.log.close()
+    summary = _summary(s, meta, progress, config, key)
+    if main:
+        atomic_write_json(rundir.train_summary_json, summary)
+        manifest.write(run, config, "train", status="finished", finished_at=manifest.now(), **_device_fields(meta))
+        shutil.rmtree(rundir.checkpoints_dir, ignore_errors=True)  # finished: nothing left to resume
+    s.accelerator.wait_for_everyone()
+    _report(summary)
+    return summary
+
+
+def _resume_point(rundir: RunDir, key: str, resume: bool) -> Path | None:
+    last = checkpoint.latest(rundir.checkpoints_dir)
+    if last is None:
+        if resume:
+            info("no checkpoint to resume from: training from the start")
+        return None
+    progress = checkpoint.read_progress(last)
+    if progress.get("input_hash") == key:
+        if resume:
+            return last
+        raise QatuneError(
+            f"unfinished training found ({last.name}, epoch {progress['epoch']}): continue it with "
+            f"`qatune train --run {rundir.root} --resume`, or delete {rundir.checkpoints_dir} "
+            "to start over"
+        )
+    if resume:
+        raise QatuneError(
+            "the checkpoint was made with other data or settings, so it cannot be resumed; "
+            f"run without --resume to start over, or delete {rundir.checkpoints_dir}",
+            path=last,
+        )
+    warn(f"discarding {rundir.checkpoints_dir}: it belongs to a training with other data or settings")
+    return None
+
+
+def _schedule(s: Setup, total_steps: int, decay: bool) -> tuple[Any, Any]:
+    """AdamW; linear warm-up, then constant (one-pass: every saved epoch is a true N-epoch model) or
+    linear decay to zero (independent runs, one schedule each)."""
+    import torch
+
+    warm = s.tc.warmup_steps
+
+    def factor(step: int) -> float:
+        if step < warm:
+            return (step + 1) / (warm + 1)
+        return max(0.0, (total_steps - step) / max(1, total_steps - warm)) if decay else 1.0
+
+    optimizer = torch.optim.AdamW(list(s.params.values()), lr=s.tc.lr, weight_decay=s.tc.weight_decay)
+    optimizer = s.accelerator.prepare(optimizer)
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def _fit_all(s: Setup, key: str, resume_from: Path | None, stop: StopRequest) -> dict[str, Any]:
+    import torch
+
+    independent = s.tc.sweep == "independent"
+    runs = list(s.tc.epochs) if independent else [max(s.tc.epochs)]
+    progress = checkpoint.read_progress(resume_from) if resume_from else new_progress(key)
+    resume_at = None
+    if resume_from:
+        run_key = runs[progress["run_index"]] if independent and progress["run_index"] < len(runs) else 0
+        resume_at = (run_key, progress["global_step"])
+    s.log = TrainLog(s.rundir, s.accelerator.is_main_process, resume_at)
+    n_steps = len(epoch_steps(s, 1))
+    for index in range(progress["run_index"], len(runs)):
+        n_epochs = runs[index]
+        optimizer, scheduler = _schedule(s, n_epochs * n_steps, decay=independent)
+        if resume_from is not None:
+            progress = checkpoint.restore(resume_from, s.params, optimizer, scheduler)
+            resume_from = None
+        else:
+            with torch.no_grad():
+                for name, param in s.params.items():
+                    param.copy_(s.initial[name])
+            seed_all(s.tc.seed + s.rank)
+        saves = [n_epochs] if independent else list(s.tc.epochs)
+        fit(s, progress, optimizer, scheduler, n_epochs, saves, n_epochs if independent else 0, stop)
+        if independent:
+            progress.update(run_index=index + 1, epoch=1, step_in_epoch=0, bad_epochs=0, stopped_early=False)
+    return progress
+
+
+def _device_fields(meta: dict[str, Any]) -> dict[str, Any]:
+    p = meta["placement"]
+    return {"device": manifest.device_name(p.device), "precision": p.precision, "quantization": p.quant}
+
+
+def _peak_memory(device: str) -> int:
+    if device.startswith("cuda"):
+        import torch
+
+        return int(torch.cuda.max_memory_allocated(torch.device(device)))
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+
+
+def _summary(s: Setup, meta: dict, progress: dict, config: Config, key: str) -> dict[str, Any]:
+    tc, p, hist = s.tc, meta["placement"], progress["history"]
+    independent = tc.sweep == "independent"
+    finals = [h for h in hist if not independent or h["epoch"] == h["run"]]
+    label = "run" if independent else "epoch"
+    seconds = progress["train_seconds"]
+    summary = {
+        "train_seconds": round(seconds, 3),
+        "eval_seconds": round(progress["eval_seconds"], 3),
+        "epochs_run": len(hist),
+        "epochs_requested": list(tc.epochs),
+        "epochs": sorted(progress["saved"]),
+        "epochs_not_reached": [e for e in tc.epochs if e not in progress["saved"]],
+        "stopped_early": progress["stopped_early"],
+        "steps": progress["global_step"],
+        "train_examples": progress["train_examples"],
+        "train_tokens": progress["train_tokens"],
+        "answer_tokens": progress["answer_tokens"],
+        "tokens_per_second": round(progress["train_tokens"] / max(seconds, 1e-9), 1),
+        "examples_per_second": round(progress["train_examples"] / max(seconds, 1e-9), 3),
+        "peak_memory_bytes": _peak_memory(p.device),
+        **_device_fields(meta),
+        "placement_reason": p.reason,
+        "sweep": tc.sweep,
+        "best_epoch": progress["best_epoch"],
+        "best_eval_loss": progress["best_loss"],
+        "eval_loss_by_epoch": {str(h[label]): h["eval_loss"] for h in finals},
+        "train_loss_by_epoch": {str(h[label]): h["train_loss"] for h in finals},
+        "batch_size": s.batch_size,
+        "grad_accum": tc.grad_accum,
+        "world_size": s.world,
+        "packing": s.packed,
+        "shared_prefix_tokens": s.prefix_len,
+        "train_pairs": meta["train"]["examples"],
+        "val_pairs": meta["val"]["examples"],
+        "model": config.model,
+        "model_path": meta["model_path"],
+        "lora": {
+            "r": tc.lora_r,
+            "alpha": tc.lora_alpha,
+            "dropout": tc.lora_dropout,
+            "target_modules": tc.target_modules,
+            "trainable_params": meta["trainable"],
+        },
+        "input_hash": key,
+        "finished_at": manifest.now(),
+    }
+    if summary["epochs_not_reached"]:
+        warn(f"epochs {summary['epochs_not_reached']} not reached (early stopping after epoch {len(hist)})")
+    return summary
+
+
+def _report(summary: dict[str, Any]) -> None:
+    info(
+        f"trained {summary['epochs_run']} epoch(s) in {summary['train_seconds']:.1f} s "
+        f"({summary['examples_per_second']:.2f} examples/s, {summary['tokens_per_second']:.0f} tokens/s); "
+        f"saved {', '.join(f'epoch-{e}' for e in summary['epochs'])}; best = epoch {summary['best_epoch']}"
+    )

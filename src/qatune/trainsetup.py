@@ -1,0 +1,244 @@
+"""Training setup: placement and accelerator, the tokenized splits, the base model with LoRA (and CUDA
+kernels when available), batch size, the printed memory plan, and saving an adapter folder."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import random
+import shutil
+import warnings
+from dataclasses import replace
+from typing import Any
+
+from qatune import __version__, console, manifest
+from qatune.batching import auto_batch_size, describe, load_examples, shared_prefix_len
+from qatune.config import Config, TrainConfig
+from qatune.console import QatuneError, info, warn
+from qatune.fit import Setup
+from qatune.rundir import RunDir
+from qatune.storage import atomic_dir, atomic_write_json
+from qatune.trainlog import TrainLog
+
+CPU_TOKEN_BUDGET = 1024  # tokens per micro-batch on CPU: throughput is flat beyond this
+GPU_TOKEN_BUDGET = 16384
+FEW_PAIRS = 20
+
+
+def seed_all(seed: int) -> None:
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _accelerator(placement: Any) -> Any:
+    from accelerate import Accelerator
+
+    cpu = placement.device == "cpu"
+    if placement.precision == "fp16" and cpu:
+        raise QatuneError("--precision fp16 needs a CUDA GPU; use fp32 or bf16 on CPU")
+    return Accelerator(cpu=cpu, mixed_precision={"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[placement.precision])
+
+
+def _gpu_options(tc: TrainConfig, device: str) -> dict[str, Any]:
+    """CUDA-only speed-ups, each optional: Liger kernels (RMSNorm, RoPE, SwiGLU, fused linear cross-entropy)."""
+    installed = importlib.util.find_spec("liger_kernel") is not None
+    if not device.startswith("cuda"):
+        if tc.liger is True:
+            warn("Liger kernels need CUDA; ignored on CPU")
+        return {"liger": False}
+    if tc.liger is True and not installed:
+        raise QatuneError("liger: true needs liger-kernel: pip install 'qatune[gpu]'")
+    return {"liger": bool(tc.liger is True or (tc.liger == "auto" and installed))}
+
+
+def load_model(config: Config, model_path: str, placement: Any, gpu: dict[str, Any]) -> Any:
+    from qatune.model import attach_lora, load_base, lora_config
+
+    tc = config.train
+    base = load_base(
+        model_path,
+        placement,
+        trust_remote_code=config.trust_remote_code,
+        allow_pickle=config.allow_pickle,
+        for_training=True,
+        attn_implementation="sdpa",
+    )
+    base.config.use_cache = False
+    if gpu["liger"]:
+        from liger_kernel.transformers import _apply_liger_kernel_to_instance
+
+        _apply_liger_kernel_to_instance(model=base, cross_entropy=False, fused_linear_cross_entropy=False)
+    if tc.gradient_checkpointing:
+        base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    seed_all(tc.seed)  # LoRA initialisation depends only on the seed
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing", category=FutureWarning)
+        return attach_lora(base, lora_config(tc.lora_r, tc.lora_alpha, tc.lora_dropout, tc.target_modules))
+
+
+def setup(rundir: RunDir, config: Config, key: str, fresh: bool) -> tuple[Setup, dict[str, Any]]:
+    """Load tokenizer, data and model; choose placement, batch size and speed-ups; print the memory plan."""
+    import torch
+
+    from qatune.loss import AnswerLoss
+    from qatune.model import choose_placement, load_tokenizer, resolve_model
+    from qatune.prompts import ensure_chat_template
+
+    tc = config.train
+    placement = choose_placement(tc.quant, tc.precision, training=True)
+    acc = _accelerator(placement)
+    if not acc.is_main_process:
+        console.console.quiet = True  # one voice: only the main process prints
+    placement = replace(placement, device=str(acc.device))
+    if tc.threads or (acc.num_processes > 1 and placement.device == "cpu"):
+        torch.set_num_threads(tc.threads or max(1, (os.cpu_count() or 1) // acc.num_processes))
+    model_path = resolve_model(config.model)
+    tokenizer = load_tokenizer(model_path, trust_remote_code=config.trust_remote_code)
+    ensure_chat_template(tokenizer)
+    train_ex, val_ex = _load_splits(rundir, tokenizer, tc.max_length, model_path)
+    gpu = _gpu_options(tc, placement.device)
+    model = load_model(config, model_path, placement, gpu)
+    params = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    lengths = [len(e.input_ids) for e in train_ex]
+    budget = (GPU_TOKEN_BUDGET if placement.device.startswith("cuda") else CPU_TOKEN_BUDGET) * acc.num_processes
+    batch_size = tc.batch_size if isinstance(tc.batch_size, int) else auto_batch_size(lengths, budget)
+    prefix = 0 if tc.packing or tc.gradient_checkpointing else shared_prefix_len(train_ex + val_ex)
+    loss = AnswerLoss(model, fused_ce=gpu["liger"])
+    prefix = _verified_prefix(loss, train_ex, tokenizer.pad_token_id, prefix, placement.device)
+    # load_base already placed the weights (k-bit ones must not be moved again)
+    loss = acc.prepare(loss, device_placement=[False])
+    if acc.is_main_process and fresh:
+        shutil.rmtree(rundir.checkpoints_dir, ignore_errors=True)
+    meta = {
+        "placement": placement,
+        "model_path": model_path,
+        "train": describe(train_ex),
+        "val": describe(val_ex),
+        "trainable": sum(p.numel() for p in params.values()),
+    }
+    _announce(config, meta, batch_size, acc.num_processes, prefix)
+    info(_memory_plan(model, meta["trainable"], max(lengths) * batch_size, placement))
+    log = TrainLog(rundir, enabled=False, resume_at=None)  # opened by _fit_all once the start point is known
+    s = Setup(
+        rundir=rundir,
+        tc=tc,
+        accelerator=acc,
+        model=model,
+        loss=loss,
+        params=params,
+        train=train_ex,
+        val=val_ex,
+        pad_id=tokenizer.pad_token_id,
+        batch_size=batch_size,
+        prefix_len=prefix,
+        packed=tc.packing,
+        save_adapter=lambda name, extra: None,
+        log=log,
+        initial={n: p.detach().clone() for n, p in params.items()},
+    )
+    s.save_adapter = lambda name, extra: _save_adapter(s, tokenizer, config, key, name, extra)
+    return s, meta
+
+
+def _verified_prefix(loss: Any, examples: list, pad_id: int, prefix: int, device: str) -> int:
+    """Keep prompt-prefix sharing only if it reproduces the plain forward on a sample (a model whose cache
+    cannot be shared across a batch falls back to full rows)."""
+    import torch
+
+    from qatune.batching import collate, to_device
+
+    if not prefix:
+        return 0
+    sample = examples[:2]
+    loss.eval()
+    try:
+        with torch.no_grad():
+            shared = loss(**to_device(collate(sample, pad_id, prefix), device))[0].float()
+            plain = loss(**to_device(collate(sample, pad_id), device))[0].float()
+        ok = bool(torch.allclose(shared, plain, rtol=2e-2))
+    except Exception:  # any failure of the shortcut means: use the plain path
+        ok = False
+    finally:
+        loss.train()
+    if not ok:
+        info("shared prompt prefix not supported by this model's cache: using full rows")
+    return prefix if ok else 0
+
+
+def _load_splits(rundir: RunDir, tokenizer: Any, max_length: int, model_path: str) -> tuple[list, list]:
+    cache = rundir.token_cache_dir
+    train_ex = load_examples(rundir.split_file("train"), tokenizer, max_length, cache, model_path)
+    val_path = rundir.split_file("val")
+    val_ex = load_examples(val_path, tokenizer, max_length, cache, model_path) if val_path.exists() else []
+    if not train_ex:
+        raise QatuneError(
+            "no usable training pairs; check the data or raise --max-length", path=rundir.split_file("train")
+        )
+    if len(train_ex) < FEW_PAIRS:
+        warn(f"only {len(train_ex)} training pairs: expect a weak or over-fitted model (aim for 100+)")
+    if not val_ex:
+        warn("no validation pairs: no early stopping, and 'best' is the last epoch")
+    return train_ex, val_ex
+
+
+def _announce(config: Config, meta: dict[str, Any], batch_size: int, processes: int, prefix: int) -> None:
+    tc = config.train
+    info(
+        f"train: {meta['train']['examples']} pairs ({meta['val']['examples']} validation), model {config.model}; "
+        f"{meta['placement'].reason}; batch {batch_size} x accumulation {tc.grad_accum}"
+        f"{' x ' + str(processes) + ' processes' if processes > 1 else ''}, "
+        f"{'packed rows' if tc.packing else 'length-grouped padding'}, shared prompt prefix {prefix} tokens"
+    )
+
+
+def _memory_plan(model: Any, trainable: int, batch_tokens: int, placement: Any) -> str:
+    """Rough need: frozen weights + LoRA weights/grads/AdamW moments (fp32) + activations kept for backward."""
+    import psutil
+    import torch
+
+    cfg = model.get_base_model().config
+    weights = sum(p.numel() * p.element_size() for p in model.parameters())
+    lora = trainable * 4 * 4
+    act_bytes = 2 if placement.precision in ("bf16", "fp16") else 4
+    hidden, inter = cfg.hidden_size, getattr(cfg, "intermediate_size", 4 * cfg.hidden_size)
+    activations = batch_tokens * cfg.num_hidden_layers * (10 * hidden + 4 * inter) * act_bytes
+    total = weights + lora + activations
+    if placement.device.startswith("cuda"):
+        free = torch.cuda.mem_get_info(torch.device(placement.device))[0]
+    else:
+        free = psutil.virtual_memory().available
+    gb = 1024**3
+    line = (
+        f"memory needed ~{total / gb:.2f} GB (weights {weights / gb:.2f} + LoRA and optimizer "
+        f"{lora / gb:.3f} + activations {activations / gb:.2f} for {batch_tokens} tokens/batch); "
+        f"available {free / gb:.1f} GB on {placement.device}"
+    )
+    if total > free:
+        warn(line + ": likely too much; lower --batch-size or --max-length")
+    return line
+
+
+def _save_adapter(s: Setup, tokenizer: Any, config: Config, key: str, name: str, extra: dict) -> None:
+    """RUN/models/NAME: adapter weights and config, tokenizer with its chat template, and what made them."""
+    if s.accelerator.is_main_process:
+        with atomic_dir(s.rundir.model_dir(name)) as tmp:
+            s.model.save_pretrained(str(tmp), safe_serialization=True)
+            tokenizer.save_pretrained(str(tmp))
+            if not (tmp / "chat_template.jinja").exists():
+                (tmp / "chat_template.jinja").write_text(tokenizer.chat_template, encoding="utf-8")
+            atomic_write_json(
+                tmp / "qatune.json",
+                {
+                    "qatune_version": __version__,
+                    "base_model": config.model,
+                    **extra,
+                    "input_hash": key,
+                    "train_config": config.train.model_dump(mode="json"),
+                    "data_sha256": manifest.data_hashes(s.rundir),
+                },
+            )
+    s.accelerator.wait_for_everyone()

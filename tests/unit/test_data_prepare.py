@@ -15,9 +15,9 @@ from qatune.config import Config, load
 from qatune.console import QatuneError
 from qatune.data import augment
 from qatune.data.clean import question_key
-from qatune.data.prepare import example_data_path, file_sha256, is_current, load_questions, prepare
+from qatune.data.prepare import example_data_path, is_current, load_questions, prepare
 from qatune.rundir import RunDir
-from qatune.storage import read_jsonl
+from qatune.storage import file_sha256, read_jsonl
 
 REPORT_KEYS = {"valid_pairs", "splits", "dropped", "warnings", "source"}
 SOURCE_KEYS = {"path", "sha256", "sheet", "question_col", "answer_col", "header_row"}

@@ -3,7 +3,6 @@ report.json, report.md and stamp.json, all written at once. Also the question-fi
 
 from __future__ import annotations
 
-import hashlib
 from collections import Counter
 from importlib.resources import files
 from pathlib import Path
@@ -16,7 +15,7 @@ from qatune.data.read import Table, read_table
 from qatune.data.split import Splits, split_pairs, split_with_test
 from qatune.data.summary import markdown, print_summary
 from qatune.rundir import RunDir
-from qatune.storage import atomic_dir, atomic_write_json, atomic_write_text, read_json, write_jsonl
+from qatune.storage import atomic_dir, atomic_write_json, atomic_write_text, file_sha256, read_json, write_jsonl
 
 DATA_FORMAT = 1
 SPLITS = ("train", "val", "test")
@@ -30,14 +29,6 @@ def example_data_path() -> Path:
 def example_test_path() -> Path:
     """Held-out reworded questions about the example syllabus: the example run's test set."""
     return Path(str(files("qatune") / "examples" / "example_test.csv"))
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _ingest(path: Path, config: Config, *, strict: bool = True, sheet: str | None = None,

@@ -15,7 +15,7 @@ from qatune.evaluate.metrics import METRICS
 from qatune.evaluate.retrieval import RETRIEVAL
 from qatune.generate import BASE
 from qatune.rundir import RunDir, check_name
-from qatune.storage import atomic_write_json, read_json, read_jsonl, write_jsonl
+from qatune.storage import atomic_write_json, file_sha256, read_json, read_jsonl, write_jsonl
 
 if TYPE_CHECKING:
     from qatune.config import Config
@@ -29,14 +29,6 @@ class QuestionSet:
     key: str  # changes when the file or the rules reading it change
 
 
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _sha(payload: Any) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -44,7 +36,7 @@ def _sha(payload: Any) -> str:
 def questions_key(source: Path, config: Config, is_split: bool) -> str:
     """The split file's bytes, or an external file's bytes plus the column/sheet rules that read it."""
     rules = None if is_split else config.prepare.model_dump(include={"question_col", "answer_col", "sheet"})
-    return _sha([_sha256_file(source), rules])
+    return _sha([file_sha256(source), rules])
 
 
 def wanted_models(rundir: RunDir, config: Config) -> list[str]:
@@ -80,11 +72,11 @@ def model_fingerprints(rundir: RunDir, config: Config, models: list[str]) -> dic
             prints[name] = base
         elif name == RETRIEVAL:
             train = rundir.split_file("train")
-            prints[name] = _sha([_sha256_file(train) if train.exists() else None, METRICS])
+            prints[name] = _sha([file_sha256(train) if train.exists() else None, METRICS])
         else:
             folder = rundir.model_dir(name)
             files = sorted(p for p in folder.iterdir() if p.name.startswith("adapter_"))
-            prints[name] = _sha([base, [(p.name, _sha256_file(p)) for p in files]])
+            prints[name] = _sha([base, [(p.name, file_sha256(p)) for p in files]])
     return prints
 
 

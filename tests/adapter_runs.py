@@ -47,10 +47,22 @@ def make_run(root: Path, model_dir: Path, seeds: dict[str, int] | None = None) -
     for name, seed in (seeds or ADAPTER_SEEDS).items():
         save_adapter(model_dir, run.model_dir(name), seed)
     run.data_dir.mkdir(parents=True, exist_ok=True)
-    run.data_report_json.write_text(json.dumps({
-        "valid_pairs": 48, "splits": {"train": 38, "val": 5, "test": 5, "train_augmented": 0},
-        "dropped": [{"row": 7, "reason": "empty answer"}], "warnings": [],
-        "source": {"path": "/data/QA_pair.xlsx", "sha256": "ab" * 32, "sheet": "Sheet1",
-                   "question_col": "Question", "answer_col": "Answer", "header_row": 1},
-    }))
+    run.data_report_json.write_text(
+        json.dumps(
+            {
+                "valid_pairs": 48,
+                "splits": {"train": 38, "val": 5, "test": 5, "train_augmented": 0},
+                "dropped": [{"row": 7, "reason": "empty answer"}],
+                "warnings": [],
+                "source": {
+                    "path": "/data/QA_pair.xlsx",
+                    "sha256": "ab" * 32,
+                    "sheet": "Sheet1",
+                    "question_col": "Question",
+                    "answer_col": "Answer",
+                    "header_row": 1,
+                },
+            }
+        )
+    )
     return run.root

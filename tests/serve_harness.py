@@ -39,8 +39,14 @@ class ScriptedEngine:
     """Duck-types qatune.generate.Engine for the server: `answers[(model, question)]` or
     '<model> answers: <question>', one word per token, `delay` seconds per token; `endless` never stops."""
 
-    def __init__(self, tokenizer: Any, adapters: list[str], answers: dict | None = None,
-                 delay: float = 0.0, endless: bool = False):
+    def __init__(
+        self,
+        tokenizer: Any,
+        adapters: list[str],
+        answers: dict | None = None,
+        delay: float = 0.0,
+        endless: bool = False,
+    ):
         self.tokenizer = tokenizer
         self.adapters = adapters
         self.answers = answers or {}
@@ -60,9 +66,18 @@ class ScriptedEngine:
         text = self.answers.get((name, question), f"{name} answers: {question}")
         yield from (w + " " for w in text.split(" "))
 
-    def stream(self, name: str, messages: list[dict], *, max_new_tokens: int = 256, temperature: float = 0.0,
-               top_p: float = 1.0, stop: list[str] | None = None, cancel: threading.Event | None = None,
-               stats: dict | None = None) -> Iterator[str]:
+    def stream(
+        self,
+        name: str,
+        messages: list[dict],
+        *,
+        max_new_tokens: int = 256,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        stop: list[str] | None = None,
+        cancel: threading.Event | None = None,
+        stats: dict | None = None,
+    ) -> Iterator[str]:
         cancel = cancel or threading.Event()
         count, ended = 0, False
         with self.lock:

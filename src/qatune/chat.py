@@ -17,8 +17,10 @@ from qatune.prompts import messages_for
 
 BASE = "base"
 COMMANDS = ("/reset", "/model", "/compare", "/quit", "/help")
-HELP = ("/reset forgets the conversation, /model NAME switches model, /compare QUESTION shows base and "
-        "this model side by side, /quit leaves (Ctrl-C stops an answer, Ctrl-D quits)")
+HELP = (
+    "/reset forgets the conversation, /model NAME switches model, /compare QUESTION shows base and "
+    "this model side by side, /quit leaves (Ctrl-C stops an answer, Ctrl-D quits)"
+)
 
 
 @dataclass
@@ -37,8 +39,9 @@ class Session:
 
     def answer(self, question: str, model: str | None = None) -> str:
         """A single-turn greedy answer (no history), as eval and the API compute it."""
-        gen = self.engine.generate(model or self.model, [messages_for(question)],
-                                   max_new_tokens=self.max_new_tokens, batch_size=1)
+        gen = self.engine.generate(
+            model or self.model, [messages_for(question)], max_new_tokens=self.max_new_tokens, batch_size=1
+        )
         return gen[0].text
 
     def reply(self, question: str, out: TextIO, cancel: threading.Event, visible_only: bool = False) -> str:
@@ -46,8 +49,12 @@ class Session:
         `visible_only` shows control characters as escapes (a terminal must not obey model output)."""
         shown, started = [], False
         try:
-            for piece in self.engine.stream(self.model, messages_for(question, history=self.history),
-                                            max_new_tokens=self.max_new_tokens, cancel=cancel):
+            for piece in self.engine.stream(
+                self.model,
+                messages_for(question, history=self.history),
+                max_new_tokens=self.max_new_tokens,
+                cancel=cancel,
+            ):
                 if not started:
                     piece = piece.lstrip()
                     started = bool(piece)
@@ -79,8 +86,14 @@ def one_line(text: str) -> str:
     return " ".join(text.splitlines()).strip()
 
 
-def chat(run: Path, model_name: str = "best", max_new_tokens: int = 256, *, stdin: TextIO | None = None,
-         stdout: TextIO | None = None) -> None:
+def chat(
+    run: Path,
+    model_name: str = "best",
+    max_new_tokens: int = 256,
+    *,
+    stdin: TextIO | None = None,
+    stdout: TextIO | None = None,
+) -> None:
     session = Session(_load(run, model_name), model_name, max_new_tokens)
     stdin, stdout = stdin or sys.stdin, stdout or sys.stdout
     if stdin.isatty() and stdout.isatty():
@@ -99,8 +112,7 @@ def _load(run: Path, model_name: str) -> Any:
         raise QatuneError("run directory not found; check --run", path=rundir.root)
     available = rundir.adapter_names()
     if model_name != BASE and check_name(model_name, "model name") not in available:
-        raise QatuneError(f"no model {model_name!r} in {rundir.models_dir}; available: "
-                          f"{', '.join([BASE, *available])}")
+        raise QatuneError(f"no model {model_name!r} in {rundir.models_dir}; available: {', '.join([BASE, *available])}")
     return load_engine(rundir.root, load_for_run(rundir.root, None, {}, save=False))
 
 
@@ -148,14 +160,17 @@ def _compare(session: Session, question: str) -> None:
     table = Table(show_lines=True, expand=True)
     for name in (BASE, session.model):
         table.add_column(name, ratio=1)
-    table.add_row(*(Text(visible(session.answer(question, name)) or "(empty answer)")
-                    for name in (BASE, session.model)))
+    table.add_row(
+        *(Text(visible(session.answer(question, name)) or "(empty answer)") for name in (BASE, session.model))
+    )
     console.out.print(table)
 
 
 def interactive(session: Session, stdin: TextIO, out: TextIO) -> None:
-    console.out.print(f"[bold]qatune chat[/bold] with [cyan]{session.model}[/cyan] "
-                      f"(models: {', '.join(session.engine.names)})", highlight=False)
+    console.out.print(
+        f"[bold]qatune chat[/bold] with [cyan]{session.model}[/cyan] (models: {', '.join(session.engine.names)})",
+        highlight=False,
+    )
     console.out.print(HELP, markup=False, style="dim")
     while True:
         try:

@@ -13,8 +13,12 @@ import typer
 from qatune import __version__, console
 from qatune.config import EvalConfig, PrepareConfig, TrainConfig, help_for, parse_list
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="Fine-tune an open LLM on your question/answer spreadsheet and prove it got better.")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Fine-tune an open LLM on your question/answer spreadsheet and prove it got better.",
+)
 
 _DEBUG = {"on": False}
 
@@ -56,15 +60,25 @@ def _print_version(value: bool) -> None:
 @app.callback()
 def _root(
     debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks.")] = False,
-    version: Annotated[bool, typer.Option("--version", help="Print the version and exit.", is_eager=True,
-                                          callback=_print_version)] = False,
+    version: Annotated[
+        bool, typer.Option("--version", help="Print the version and exit.", is_eager=True, callback=_print_version)
+    ] = False,
 ) -> None:
     _DEBUG["on"] = debug or os.environ.get("QATUNE_DEBUG") == "1"
 
 
 def _prepare_overrides(val_frac, test_frac, seed, augment, question_col, answer_col, sheet) -> dict[str, Any]:
-    return {"prepare": {"val_frac": val_frac, "test_frac": test_frac, "seed": seed, "augment": augment,
-                        "question_col": question_col, "answer_col": answer_col, "sheet": sheet}}
+    return {
+        "prepare": {
+            "val_frac": val_frac,
+            "test_frac": test_frac,
+            "seed": seed,
+            "augment": augment,
+            "question_col": question_col,
+            "answer_col": answer_col,
+            "sheet": sheet,
+        }
+    }
 
 
 @app.command()
@@ -136,10 +150,22 @@ def train(
 
     console.set_quiet(quiet)
     overrides = _train_overrides(
-        epochs=epochs, sweep=sweep, lora_r=lora_r, lora_alpha=lora_alpha, lora_dropout=lora_dropout,
-        target_modules=target_modules, lr=lr, weight_decay=weight_decay, batch_size=batch_size,
-        grad_accum=grad_accum, quant=quant, precision=precision, max_length=max_length, seed=seed,
-        early_stopping_patience=early_stopping_patience)
+        epochs=epochs,
+        sweep=sweep,
+        lora_r=lora_r,
+        lora_alpha=lora_alpha,
+        lora_dropout=lora_dropout,
+        target_modules=target_modules,
+        lr=lr,
+        weight_decay=weight_decay,
+        batch_size=batch_size,
+        grad_accum=grad_accum,
+        quant=quant,
+        precision=precision,
+        max_length=max_length,
+        seed=seed,
+        early_stopping_patience=early_stopping_patience,
+    )
     overrides.update(model=model, trust_remote_code=trust_remote_code, allow_pickle=allow_pickle)
     from qatune.fit import TrainingInterrupted
 
@@ -169,9 +195,16 @@ def eval_(
     from qatune.evaluate.answer import evaluate
 
     console.set_quiet(quiet)
-    overrides = {"eval": {"models": parse_list(models), "max_new_tokens": max_new_tokens,
-                          "batch_size": _auto_int(batch_size), "bertscore": bertscore, "engine": engine},
-                 "allow_pickle": allow_pickle}
+    overrides = {
+        "eval": {
+            "models": parse_list(models),
+            "max_new_tokens": max_new_tokens,
+            "batch_size": _auto_int(batch_size),
+            "bertscore": bertscore,
+            "engine": engine,
+        },
+        "allow_pickle": allow_pickle,
+    }
     settings = cfg.load_for_run(run, config, overrides, save=False)
     if questions and name and len(questions) > 1:
         raise console.QatuneError("--name applies to one --questions file; give one file per eval command")
@@ -217,14 +250,24 @@ def run_(
     from qatune import pipeline
 
     console.set_quiet(quiet)
-    overrides = _train_overrides(epochs=epochs, sweep=sweep, lora_r=lora_r, lora_alpha=lora_alpha, lr=lr,
-                                 batch_size=batch_size, quant=quant, precision=precision,
-                                 max_length=max_length, seed=seed)
+    overrides = _train_overrides(
+        epochs=epochs,
+        sweep=sweep,
+        lora_r=lora_r,
+        lora_alpha=lora_alpha,
+        lr=lr,
+        batch_size=batch_size,
+        quant=quant,
+        precision=precision,
+        max_length=max_length,
+        seed=seed,
+    )
     overrides["prepare"] = {"seed": seed, "augment": augment}
     overrides["eval"] = {"max_new_tokens": max_new_tokens}
     overrides.update(model=model, trust_remote_code=trust_remote_code, allow_pickle=allow_pickle)
-    pipeline.run(data, out=out, config_path=config, overrides=overrides, test_file=test,
-                 question_files=list(questions or []))
+    pipeline.run(
+        data, out=out, config_path=config, overrides=overrides, test_file=test, question_files=list(questions or [])
+    )
 
 
 @app.command()
@@ -244,8 +287,9 @@ def serve(
     run: RunOpt,
     host: Annotated[str, typer.Option(help="Address to bind (127.0.0.1 = this machine only).")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port.")] = 8000,
-    api_key: Annotated[str | None, typer.Option("--api-key", envvar="QATUNE_API_KEY",
-                                                help="Require 'Authorization: Bearer KEY'.")] = None,
+    api_key: Annotated[
+        str | None, typer.Option("--api-key", envvar="QATUNE_API_KEY", help="Require 'Authorization: Bearer KEY'.")
+    ] = None,
 ) -> None:
     """OpenAI-compatible API for base and every adapter, plus a comparison page at /."""
     from qatune.serve.app import serve as run_serve
@@ -270,8 +314,12 @@ def export(
 def _quiet_libraries() -> None:
     """Library progress bars and advice would drown qatune's own output; --debug keeps them."""
     if not _DEBUG["on"]:
-        for key, value in (("HF_HUB_DISABLE_PROGRESS_BARS", "1"), ("TRANSFORMERS_VERBOSITY", "error"),
-                           ("TOKENIZERS_PARALLELISM", "false"), ("TF_CPP_MIN_LOG_LEVEL", "3")):
+        for key, value in (
+            ("HF_HUB_DISABLE_PROGRESS_BARS", "1"),
+            ("TRANSFORMERS_VERBOSITY", "error"),
+            ("TOKENIZERS_PARALLELISM", "false"),
+            ("TF_CPP_MIN_LOG_LEVEL", "3"),
+        ):
             os.environ.setdefault(key, value)
 
 

@@ -28,9 +28,7 @@ class PrepareConfig(_Section):
         0.1, ge=0.0, lt=0.9, description="Share of pairs held out for testing (ignored with --test FILE)."
     )
     seed: int = Field(42, description="Seed for the deterministic split and augmentation.")
-    augment: int = Field(
-        0, ge=0, le=10, description="WordNet synonym variants per training pair (train split only)."
-    )
+    augment: int = Field(0, ge=0, le=10, description="WordNet synonym variants per training pair (train split only).")
     question_col: str | None = Field(None, description="Question column name (found automatically if unset).")
     answer_col: str | None = Field(None, description="Answer column name (found automatically if unset).")
     sheet: str | None = Field(None, description="Workbook sheet to read (found automatically if unset).")

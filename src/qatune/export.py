@@ -46,8 +46,16 @@ def export(run: Path, model_name: str = "best", out: Path | None = None, dtype: 
         tokenizer.save_pretrained(str(tmp))
         del merged
         atomic_write_text(tmp / "README.md", model_card(rundir, model_name, dtype, config, target.name))
-        atomic_write_json(tmp / MARKER, {"qatune_version": __version__, "run": str(rundir.root),
-                                         "model": model_name, "base_model": config.model, "dtype": dtype})
+        atomic_write_json(
+            tmp / MARKER,
+            {
+                "qatune_version": __version__,
+                "run": str(rundir.root),
+                "model": model_name,
+                "base_model": config.model,
+                "dtype": dtype,
+            },
+        )
         _check_folder(tmp)
     return target
 
@@ -58,8 +66,10 @@ def _adapter_dir(rundir: RunDir, model_name: str) -> Path:
     check_name(model_name, "model name")
     available = rundir.adapter_names()
     if model_name not in available:
-        raise QatuneError(f"no model {model_name!r} in {rundir.models_dir}; available: "
-                          f"{', '.join(available) or 'none (run qatune train)'}")
+        raise QatuneError(
+            f"no model {model_name!r} in {rundir.models_dir}; available: "
+            f"{', '.join(available) or 'none (run qatune train)'}"
+        )
     return rundir.model_dir(model_name)
 
 
@@ -74,14 +84,20 @@ def _check_target(out: Path, rundir: RunDir) -> Path:
         raise QatuneError("--out would replace the run directory itself; choose a folder outside it", path=target)
     for part in _RUN_PARTS:
         if _inside(target, getattr(rundir, part)):
-            raise QatuneError(f"--out is inside the run's {getattr(rundir, part).name}/ folder, which qatune "
-                              "manages; choose another folder", path=target)
+            raise QatuneError(
+                f"--out is inside the run's {getattr(rundir, part).name}/ folder, which qatune "
+                "manages; choose another folder",
+                path=target,
+            )
     if target.exists():
         if not target.is_dir():
             raise QatuneError("--out exists and is not a folder", path=target)
         if any(target.iterdir()) and not (target / MARKER).exists():
-            raise QatuneError("--out is a folder with other files in it; choose a new or empty folder "
-                              "(an earlier export is replaced whole)", path=target)
+            raise QatuneError(
+                "--out is a folder with other files in it; choose a new or empty folder "
+                "(an earlier export is replaced whole)",
+                path=target,
+            )
     return target
 
 
@@ -92,12 +108,14 @@ def _merged(config: Config, adapter: Path, dtype: str) -> tuple[Any, Any]:
 
     model_path = resolve_model(config.model)
     placement = Placement("cpu", "none", dtype, "export: unquantized merge")
-    base = load_base(model_path, placement, trust_remote_code=config.trust_remote_code,
-                     allow_pickle=config.allow_pickle)
+    base = load_base(
+        model_path, placement, trust_remote_code=config.trust_remote_code, allow_pickle=config.allow_pickle
+    )
     merged = load_adapters(base, {"export": adapter}, allow_pickle=config.allow_pickle).merge_and_unload()
     has_tokenizer = (adapter / "tokenizer_config.json").exists()
-    tokenizer = load_tokenizer(str(adapter) if has_tokenizer else model_path,
-                               trust_remote_code=config.trust_remote_code)
+    tokenizer = load_tokenizer(
+        str(adapter) if has_tokenizer else model_path, trust_remote_code=config.trust_remote_code
+    )
     ensure_chat_template(tokenizer)
     stops = stop_token_ids(tokenizer)
     # plain `model.generate` then stops at the end-of-turn token too, as qatune's own generation does
@@ -116,6 +134,7 @@ def _check_folder(folder: Path) -> None:
 
 
 # ---- model card (README.md): user data is escaped for Markdown and for the HTML it may be rendered to ----
+
 
 def _md(value: Any) -> str:
     """One line of inline Markdown text: HTML-escaped, Markdown and table syntax neutralised."""
@@ -138,15 +157,23 @@ def _base_label(model: str) -> str:
 
 def model_card(rundir: RunDir, model_name: str, dtype: str, config: Config, folder: str) -> str:
     hub_id = config.model if "/" in config.model and not Path(config.model).expanduser().exists() else None
-    meta = {"library_name": "transformers", "tags": ["qatune", "lora", "merged"],
-            **({"base_model": hub_id} if hub_id else {})}
-    parts = ["---\n" + yaml.safe_dump(meta, sort_keys=False) + "---\n",
-             f"# {_md(folder)}\n",
-             f"A fine-tuned model made by qatune {__version__}: the LoRA adapter `{model_name}` of run "
-             f"'{_md(rundir.root.name)}' merged into a {dtype} copy of {_md(_base_label(config.model))}. "
-             "It loads with plain transformers; no peft or qatune needed.\n",
-             _usage(folder), _data_section(rundir), _training_section(rundir, config, model_name),
-             _eval_section(rundir), _gguf_section(folder)]
+    meta = {
+        "library_name": "transformers",
+        "tags": ["qatune", "lora", "merged"],
+        **({"base_model": hub_id} if hub_id else {}),
+    }
+    parts = [
+        "---\n" + yaml.safe_dump(meta, sort_keys=False) + "---\n",
+        f"# {_md(folder)}\n",
+        f"A fine-tuned model made by qatune {__version__}: the LoRA adapter `{model_name}` of run "
+        f"'{_md(rundir.root.name)}' merged into a {dtype} copy of {_md(_base_label(config.model))}. "
+        "It loads with plain transformers; no peft or qatune needed.\n",
+        _usage(folder),
+        _data_section(rundir),
+        _training_section(rundir, config, model_name),
+        _eval_section(rundir),
+        _gguf_section(folder),
+    ]
     return "\n".join(parts)
 
 
@@ -174,12 +201,14 @@ def _data_section(rundir: RunDir) -> str:
         return "## Training data\n\nNo data report was found in the run.\n"
     source = report.get("source") or {}
     splits = report.get("splits") or {}
-    lines = ["## Training data\n",
-             f"- source: {_md(Path(str(source.get('path', '?'))).name)} (sheet {_md(source.get('sheet') or '-')}, "
-             f"columns {_md(source.get('question_col', '?'))} / {_md(source.get('answer_col', '?'))}), "
-             f"sha256 `{_md(str(source.get('sha256', '?'))[:16])}...`",
-             f"- valid question/answer pairs: {_md(report.get('valid_pairs', '?'))}",
-             "- split: " + ", ".join(f"{_md(k)} {_md(v)}" for k, v in splits.items())]
+    lines = [
+        "## Training data\n",
+        f"- source: {_md(Path(str(source.get('path', '?'))).name)} (sheet {_md(source.get('sheet') or '-')}, "
+        f"columns {_md(source.get('question_col', '?'))} / {_md(source.get('answer_col', '?'))}), "
+        f"sha256 `{_md(str(source.get('sha256', '?'))[:16])}...`",
+        f"- valid question/answer pairs: {_md(report.get('valid_pairs', '?'))}",
+        "- split: " + ", ".join(f"{_md(k)} {_md(v)}" for k, v in splits.items()),
+    ]
     dropped = [d for d in report.get("dropped") or [] if isinstance(d, dict)]
     if dropped:
         reasons = Counter(str(d.get("reason", "?")) for d in dropped).most_common(5)
@@ -196,15 +225,20 @@ def _training_section(rundir: RunDir, config: Config, model_name: str) -> str:
         which = f"best (= epoch-{_md(summary['best_epoch'])}, lowest validation loss)"
     targets = lora.get("target_modules") or config.train.target_modules
     targets = sorted(targets) if isinstance(targets, list | tuple | set) else _as_list(targets)
-    lines = ["## Training\n", f"- this model: {which}",
-             f"- LoRA r={_md(lora.get('r', config.train.lora_r))}, "
-             f"alpha={_md(lora.get('lora_alpha', config.train.lora_alpha))}, "
-             f"targets {_md(', '.join(map(str, targets)))}; learning rate {config.train.lr:g}",
-             f"- epoch counts saved: {_md(', '.join(map(str, _as_list(summary.get('epochs', config.train.epochs)))))}"]
+    lines = [
+        "## Training\n",
+        f"- this model: {which}",
+        f"- LoRA r={_md(lora.get('r', config.train.lora_r))}, "
+        f"alpha={_md(lora.get('lora_alpha', config.train.lora_alpha))}, "
+        f"targets {_md(', '.join(map(str, targets)))}; learning rate {config.train.lr:g}",
+        f"- epoch counts saved: {_md(', '.join(map(str, _as_list(summary.get('epochs', config.train.epochs)))))}",
+    ]
     if summary:
-        lines.append(f"- trained on {_md(summary.get('device', '?'))}, base quantization "
-                     f"{_md(summary.get('quantization', '?'))}, precision {_md(summary.get('precision', '?'))}, "
-                     f"{_md(summary.get('train_examples', '?'))} training examples")
+        lines.append(
+            f"- trained on {_md(summary.get('device', '?'))}, base quantization "
+            f"{_md(summary.get('quantization', '?'))}, precision {_md(summary.get('precision', '?'))}, "
+            f"{_md(summary.get('train_examples', '?'))} training examples"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -234,9 +268,11 @@ def _scores_markdown(rundir: RunDir) -> str:
         if not isinstance(scores, dict) or not isinstance(scores.get("models"), dict):
             continue
         metrics = [m for m in scores.get("metrics") or [] if isinstance(m, str)][:8]
-        rows = [f"### {_md(name)} (n={_md(scores.get('n', '?'))})\n",
-                "| model | " + " | ".join(_md(m) for m in metrics) + " |",
-                "|---|" + "---|" * len(metrics)]
+        rows = [
+            f"### {_md(name)} (n={_md(scores.get('n', '?'))})\n",
+            "| model | " + " | ".join(_md(m) for m in metrics) + " |",
+            "|---|" + "---|" * len(metrics),
+        ]
         for model, values in scores["models"].items():
             cells = [_mean(values, m) for m in metrics]
             rows.append(f"| {_md(model)} | " + " | ".join(cells) + " |")
@@ -252,7 +288,9 @@ def _mean(values: Any, metric: str) -> str:
 
 def _gguf_section(folder: str) -> str:
     command = GGUF_COMMAND.format(folder=folder)
-    return ("## GGUF (llama.cpp, Ollama, LM Studio)\n\n"
-            "qatune writes safetensors. For a GGUF file, run llama.cpp's converter on this folder "
-            "(from a llama.cpp checkout, after `pip install -r requirements.txt` there):\n\n"
-            f"```\n{command}\n```\n")
+    return (
+        "## GGUF (llama.cpp, Ollama, LM Studio)\n\n"
+        "qatune writes safetensors. For a GGUF file, run llama.cpp's converter on this folder "
+        "(from a llama.cpp checkout, after `pip install -r requirements.txt` there):\n\n"
+        f"```\n{command}\n```\n"
+    )

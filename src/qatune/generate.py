@@ -145,9 +145,13 @@ class Engine:
         def _run() -> None:
             try:
                 with self.use(name) as model, torch.inference_mode():
-                    out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), streamer=streamer,
-                                         stopping_criteria=StoppingCriteriaList([_Cancelled()]),
-                                         **self._gen_kwargs(max_new_tokens, temperature, top_p))
+                    out = model.generate(
+                        input_ids=ids,
+                        attention_mask=torch.ones_like(ids),
+                        streamer=streamer,
+                        stopping_criteria=StoppingCriteriaList([_Cancelled()]),
+                        **self._gen_kwargs(max_new_tokens, temperature, top_p),
+                    )
                 new = out[0, ids.shape[1] :].tolist()
                 counts.update(new_tokens=len(new), stopped=bool(new) and new[-1] in self.stop_ids)
             except BaseException as exc:  # surfaced to the consumer below
@@ -174,13 +178,15 @@ class Engine:
             cancel.set()
             thread.join()
             if stats is not None:
-                stats.update(new_tokens=counts["new_tokens"],
-                             stopped=counts["stopped"] or counts.get("stop_string", False))
+                stats.update(
+                    new_tokens=counts["new_tokens"], stopped=counts["stopped"] or counts.get("stop_string", False)
+                )
         if failure:
             raise failure[0]
 
-    def answer_nll(self, name: str, pairs: list[tuple[str, str]], *, batch_size: int = 8,
-                   max_length: int = 1024) -> list[float | None]:
+    def answer_nll(
+        self, name: str, pairs: list[tuple[str, str]], *, batch_size: int = 8, max_length: int = 1024
+    ) -> list[float | None]:
         """Mean negative log-likelihood per reference-answer token, teacher-forced (no generation noise)."""
         import torch
 
@@ -204,8 +210,11 @@ class Engine:
                 logits = model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device)).logits
                 logits, target = logits[:, :-1].float(), labels[:, 1:].to(logits.device)
                 loss = torch.nn.functional.cross_entropy(
-                    logits.reshape(-1, logits.shape[-1]), target.reshape(-1),
-                    ignore_index=IGNORE_INDEX, reduction="none").view(target.shape)
+                    logits.reshape(-1, logits.shape[-1]),
+                    target.reshape(-1),
+                    ignore_index=IGNORE_INDEX,
+                    reduction="none",
+                ).view(target.shape)
                 counts = (target != IGNORE_INDEX).sum(1)
                 for row, i in enumerate(idx):
                     values[i] = float(loss[row].sum() / counts[row])
@@ -227,12 +236,15 @@ def load_engine(run: Path, config: Config, names: list[str] | None = None) -> En
     wanted = [n for n in (names or rundir.adapter_names()) if n != BASE]
     missing = [n for n in wanted if n not in rundir.adapter_names()]
     if missing:
-        raise QatuneError(f"no adapter {missing[0]!r} in {rundir.models_dir}; "
-                          f"available: {', '.join(rundir.adapter_names()) or 'none (run qatune train)'}")
+        raise QatuneError(
+            f"no adapter {missing[0]!r} in {rundir.models_dir}; "
+            f"available: {', '.join(rundir.adapter_names()) or 'none (run qatune train)'}"
+        )
     model_path = resolve_model(config.model)
     placement = choose_placement(config.train.quant, config.train.precision)
     tokenizer = load_tokenizer(model_path, trust_remote_code=config.trust_remote_code)
-    base = load_base(model_path, placement, trust_remote_code=config.trust_remote_code,
-                     allow_pickle=config.allow_pickle)
+    base = load_base(
+        model_path, placement, trust_remote_code=config.trust_remote_code, allow_pickle=config.allow_pickle
+    )
     model = load_adapters(base, {n: rundir.model_dir(n) for n in wanted}, allow_pickle=config.allow_pickle)
     return Engine(model, tokenizer, wanted, placement.device)

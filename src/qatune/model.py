@@ -51,16 +51,19 @@ def _convert_gguf(gguf: Path, target: Path) -> None:
         quantized = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
     except Exception as exc:  # transformers raises many types for unreadable GGUF files
         raise QatuneError(f"cannot read this GGUF ({type(exc).__name__}: {exc})", path=gguf) from exc
-    config = AutoConfig.for_model(**{k: v for k, v in quantized.config.to_dict().items()
-                                      if k not in ("quantization_config", "_name_or_path")})
+    config = AutoConfig.for_model(
+        **{k: v for k, v in quantized.config.to_dict().items() if k not in ("quantization_config", "_name_or_path")}
+    )
     state = quantized.state_dict()
     del quantized
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     missing, unexpected = model.load_state_dict(state, strict=False)
     missing = [k for k in missing if not (k == "lm_head.weight" and config.tie_word_embeddings)]
     if missing or unexpected:
-        raise QatuneError(f"GGUF tensors do not match the architecture (missing {missing[:3]}, "
-                          f"unexpected {unexpected[:3]})", path=gguf)
+        raise QatuneError(
+            f"GGUF tensors do not match the architecture (missing {missing[:3]}, unexpected {unexpected[:3]})",
+            path=gguf,
+        )
     if tokenizer.pad_token is None or tokenizer.pad_token == tokenizer.eos_token:
         # A pad distinct from EOS: padding is masked by attention mask, EOS must stay a learned token.
         if tokenizer.unk_token is not None and tokenizer.unk_token != tokenizer.eos_token:
@@ -233,8 +236,9 @@ def lora_config(r: int, alpha: float, dropout: float, target_modules: list[str])
     from peft import LoraConfig
 
     targets: Any = "all-linear" if target_modules == ["all-linear"] else list(target_modules)
-    return LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets,
-                      bias="none", task_type="CAUSAL_LM")
+    return LoraConfig(
+        r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets, bias="none", task_type="CAUSAL_LM"
+    )
 
 
 def attach_lora(model: PreTrainedModel, config: Any) -> Any:
@@ -267,8 +271,9 @@ def _check_adapter(path: Path, allow_pickle: bool) -> None:
     if not (path / "adapter_model.safetensors").exists():
         if allow_pickle and (path / "adapter_model.bin").exists():
             return
-        raise QatuneError("adapter weights must be adapter_model.safetensors (pickle refused; "
-                          "--allow-pickle to override)", path=path)
+        raise QatuneError(
+            "adapter weights must be adapter_model.safetensors (pickle refused; --allow-pickle to override)", path=path
+        )
 
 
 def adapter_base_info(path: Path) -> dict[str, Any]:

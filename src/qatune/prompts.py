@@ -40,8 +40,7 @@ def messages_for(question: str, answer: str | None = None, history: list[dict] |
 def prompt_ids(tokenizer: PreTrainedTokenizerBase, messages: list[dict]) -> list[int]:
     """Token ids of a conversation ending in a user turn, with the assistant header appended."""
     ensure_chat_template(tokenizer)
-    ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True,
-                                        return_dict=False)
+    ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=False)
     return list(ids["input_ids"] if isinstance(ids, dict) else ids)
 
 
@@ -88,5 +87,5 @@ def encode_pair(tokenizer: PreTrainedTokenizerBase, question: str, answer: str, 
     if len(prompt) >= max_length:
         return None
     full = full[:max_length]
-    labels = [IGNORE_INDEX] * len(prompt) + full[len(prompt):]
+    labels = [IGNORE_INDEX] * len(prompt) + full[len(prompt) :]
     return Encoded(input_ids=full, labels=labels)

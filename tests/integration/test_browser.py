@@ -14,8 +14,14 @@ from serve_harness import ScriptedEngine, running
 pytestmark = pytest.mark.browser
 
 CHROMIUM = Path("/usr/bin/chromium")
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-        "--disable-sync", "--no-first-run"]
+ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 PLANTED = '<img src=x onerror="window.__xss=1"> </td><script>window.__xss=2</script>'
 KEY = "page-key-123"
 
@@ -39,8 +45,11 @@ def tokenizer(tiny_model_dir):
 def _ask(page, question: str) -> None:
     page.fill("#question", question)
     page.click("#submit")
-    page.wait_for_function("() => document.getElementById('status').textContent === '' && "
-                           "document.getElementById('answer-tuned').textContent !== ''", timeout=20_000)
+    page.wait_for_function(
+        "() => document.getElementById('status').textContent === '' && "
+        "document.getElementById('answer-tuned').textContent !== ''",
+        timeout=20_000,
+    )
 
 
 def test_question_shows_base_and_tuned_answers(browser, tokenizer, tmp_path):
@@ -65,8 +74,9 @@ def test_question_shows_base_and_tuned_answers(browser, tokenizer, tmp_path):
 
 def test_planted_markup_renders_as_text(browser, tokenizer):
     question = "Is <b>this</b> escaped?"
-    engine = ScriptedEngine(tokenizer, ["best"], answers={("best", question): PLANTED,
-                                                          ("base", question): "</div><svg onload=alert(1)>"})
+    engine = ScriptedEngine(
+        tokenizer, ["best"], answers={("best", question): PLANTED, ("base", question): "</div><svg onload=alert(1)>"}
+    )
     with running(create_app(Settings(engine=engine))) as url:
         page = browser.new_page()
         dialogs: list[str] = []

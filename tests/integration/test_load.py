@@ -39,8 +39,16 @@ def test_sixteen_clients_for_twenty_seconds(tmp_path, tiny_model_dir):
         expected = bench.expected_answers(url, engine.names, QUESTIONS, 16, KEY)
         assert all(len({expected[(m, q)] for m in engine.names}) == 3 for q in QUESTIONS)  # detectable
         bench.run_load(url, engine.names, QUESTIONS, expected, clients=16, duration_s=3, api_key=KEY)  # warm-up
-        result = bench.run_load(url, engine.names, QUESTIONS, expected, clients=16, duration_s=20,
-                                api_key=KEY, rss=lambda: me.memory_info().rss / 2**20)
+        result = bench.run_load(
+            url,
+            engine.names,
+            QUESTIONS,
+            expected,
+            clients=16,
+            duration_s=20,
+            api_key=KEY,
+            rss=lambda: me.memory_info().rss / 2**20,
+        )
     summary = result.summary()
     print(summary)
     assert summary["errors_5xx"] == 0 and result.unexpected == []

@@ -33,20 +33,39 @@ def _write_csv(path: Path, rows: list[tuple[str, str]]) -> Path:
 
 
 def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    result = subprocess.run([sys.executable, "-m", "qatune", *args], capture_output=True, text=True, cwd=cwd,
-                            timeout=900)
+    result = subprocess.run(
+        [sys.executable, "-m", "qatune", *args], capture_output=True, text=True, cwd=cwd, timeout=900
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     return result
 
 
 def test_run_writes_every_stage_and_reuses_them(tmp_path, tiny_model_dir):
     data = _write_csv(tmp_path / "faq.csv", FACTS * 2 + [(q + " please", a) for q, a in FACTS])
-    test = _write_csv(tmp_path / "held_out.csv", [("Who teaches this class?", FACTS[0][1]),
-                                                  ("When is the class held?", FACTS[1][1]),
-                                                  ("How many quizzes will there be?", FACTS[5][1])])
+    test = _write_csv(
+        tmp_path / "held_out.csv",
+        [
+            ("Who teaches this class?", FACTS[0][1]),
+            ("When is the class held?", FACTS[1][1]),
+            ("How many quizzes will there be?", FACTS[5][1]),
+        ],
+    )
     run = tmp_path / "run"
-    args = ["run", str(data), "--test", str(test), "--out", str(run), "--model", str(tiny_model_dir),
-            "--epochs", "1,2", "--max-new-tokens", "8", "--quiet"]
+    args = [
+        "run",
+        str(data),
+        "--test",
+        str(test),
+        "--out",
+        str(run),
+        "--model",
+        str(tiny_model_dir),
+        "--epochs",
+        "1,2",
+        "--max-new-tokens",
+        "8",
+        "--quiet",
+    ]
     first = _run(args, tmp_path)
 
     for name in ("epoch-1", "epoch-2", "best"):
@@ -61,8 +80,10 @@ def test_run_writes_every_stage_and_reuses_them(tmp_path, tiny_model_dir):
     assert "report.html" in first.stdout
     assert (run / "config.yaml").exists() and (run / "manifest.json").exists()
 
-    stamps = {p: p.stat().st_mtime_ns for p in (run / "models" / "epoch-2" / "adapter_model.safetensors",
-                                                 run / "eval" / "test" / "generations.jsonl")}
+    stamps = {
+        p: p.stat().st_mtime_ns
+        for p in (run / "models" / "epoch-2" / "adapter_model.safetensors", run / "eval" / "test" / "generations.jsonl")
+    }
     _run(args, tmp_path)
     assert all(p.stat().st_mtime_ns == t for p, t in stamps.items()), "finished stages must be reused"
 

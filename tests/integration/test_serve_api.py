@@ -29,8 +29,11 @@ def engine(tmp_path_factory, tiny_model_dir):
 @pytest.fixture(scope="module")
 def expected(engine):
     """Greedy answers straight from the engine, per model and question."""
-    return {(name, q): engine.generate(name, [messages_for(q)], max_new_tokens=TOKENS)[0].text
-            for name in engine.names for q in QUESTIONS}
+    return {
+        (name, q): engine.generate(name, [messages_for(q)], max_new_tokens=TOKENS)[0].text
+        for name in engine.names
+        for q in QUESTIONS
+    }
 
 
 @pytest.fixture(scope="module")
@@ -55,8 +58,9 @@ def test_model_list_names_base_and_each_adapter(server):
 def test_completion_equals_engine_greedy_answer(server, expected):
     url, _ = server
     q = QUESTIONS[0]
-    reply = _client(url).chat.completions.create(model="epoch-1", messages=[{"role": "user", "content": q}],
-                                                 max_tokens=TOKENS, temperature=0)
+    reply = _client(url).chat.completions.create(
+        model="epoch-1", messages=[{"role": "user", "content": q}], max_tokens=TOKENS, temperature=0
+    )
     assert reply.object == "chat.completion" and reply.model == "epoch-1"
     assert reply.choices[0].message.role == "assistant"
     assert reply.choices[0].message.content == expected[("epoch-1", q)]
@@ -68,8 +72,13 @@ def test_streamed_chunks_concatenate_to_the_answer(server, expected):
     url, _ = server
     q = QUESTIONS[2]
     stream = _client(url).chat.completions.create(
-        model="epoch-2", messages=[{"role": "user", "content": q}], max_tokens=TOKENS, temperature=0,
-        stream=True, stream_options={"include_usage": True})
+        model="epoch-2",
+        messages=[{"role": "user", "content": q}],
+        max_tokens=TOKENS,
+        temperature=0,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
     chunks = list(stream)
     assert all(c.object == "chat.completion.chunk" for c in chunks)
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
@@ -94,8 +103,9 @@ def test_stop_string_cuts_the_answer(server, expected):
     q = QUESTIONS[1]
     full = expected[("epoch-2", q)]
     stop = full[4:6]
-    reply = _client(url).chat.completions.create(model="epoch-2", messages=[{"role": "user", "content": q}],
-                                                 max_tokens=TOKENS, temperature=0, stop=[stop])
+    reply = _client(url).chat.completions.create(
+        model="epoch-2", messages=[{"role": "user", "content": q}], max_tokens=TOKENS, temperature=0, stop=[stop]
+    )
     assert reply.choices[0].message.content == full[: full.index(stop)].strip()
     assert reply.choices[0].finish_reason == "stop"
 
@@ -112,20 +122,24 @@ def test_unknown_model_is_404(server):
 @pytest.mark.parametrize("payload", [b"{not json", b'{"model": "base", "messages": [', b"\xff\xfe", b""])
 def test_malformed_json_is_400_with_openai_error_body(server, payload):
     url, _ = server
-    response = httpx.post(f"{url}/v1/chat/completions", content=payload,
-                          headers={"Content-Type": "application/json"}, timeout=30)
+    response = httpx.post(
+        f"{url}/v1/chat/completions", content=payload, headers={"Content-Type": "application/json"}, timeout=30
+    )
     assert response.status_code in (400, 422)
     error = response.json()["error"]
     assert set(error) >= {"message", "type", "code"} and error["type"] == "invalid_request_error"
 
 
-@pytest.mark.parametrize("body, param", [
-    ({"model": "base"}, "messages"),
-    ({"model": "base", "messages": []}, "messages"),
-    ({"model": "base", "messages": [{"role": "user", "content": "hi"}], "temperature": 5}, "temperature"),
-    ({"model": "base", "messages": [{"role": "wizard", "content": "hi"}]}, "messages.0.role"),
-    ({"model": "base", "messages": [{"role": "user", "content": "hi"}], "n": 3}, "n"),
-])
+@pytest.mark.parametrize(
+    "body, param",
+    [
+        ({"model": "base"}, "messages"),
+        ({"model": "base", "messages": []}, "messages"),
+        ({"model": "base", "messages": [{"role": "user", "content": "hi"}], "temperature": 5}, "temperature"),
+        ({"model": "base", "messages": [{"role": "wizard", "content": "hi"}]}, "messages.0.role"),
+        ({"model": "base", "messages": [{"role": "user", "content": "hi"}], "n": 3}, "n"),
+    ],
+)
 def test_invalid_fields_name_the_parameter(server, body, param):
     url, _ = server
     response = httpx.post(f"{url}/v1/chat/completions", json=body, timeout=30)
@@ -136,16 +150,18 @@ def test_invalid_fields_name_the_parameter(server, body, param):
 def test_max_tokens_over_the_cap_is_refused(server):
     url, _ = server
     with pytest.raises(openai.BadRequestError) as err:
-        _client(url).chat.completions.create(model="base", messages=[{"role": "user", "content": "hi"}],
-                                             max_tokens=5000)
+        _client(url).chat.completions.create(
+            model="base", messages=[{"role": "user", "content": "hi"}], max_tokens=5000
+        )
     assert "cap" in err.value.message
 
 
 def test_prompt_longer_than_the_context_is_refused(server):
     url, _ = server
     with pytest.raises(openai.BadRequestError) as err:
-        _client(url).chat.completions.create(model="base", max_tokens=8,
-                                             messages=[{"role": "user", "content": "word " * 2000}])
+        _client(url).chat.completions.create(
+            model="base", max_tokens=8, messages=[{"role": "user", "content": "word " * 2000}]
+        )
     assert err.value.body["code"] == "context_length_exceeded"
 
 
@@ -180,8 +196,11 @@ def test_concurrent_clients_on_two_adapters_get_sequential_answers(server, expec
         client = _client(url)
         kwargs = dict(model=model, messages=[{"role": "user", "content": q}], max_tokens=TOKENS, temperature=0)
         if stream:
-            return "".join(c.choices[0].delta.content or "" for c in
-                           client.chat.completions.create(stream=True, **kwargs) if c.choices)
+            return "".join(
+                c.choices[0].delta.content or ""
+                for c in client.chat.completions.create(stream=True, **kwargs)
+                if c.choices
+            )
         return client.chat.completions.create(**kwargs).choices[0].message.content
 
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
@@ -194,8 +213,12 @@ def test_client_disconnect_cancels_the_generation(server, engine):
     url, app = server
     worker = app.state.worker
     before = worker.cancelled
-    body = {"model": "epoch-1", "stream": True, "max_tokens": 400,
-            "messages": [{"role": "user", "content": QUESTIONS[0]}]}
+    body = {
+        "model": "epoch-1",
+        "stream": True,
+        "max_tokens": 400,
+        "messages": [{"role": "user", "content": QUESTIONS[0]}],
+    }
     with httpx.stream("POST", f"{url}/v1/chat/completions", json=body, timeout=30) as response:
         for line in response.iter_lines():
             if line.startswith("data: "):

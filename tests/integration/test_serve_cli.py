@@ -31,9 +31,13 @@ def run(tmp_path_factory, tiny_model_dir):
 
 
 def _start(run, port: int, *extra: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "qatune", "serve", "--run", str(run), "--port", str(port),
-                             *extra], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "QATUNE_API_KEY": ""})
+    return subprocess.Popen(
+        [sys.executable, "-m", "qatune", "serve", "--run", str(run), "--port", str(port), *extra],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "QATUNE_API_KEY": ""},
+    )
 
 
 def _wait_healthy(proc: subprocess.Popen, url: str, seconds: float = 90) -> None:
@@ -57,8 +61,9 @@ def test_serve_answers_with_the_key_and_stops_on_ctrl_c(run):
         _wait_healthy(proc, url)
         client = openai.OpenAI(base_url=f"{url}/v1", api_key=KEY, max_retries=0, timeout=60)
         assert [m.id for m in client.models.list().data] == ["base", "epoch-1", "epoch-2"]
-        reply = client.chat.completions.create(model="epoch-2", max_tokens=4,
-                                               messages=[{"role": "user", "content": "Who teaches?"}])
+        reply = client.chat.completions.create(
+            model="epoch-2", max_tokens=4, messages=[{"role": "user", "content": "Who teaches?"}]
+        )
         assert reply.choices[0].finish_reason == "length"
         with pytest.raises(openai.AuthenticationError):
             openai.OpenAI(base_url=f"{url}/v1", api_key="nope", max_retries=0).models.list()

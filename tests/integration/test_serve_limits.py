@@ -44,11 +44,13 @@ def test_api_key_guards_api_and_report_but_not_page(tmp_path, tokenizer):
         assert err.value.body["code"] == "invalid_api_key"
         with pytest.raises(openai.AuthenticationError):
             _client(url, "wrong-key").chat.completions.create(model="best", messages=HI)
-        for request in [httpx.Request("GET", f"{url}/v1/models"),
-                        httpx.Request("POST", f"{url}/v1/chat/completions", content=b"{bad json"),
-                        httpx.Request("GET", f"{url}/v1/nothing-here"),
-                        httpx.Request("GET", f"{url}/report"),
-                        httpx.Request("GET", f"{url}/v1/models", headers={"Authorization": f"Basic {KEY}"})]:
+        for request in [
+            httpx.Request("GET", f"{url}/v1/models"),
+            httpx.Request("POST", f"{url}/v1/chat/completions", content=b"{bad json"),
+            httpx.Request("GET", f"{url}/v1/nothing-here"),
+            httpx.Request("GET", f"{url}/report"),
+            httpx.Request("GET", f"{url}/v1/models", headers={"Authorization": f"Basic {KEY}"}),
+        ]:
             response = httpx.Client().send(request)
             assert response.status_code == 401, request.url
             assert response.json()["error"]["type"] == "invalid_request_error"
@@ -77,8 +79,9 @@ def test_no_cross_origin_access_is_granted(tokenizer):
         origin = {"Origin": "https://elsewhere.example"}
         response = httpx.get(f"{url}/v1/models", headers=origin)
         assert "access-control-allow-origin" not in response.headers
-        preflight = httpx.options(f"{url}/v1/chat/completions", headers={
-            **origin, "Access-Control-Request-Method": "POST"})
+        preflight = httpx.options(
+            f"{url}/v1/chat/completions", headers={**origin, "Access-Control-Request-Method": "POST"}
+        )
         assert "access-control-allow-origin" not in preflight.headers
         assert response.headers["x-content-type-options"] == "nosniff"
 
@@ -117,6 +120,7 @@ def test_full_queue_answers_429_not_5xx(tokenizer):
     engine = ScriptedEngine(tokenizer, ["best"], delay=0.05)
     app = create_app(Settings(engine=engine, max_waiting=2))
     with running(app) as url:
+
         def ask(_):
             try:
                 _client(url).chat.completions.create(model="best", messages=HI, max_tokens=8)
@@ -134,10 +138,12 @@ def test_queued_requests_are_answered_in_turn(tokenizer):
     engine = ScriptedEngine(tokenizer, ["a", "b"], delay=0.005)
     app = create_app(Settings(engine=engine))
     with running(app) as url:
+
         def ask(i):
             model = "a" if i % 2 else "b"
             return model, _client(url).chat.completions.create(
-                model=model, messages=[{"role": "user", "content": f"q{i}"}]).choices[0].message.content
+                model=model, messages=[{"role": "user", "content": f"q{i}"}]
+            ).choices[0].message.content
 
         with concurrent.futures.ThreadPoolExecutor(8) as pool:
             answers = list(pool.map(ask, range(16)))

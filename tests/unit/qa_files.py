@@ -13,9 +13,14 @@ from typing import Any
 import pytest
 
 
-def write_xlsx(path: Path, rows: list[list[Any]], title: str = "Sheet1",
-               more: dict[str, list[list[Any]]] | None = None, merges: list[str] | None = None,
-               formats: dict[str, str] | None = None) -> Path:
+def write_xlsx(
+    path: Path,
+    rows: list[list[Any]],
+    title: str = "Sheet1",
+    more: dict[str, list[list[Any]]] | None = None,
+    merges: list[str] | None = None,
+    formats: dict[str, str] | None = None,
+) -> Path:
     import openpyxl
 
     wb = openpyxl.Workbook()
@@ -87,8 +92,11 @@ def pairs_of(path: Path, **kwargs: Any) -> list[tuple[int, str, str]]:
     return [(p["source_row"], p["question"], p["answer"]) for p in cleaned.pairs]
 
 
-def run_cli(args: list[Any], capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch,
-            ) -> tuple[int, str, str]:
+def run_cli(
+    args: list[Any],
+    capsys: pytest.CaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> tuple[int, str, str]:
     """Run `qatune ARGS` in-process through the same entry point as the console script."""
     from qatune import cli, console
 

@@ -34,9 +34,16 @@ def _answer(model: str, i: int) -> str:
 def _metrics(rng: np.random.Generator, model: str, effect: float) -> dict[str, float | None]:
     r1 = float(np.clip(0.25 + effect + rng.normal(0, 0.08), 0, 1))
     nll = None if model == "retrieval" else float(3.0 - 2 * effect + rng.normal(0, 0.2))
-    return {"rouge1": r1, "rouge2": r1 * 0.6, "rougeL": r1 * 0.9, "bleu": r1 * 0.4,
-            "semantic": float(np.clip(0.5 + effect + rng.normal(0, 0.05), 0, 1)), "token_f1": r1 * 0.95,
-            "exact_match": float(r1 > 0.6), "answer_nll": nll}
+    return {
+        "rouge1": r1,
+        "rouge2": r1 * 0.6,
+        "rougeL": r1 * 0.9,
+        "bleu": r1 * 0.4,
+        "semantic": float(np.clip(0.5 + effect + rng.normal(0, 0.05), 0, 1)),
+        "token_f1": r1 * 0.95,
+        "exact_match": float(r1 > 0.6),
+        "answer_nll": nll,
+    }
 
 
 def _ci(values: np.ndarray, rng: np.random.Generator) -> list[float]:
@@ -73,22 +80,40 @@ def scores_from(generations: list[dict], name: str, rng: np.random.Generator) ->
             comparisons[model][m] = {"diff": float(diffs.mean()), "ci95": [lo, hi], "p": p}
     stop = {m: float(np.mean([g["stopped"] for g in generations if g["model"] == m])) for m in per}
     kinds = {m: {"base": "base", "retrieval": "baseline"}.get(m, "fine-tuned") for m in per}
-    return {"name": name, "n": len(qids), "source": f"data/{name}.jsonl", "metrics": METRICS, "models": models,
-            "kinds": kinds, "comparisons": comparisons, "stop_rate": stop,
-            "unavailable": {"bertscore": "roberta-large is not available offline"}, "warnings": []}
+    return {
+        "name": name,
+        "n": len(qids),
+        "source": f"data/{name}.jsonl",
+        "metrics": METRICS,
+        "models": models,
+        "kinds": kinds,
+        "comparisons": comparisons,
+        "stop_rate": stop,
+        "unavailable": {"bertscore": "roberta-large is not available offline"},
+        "warnings": [],
+    }
 
 
-def write_eval(run: Path, name: str = "test", n: int = 12, effects: dict[str, float] | None = None,
-               seed: int = 0) -> dict:
+def write_eval(
+    run: Path, name: str = "test", n: int = 12, effects: dict[str, float] | None = None, seed: int = 0
+) -> dict:
     effects = effects or DEFAULT_EFFECTS
     rng = np.random.default_rng(seed)
     gens = []
     for model in effects:
         for i in range(n):
-            gens.append({"model": model, "question_id": f"q{i}", "question": _question(i),
-                         "reference": f"Reference answer {i} {XSS[i % 3] if i < 3 else ''}".strip(),
-                         "answer": _answer(model, i), "metrics": _metrics(rng, model, effects[model]),
-                         "stopped": model == "retrieval" or i % 5 != 0, "new_tokens": 20 + i})
+            gens.append(
+                {
+                    "model": model,
+                    "question_id": f"q{i}",
+                    "question": _question(i),
+                    "reference": f"Reference answer {i} {XSS[i % 3] if i < 3 else ''}".strip(),
+                    "answer": _answer(model, i),
+                    "metrics": _metrics(rng, model, effects[model]),
+                    "stopped": model == "retrieval" or i % 5 != 0,
+                    "new_tokens": 20 + i,
+                }
+            )
     folder = run / "eval" / name
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "generations.jsonl").write_text("".join(json.dumps(g) + "\n" for g in gens), encoding="utf-8")
@@ -97,25 +122,44 @@ def write_eval(run: Path, name: str = "test", n: int = 12, effects: dict[str, fl
     combined = []
     for i in range(n):
         by = {g["model"]: g for g in gens if g["question_id"] == f"q{i}"}
-        combined.append({"question": _question(i), "reference_answer": by["base"]["reference"],
-                         "base_model_response": by["base"]["answer"],
-                         "fine_tuned_model_responses": {m: by[m]["answer"] for m in by if m != "base"}})
+        combined.append(
+            {
+                "question": _question(i),
+                "reference_answer": by["base"]["reference"],
+                "base_model_response": by["base"]["answer"],
+                "fine_tuned_model_responses": {m: by[m]["answer"] for m in by if m != "base"},
+            }
+        )
     _dump(folder / "combined_responses.json", combined)
     return scores
 
 
 def write_data(run: Path) -> None:
-    _dump(run / "data" / "report.json", {
-        "valid_pairs": 100, "splits": {"train": 80, "val": 10, "test": 10, "train_augmented": 0},
-        "dropped": [{"row": 7, "reason": f"empty answer {XSS[0]}"}, {"row": 12, "reason": "duplicate of row 3"}],
-        "warnings": [f"cell looks like markup: {x}" for x in XSS],
-        "source": {"path": f"/data/QA {XSS[1]}.xlsx", "sha256": "ab" * 32, "sheet": f"Sheet{XSS[2]}",
-                   "question_col": "Question", "answer_col": "Answer", "header_row": 1},
-    })
-    config = {"model": "default", "trust_remote_code": False, "allow_pickle": False,
-              "prepare": {"val_frac": 0.1, "test_frac": 0.1, "seed": 42},
-              "train": {"epochs": [1, 2], "sweep": "one-pass", "lora_r": 8, "lr": 0.0002},
-              "eval": {"max_new_tokens": 256}}
+    _dump(
+        run / "data" / "report.json",
+        {
+            "valid_pairs": 100,
+            "splits": {"train": 80, "val": 10, "test": 10, "train_augmented": 0},
+            "dropped": [{"row": 7, "reason": f"empty answer {XSS[0]}"}, {"row": 12, "reason": "duplicate of row 3"}],
+            "warnings": [f"cell looks like markup: {x}" for x in XSS],
+            "source": {
+                "path": f"/data/QA {XSS[1]}.xlsx",
+                "sha256": "ab" * 32,
+                "sheet": f"Sheet{XSS[2]}",
+                "question_col": "Question",
+                "answer_col": "Answer",
+                "header_row": 1,
+            },
+        },
+    )
+    config = {
+        "model": "default",
+        "trust_remote_code": False,
+        "allow_pickle": False,
+        "prepare": {"val_frac": 0.1, "test_frac": 0.1, "seed": 42},
+        "train": {"epochs": [1, 2], "sweep": "one-pass", "lora_r": 8, "lr": 0.0002},
+        "eval": {"max_new_tokens": 256},
+    }
     (run / "config.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
 
 
@@ -123,23 +167,50 @@ def write_train(run: Path, epochs: int = 2, steps_per_epoch: int = 10) -> None:
     rows = []
     for step in range(1, epochs * steps_per_epoch + 1):
         epoch = step / steps_per_epoch
-        rows.append({"step": step, "epoch": epoch, "loss": 3.0 / (1 + step / 5), "lr": 2e-4, "grad_norm": 1.0,
-                     "tokens_per_second": 900.0})
+        rows.append(
+            {
+                "step": step,
+                "epoch": epoch,
+                "loss": 3.0 / (1 + step / 5),
+                "lr": 2e-4,
+                "grad_norm": 1.0,
+                "tokens_per_second": 900.0,
+            }
+        )
         if step % steps_per_epoch == 0:
             rows.append({"step": step, "epoch": epoch, "eval_loss": 2.0 - 0.3 * epoch})
     (run / "train").mkdir(parents=True, exist_ok=True)
     (run / "train" / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    _dump(run / "train" / "summary.json", {
-        "train_seconds": 125.3, "epochs_run": epochs, "train_examples": 80, "train_tokens": 5120,
-        "answer_tokens": 2100, "tokens_per_second": 910.5, "peak_memory_bytes": 1_500_000_000, "device": "cpu",
-        "quantization": "none", "precision": "fp32", "sweep": "one-pass", "best_epoch": epochs,
-        "epochs": list(range(1, epochs + 1)),
-        "eval_loss_by_epoch": {str(e): 2.0 - 0.3 * e for e in range(1, epochs + 1)}, "input_hash": "abc",
-    })
+    _dump(
+        run / "train" / "summary.json",
+        {
+            "train_seconds": 125.3,
+            "epochs_run": epochs,
+            "train_examples": 80,
+            "train_tokens": 5120,
+            "answer_tokens": 2100,
+            "tokens_per_second": 910.5,
+            "peak_memory_bytes": 1_500_000_000,
+            "device": "cpu",
+            "quantization": "none",
+            "precision": "fp32",
+            "sweep": "one-pass",
+            "best_epoch": epochs,
+            "epochs": list(range(1, epochs + 1)),
+            "eval_loss_by_epoch": {str(e): 2.0 - 0.3 * e for e in range(1, epochs + 1)},
+            "input_hash": "abc",
+        },
+    )
 
 
-def make_run(root: Path, *, train: bool = True, evals: tuple[str, ...] = ("test",), n: int = 12,
-             effects: dict[str, float] | None = None) -> Path:
+def make_run(
+    root: Path,
+    *,
+    train: bool = True,
+    evals: tuple[str, ...] = ("test",),
+    n: int = 12,
+    effects: dict[str, float] | None = None,
+) -> Path:
     run = root / "run"
     run.mkdir(parents=True, exist_ok=True)
     write_data(run)

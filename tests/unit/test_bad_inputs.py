@@ -33,11 +33,16 @@ from qatune.console import QatuneError
 from qatune.data.clean import clean_text
 
 TRIED: Counter = Counter()
-GOOD = [["Question", "Answer"], ["What is the course code?", "DSC 310."], ["Who teaches it?", "Prof. Okafor."],
-        ["When is the midterm?", "October 20."]]
+GOOD = [
+    ["Question", "Answer"],
+    ["What is the course code?", "DSC 310."],
+    ["Who teaches it?", "Prof. Okafor."],
+    ["When is the midterm?", "October 20."],
+]
 
 
 # ---- named broken files -------------------------------------------------------------------------------------
+
 
 def _xlsx(tmp: Path, name: str = "good.xlsx") -> Path:
     return write_xlsx(tmp / name, GOOD)
@@ -65,7 +70,7 @@ def _lying_sizes(tmp: Path) -> Path:
     at = data.find(b"PK\x01\x02")
     while at != -1:
         length = struct.unpack_from("<H", data, at + 28)[0]
-        if bytes(data[at + 46:at + 46 + length]) == name:
+        if bytes(data[at + 46 : at + 46 + length]) == name:
             struct.pack_into("<I", data, at + 24, 10)
         at = data.find(b"PK\x01\x02", at + 4)
     path.write_bytes(bytes(data))
@@ -86,6 +91,7 @@ def _bytes(name: str, data: bytes):
         path = tmp / name
         path.write_bytes(data)
         return path
+
     return build
 
 
@@ -94,6 +100,7 @@ def _renamed(name: str, builder):
         path = tmp / name
         path.write_bytes(builder(tmp).read_bytes())
         return path
+
     return build
 
 
@@ -101,9 +108,16 @@ def _formulas(cached: bool):
     def build(tmp: Path) -> Path:
         path = _xlsx(tmp, "formulas.xlsx")
         value = b"<v>Stored result.</v>" if cached else b""
-        return rewrite_zip_member(path, "xl/worksheets/sheet1.xml", lambda x: re.sub(
-            rb'<c r="(B[234])" t="inlineStr"><is><t>[^<]*</t></is></c>',
-            rb'<c r="\1" t="str"><f>CONCAT(A2,"!")</f>' + value + b"</c>", x))
+        return rewrite_zip_member(
+            path,
+            "xl/worksheets/sheet1.xml",
+            lambda x: re.sub(
+                rb'<c r="(B[234])" t="inlineStr"><is><t>[^<]*</t></is></c>',
+                rb'<c r="\1" t="str"><f>CONCAT(A2,"!")</f>' + value + b"</c>",
+                x,
+            ),
+        )
+
     return build
 
 
@@ -122,16 +136,22 @@ def _missing_workbook_part(tmp: Path) -> Path:
 
 
 def _parquet(tmp: Path) -> Path:
-    return write_parquet(tmp / "good.parquet", {"question": [r[0] for r in GOOD[1:]],
-                                                "answer": [r[1] for r in GOOD[1:]]})
+    return write_parquet(
+        tmp / "good.parquet", {"question": [r[0] for r in GOOD[1:]], "answer": [r[1] for r in GOOD[1:]]}
+    )
 
 
 def _parquet_types(tmp: Path) -> Path:
     import pyarrow as pa
 
-    return write_parquet(tmp / "types.parquet", {
-        "question": pa.array(["Credits?", "Start?", "Share?", "Tags?"]),
-        "answer": pa.array([4, 2, 3, None], pa.int64()), "when": [dt.datetime(2026, 9, 1)] * 4})
+    return write_parquet(
+        tmp / "types.parquet",
+        {
+            "question": pa.array(["Credits?", "Start?", "Share?", "Tags?"]),
+            "answer": pa.array([4, 2, 3, None], pa.int64()),
+            "when": [dt.datetime(2026, 9, 1)] * 4,
+        },
+    )
 
 
 def _truncated_parquet(tmp: Path) -> Path:
@@ -153,13 +173,15 @@ def _big_csv(rows: int, cell: int = 0):
             if cell:
                 handle.write(f"Huge question?,{'word ' * (cell // 5)}\n")
         return path
+
     return build
 
 
 def _huge_xlsx_cell(tmp: Path) -> Path:
     path = write_xlsx(tmp / "hugecell.xlsx", [["Question", "Answer"], ["Huge?", "y"]])
-    return rewrite_zip_member(path, "xl/worksheets/sheet1.xml",
-                              lambda x: x.replace(b"<t>y</t>", b"<t>" + b"z " * (1 << 19) + b"</t>"))
+    return rewrite_zip_member(
+        path, "xl/worksheets/sheet1.xml", lambda x: x.replace(b"<t>y</t>", b"<t>" + b"z " * (1 << 19) + b"</t>")
+    )
 
 
 def _merged(tmp: Path) -> Path:
@@ -184,8 +206,11 @@ NAMED = [
     ("csv named .xlsx", _csv_text("data.xlsx", "Question,Answer\nQ?,A.\n"), OK),
     ("parquet named .json", _renamed("data.json", _parquet), OK),
     ("json array named .jsonl", _json("arr.jsonl", [{"question": "Q?", "answer": "A."}]), OK),
-    ("jsonl named .json", _csv_text("lines.json", '{"question": "Q1?", "answer": "A."}\n'
-                                                  '{"question": "Q2?", "answer": "B."}\n'), OK),
+    (
+        "jsonl named .json",
+        _csv_text("lines.json", '{"question": "Q1?", "answer": "A."}\n{"question": "Q2?", "answer": "B."}\n'),
+        OK,
+    ),
     ("unknown extension", _csv_text("data.txt", "Question,Answer\nQ?,A.\n"), "unsupported file type"),
     ("no extension", _csv_text("data", "Question,Answer\nQ?,A.\n"), "unsupported file type"),
     ("ods spreadsheet", _csv_text("data.ods", "not really"), "OpenDocument"),
@@ -194,8 +219,11 @@ NAMED = [
     ("empty file", _bytes("empty.csv", b""), "empty"),
     ("binary garbage", _bytes("garbage.csv", bytes(range(256)) * 20), "binary data"),
     ("cp1252 csv", _csv_text("win.csv", "Question,Answer\nCafé?,“Yes”.\n", "cp1252"), OK),
-    ("mixed encodings", _bytes("mixed.csv", "Question,Answer\nCafé?,Oui.\n".encode() + "Naïve?,Non.\n".encode(
-        "cp1252")), OK),
+    (
+        "mixed encodings",
+        _bytes("mixed.csv", "Question,Answer\nCafé?,Oui.\n".encode() + "Naïve?,Non.\n".encode("cp1252")),
+        OK,
+    ),
     ("utf-16 tab text", _csv_text("u16.tsv", "Question\tAnswer\nQ?\tA.\n", "utf-16"), OK),
     ("NUL bytes", _bytes("nul.csv", b"Question,Answer\nQ\x00?,A.\x00\n\x00\n"), OK),
     ("1 MB cell csv", _big_csv(3, cell=1 << 20), OK),
@@ -207,8 +235,11 @@ NAMED = [
     ("only a header", lambda t: write_xlsx(t / "header.xlsx", [["Question", "Answer"]]), "no question/answer rows"),
     ("only one column", lambda t: write_csv(t / "one.csv", [["Question"], ["Q?"]]), "no answer column"),
     ("no header", lambda t: write_csv(t / "nohead.csv", [["1", "2"], ["3", "4"]]), "no question/answer columns"),
-    ("no answers at all", lambda t: write_csv(t / "noans.csv", [["Question", "Answer"], ["Q?", ""], ["R?", " "]]),
-     "no valid question/answer pairs"),
+    (
+        "no answers at all",
+        lambda t: write_csv(t / "noans.csv", [["Question", "Answer"], ["Q?", ""], ["R?", " "]]),
+        "no valid question/answer pairs",
+    ),
     ("unbalanced quote", _csv_text("quote.csv", 'Question,Answer\n"Q?,A.\nR?,B.\n'), "no valid"),
     ("old Mac line endings", _bytes("mac.csv", b"Question,Answer\rQ?,A.\r"), OK),
     ("semicolon csv", _csv_text("semi.csv", "Question;Answer\nQ, really?;Yes.\n"), OK),
@@ -217,8 +248,11 @@ NAMED = [
     ("JSON empty list", _json("emptylist.json", []), "list is empty"),
     ("JSON object of several lists", _json("lists.json", {"a": [1], "b": [2]}), "several lists"),
     ("JSON object without a list", _json("nolist.json", {"a": 1}), "holds no list"),
-    ("JSON columns of unequal length", _json("cols.json", {"question": ["Q?", "R?"], "answer": ["A."]}),
-     "different lengths"),
+    (
+        "JSON columns of unequal length",
+        _json("cols.json", {"question": ["Q?", "R?"], "answer": ["A."]}),
+        "different lengths",
+    ),
     ("JSON rows under a header", _json("rows.json", [["Question", "Answer"], ["Q?", "A."]]), OK),
     ("JSON with wrong keys", _json("keys.json", [{"title": "x", "body": "y"}]), "no question/answer columns"),
     ("invalid JSON", _csv_text("bad.json", '[{"question": "Q?", "answer": '), "not valid JSON"),
@@ -226,8 +260,11 @@ NAMED = [
     ("JSONL with garbage lines", _csv_text("some.jsonl", '{"question": "Q?", "answer": "A."}\n{oops\n[1]\n'), OK),
     ("JSONL of garbage only", _csv_text("none.jsonl", "{oops\nnope\n"), "no JSON objects"),
     ("parquet with other types", _parquet_types, OK),
-    ("parquet without the columns", lambda t: write_parquet(t / "cols.parquet", {"x": [1], "y": [2]}),
-     "no question/answer columns"),
+    (
+        "parquet without the columns",
+        lambda t: write_parquet(t / "cols.parquet", {"x": [1], "y": [2]}),
+        "no question/answer columns",
+    ),
     ("truncated parquet", _truncated_parquet, "not a readable Parquet file"),
     ("a folder", lambda t: (t / "folder.csv").mkdir() or t / "folder.csv", "is a folder"),
     ("missing file", lambda t: t / "missing.xlsx", "file not found"),
@@ -260,8 +297,9 @@ def test_row_limit_and_sheet_errors_through_the_cli(tmp_path, capsys, monkeypatc
     data = _big_csv(500)(tmp_path)
     code, _, err = run_cli(["prepare", data, "--out", tmp_path / "r", "--config", config], capsys, monkeypatch)
     assert code == 2 and "more than 100 data rows" in err and "prepare.max_rows" in err and len(err.splitlines()) == 1
-    code, _, err = run_cli(["prepare", _xlsx(tmp_path), "--out", tmp_path / "r", "--sheet", "Nope"], capsys,
-                           monkeypatch)
+    code, _, err = run_cli(
+        ["prepare", _xlsx(tmp_path), "--out", tmp_path / "r", "--sheet", "Nope"], capsys, monkeypatch
+    )
     assert code == 2 and "no sheet named 'Nope'" in err and len(err.splitlines()) == 1
     TRIED["named"] += 2
 
@@ -274,21 +312,49 @@ def test_large_and_odd_files_give_the_right_warnings(tmp_path):
     table, _ = ingest(_renamed("data.csv", _xlsx)(tmp_path))
     assert table.notes == ["data.csv is named .csv but is an Excel workbook; it was read as such"]
     table, cleaned = ingest(_merged(tmp_path))
-    assert [(p["source_row"], p["question"]) for p in cleaned.pairs] == [(4, "When is the lab?"),
-                                                                         (5, "When is the lab?")]
+    assert [(p["source_row"], p["question"]) for p in cleaned.pairs] == [
+        (4, "When is the lab?"),
+        (5, "When is the lab?"),
+    ]
     assert cleaned.dropped == [{"row": 3, "reason": "empty answer"}]
 
 
 # ---- property-based fuzzing -----------------------------------------------------------------------------------
 
-FUZZ = settings(max_examples=int(os.environ.get("QATUNE_FUZZ_EXAMPLES", "70")), deadline=None, database=None,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture,
-                                       HealthCheck.data_too_large])
-SPECIAL = st.sampled_from(["", " ", "\u00a0", "\x00", "=SUM(A1:A2)", "#N/A", "Question", "answer", "\ufeff",
-                           "a\r\nb", '"', "'", ";", "\t", "nan", "None", "[1, 2]", "{}", "\u202e", "🙂"])
+FUZZ = settings(
+    max_examples=int(os.environ.get("QATUNE_FUZZ_EXAMPLES", "70")),
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture, HealthCheck.data_too_large],
+)
+SPECIAL = st.sampled_from(
+    [
+        "",
+        " ",
+        "\u00a0",
+        "\x00",
+        "=SUM(A1:A2)",
+        "#N/A",
+        "Question",
+        "answer",
+        "\ufeff",
+        "a\r\nb",
+        '"',
+        "'",
+        ";",
+        "\t",
+        "nan",
+        "None",
+        "[1, 2]",
+        "{}",
+        "\u202e",
+        "🙂",
+    ]
+)
 TEXT = st.one_of(st.text(max_size=40), SPECIAL, st.text(alphabet=" \t\n\r\x00\u00a0ab,;\"'", max_size=20))
-VALUE = st.one_of(st.none(), TEXT, st.integers(-10**20, 10**20), st.floats(), st.booleans(),
-                  st.dates(min_value=dt.date(1900, 1, 1)))
+VALUE = st.one_of(
+    st.none(), TEXT, st.integers(-(10**20), 10**20), st.floats(), st.booleans(), st.dates(min_value=dt.date(1900, 1, 1))
+)
 ROWS = st.lists(st.tuples(VALUE, VALUE), max_size=12)
 
 
@@ -355,15 +421,26 @@ def test_fuzz_json_values(tmp_path, rows, wrap):
     items = [{"question": q, "answer": a} for q, a in rows]
     path = tmp_path / "f.json"
     path.write_text(json.dumps({"items": items} if wrap else items, default=str), encoding="utf-8")
-    expected = [(i + 1, _as_text(q), _as_text(a)) for i, (q, a) in enumerate(rows)
-                if all(isinstance(v, str) or v is None for v in (q, a))]
+    expected = [
+        (i + 1, _as_text(q), _as_text(a))
+        for i, (q, a) in enumerate(rows)
+        if all(isinstance(v, str) or v is None for v in (q, a))
+    ]
     _check(path, len(rows), expected)
 
 
 @FUZZ
-@given(objs=st.lists(st.one_of(st.fixed_dictionaries({"question": VALUE, "answer": VALUE}),
-                               st.dictionaries(TEXT, VALUE, max_size=3), VALUE, st.lists(VALUE, max_size=2)),
-                     max_size=12))
+@given(
+    objs=st.lists(
+        st.one_of(
+            st.fixed_dictionaries({"question": VALUE, "answer": VALUE}),
+            st.dictionaries(TEXT, VALUE, max_size=3),
+            VALUE,
+            st.lists(VALUE, max_size=2),
+        ),
+        max_size=12,
+    )
+)
 def test_fuzz_jsonl_lines(tmp_path, objs):
     TRIED["jsonl"] += 1
     path = write_jsonl(tmp_path / "f.jsonl", [json.loads(json.dumps(o, default=str)) for o in objs])
@@ -371,14 +448,19 @@ def test_fuzz_jsonl_lines(tmp_path, objs):
 
 
 @FUZZ
-@given(kind=st.sampled_from(["string", "int", "float", "bool", "date", "binary"]),
-       data=st.data())
+@given(kind=st.sampled_from(["string", "int", "float", "bool", "date", "binary"]), data=st.data())
 def test_fuzz_parquet_columns(tmp_path, kind, data):
     import pyarrow as pa
 
     TRIED["parquet"] += 1
-    values = {"string": TEXT, "int": st.integers(-2**63, 2**63 - 1), "float": st.floats(), "bool": st.booleans(),
-              "date": st.dates(), "binary": st.binary(max_size=10)}[kind]
+    values = {
+        "string": TEXT,
+        "int": st.integers(-(2**63), 2**63 - 1),
+        "float": st.floats(),
+        "bool": st.booleans(),
+        "date": st.dates(),
+        "binary": st.binary(max_size=10),
+    }[kind]
     column = st.lists(st.one_of(st.none(), values), min_size=1, max_size=12)
     questions = data.draw(column)
     answers = data.draw(st.lists(st.one_of(st.none(), TEXT), min_size=len(questions), max_size=len(questions)))
@@ -387,8 +469,7 @@ def test_fuzz_parquet_columns(tmp_path, kind, data):
 
 
 @FUZZ
-@given(ext=st.sampled_from([".xlsx", ".csv", ".tsv", ".json", ".jsonl", ".parquet"]),
-       data=st.binary(max_size=600))
+@given(ext=st.sampled_from([".xlsx", ".csv", ".tsv", ".json", ".jsonl", ".parquet"]), data=st.binary(max_size=600))
 def test_fuzz_random_bytes(tmp_path, ext, data):
     TRIED["bytes"] += 1
     path = tmp_path / f"r{ext}"
@@ -397,14 +478,20 @@ def test_fuzz_random_bytes(tmp_path, ext, data):
 
 
 def _good_files(tmp: Path) -> dict[str, bytes]:
-    return {".xlsx": _xlsx(tmp).read_bytes(), ".parquet": _parquet(tmp).read_bytes(),
-            ".json": json.dumps([{"question": q, "answer": a} for q, a in GOOD[1:]]).encode(),
-            ".csv": io.BytesIO("\n".join(",".join(r) for r in GOOD).encode()).getvalue()}
+    return {
+        ".xlsx": _xlsx(tmp).read_bytes(),
+        ".parquet": _parquet(tmp).read_bytes(),
+        ".json": json.dumps([{"question": q, "answer": a} for q, a in GOOD[1:]]).encode(),
+        ".csv": io.BytesIO("\n".join(",".join(r) for r in GOOD).encode()).getvalue(),
+    }
 
 
 @FUZZ
-@given(ext=st.sampled_from([".xlsx", ".parquet", ".json", ".csv"]), seed=st.integers(0, 2**32),
-       how=st.sampled_from(["truncate", "flip", "insert", "zero"]))
+@given(
+    ext=st.sampled_from([".xlsx", ".parquet", ".json", ".csv"]),
+    seed=st.integers(0, 2**32),
+    how=st.sampled_from(["truncate", "flip", "insert", "zero"]),
+)
 def test_fuzz_mutated_valid_files(tmp_path, ext, seed, how):
     TRIED["mutated"] += 1
     rng = random.Random(seed)
@@ -418,17 +505,28 @@ def test_fuzz_mutated_valid_files(tmp_path, ext, seed, how):
     elif how == "insert":
         data[at:at] = bytes(rng.randrange(256) for _ in range(rng.randint(1, 30)))
     else:
-        data[at:at + 64] = bytes(min(64, len(data) - at))
+        data[at : at + 64] = bytes(min(64, len(data) - at))
     path = tmp_path / f"m{ext}"
     path.write_bytes(bytes(data))
     _check(path, 10**6)
 
 
 @FUZZ
-@given(member=st.sampled_from(["xl/worksheets/sheet1.xml", "xl/workbook.xml", "xl/styles.xml",
-                               "[Content_Types].xml", "xl/_rels/workbook.xml.rels"]),
-       seed=st.integers(0, 2**32), junk=st.sampled_from([b"<", b">", b"&", b"<c r=\"ZZZ0\">", b"</row>", b"\x00",
-                                                         b"<v>1e999</v>", b'<mergeCell ref="A1:XFD1048576"/>']))
+@given(
+    member=st.sampled_from(
+        [
+            "xl/worksheets/sheet1.xml",
+            "xl/workbook.xml",
+            "xl/styles.xml",
+            "[Content_Types].xml",
+            "xl/_rels/workbook.xml.rels",
+        ]
+    ),
+    seed=st.integers(0, 2**32),
+    junk=st.sampled_from(
+        [b"<", b">", b"&", b'<c r="ZZZ0">', b"</row>", b"\x00", b"<v>1e999</v>", b'<mergeCell ref="A1:XFD1048576"/>']
+    ),
+)
 def test_fuzz_workbook_xml(tmp_path, member, seed, junk):
     """Valid zip, damaged XML inside: the parts openpyxl parses while streaming."""
     TRIED["xml"] += 1
@@ -436,7 +534,7 @@ def test_fuzz_workbook_xml(tmp_path, member, seed, junk):
 
     def damage(xml: bytes) -> bytes:
         at = rng.randrange(len(xml))
-        return xml[:at] + junk + xml[at + rng.randint(0, 20):] if rng.random() < 0.8 else xml[:at]
+        return xml[:at] + junk + xml[at + rng.randint(0, 20) :] if rng.random() < 0.8 else xml[:at]
 
     path = rewrite_zip_member(_xlsx(tmp_path, "x.xlsx"), member, damage)
     _check(path, 10**6)

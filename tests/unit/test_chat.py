@@ -58,10 +58,12 @@ def test_scripted_answers_one_line_per_question_and_obeys_commands(engine):
     out = io.StringIO()
     scripted(Session(engine, "epoch-1", TOKENS), lines, out)
     got = out.getvalue().splitlines()
-    assert got == [one_line(_greedy(engine, "epoch-1", QUESTIONS[0])),
-                   one_line(_greedy(engine, "epoch-2", QUESTIONS[0])),
-                   "base: " + one_line(_greedy(engine, "base", QUESTIONS[1])),
-                   "epoch-2: " + one_line(_greedy(engine, "epoch-2", QUESTIONS[1]))]
+    assert got == [
+        one_line(_greedy(engine, "epoch-1", QUESTIONS[0])),
+        one_line(_greedy(engine, "epoch-2", QUESTIONS[0])),
+        "base: " + one_line(_greedy(engine, "base", QUESTIONS[1])),
+        "epoch-2: " + one_line(_greedy(engine, "epoch-2", QUESTIONS[1])),
+    ]
 
 
 def test_reply_streams_and_keeps_history(engine):
@@ -71,8 +73,9 @@ def test_reply_streams_and_keeps_history(engine):
     assert out.getvalue() == first == _greedy(engine, "epoch-2", QUESTIONS[0])
     second = session.reply(QUESTIONS[1], io.StringIO(), threading.Event())
     history = [{"role": "user", "content": QUESTIONS[0]}, {"role": "assistant", "content": first}]
-    with_history = engine.generate("epoch-2", [messages_for(QUESTIONS[1], history=history)],
-                                   max_new_tokens=TOKENS)[0].text
+    with_history = engine.generate("epoch-2", [messages_for(QUESTIONS[1], history=history)], max_new_tokens=TOKENS)[
+        0
+    ].text
     assert second == with_history
     assert [m["role"] for m in session.history] == ["user", "assistant", "user", "assistant"]
     with pytest.raises(QatuneError, match="unknown model 'epoch-7'"):
@@ -91,16 +94,38 @@ def _env():
 
 def test_cli_chat_scripted_through_stdin(run, engine):
     questions = QUESTIONS[:4]
-    proc = subprocess.run([sys.executable, "-m", "qatune", "chat", "--run", str(run), "--model", "epoch-1",
-                           "--max-new-tokens", str(TOKENS)], input="\n".join(questions) + "\n",
-                          capture_output=True, text=True, timeout=120, env=_env())
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "qatune",
+            "chat",
+            "--run",
+            str(run),
+            "--model",
+            "epoch-1",
+            "--max-new-tokens",
+            str(TOKENS),
+        ],
+        input="\n".join(questions) + "\n",
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=_env(),
+    )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.splitlines() == [one_line(_greedy(engine, "epoch-1", q)) for q in questions]
 
 
 def test_cli_chat_bad_model_is_one_line_error(run):
-    proc = subprocess.run([sys.executable, "-m", "qatune", "chat", "--run", str(run), "--model", "epoch-5"],
-                          input="hi\n", capture_output=True, text=True, timeout=120, env=_env())
+    proc = subprocess.run(
+        [sys.executable, "-m", "qatune", "chat", "--run", str(run), "--model", "epoch-5"],
+        input="hi\n",
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=_env(),
+    )
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1].startswith("error: no model 'epoch-5'")
     assert "Traceback" not in proc.stderr
@@ -111,9 +136,25 @@ def test_cli_chat_in_a_terminal(run, engine):
     import pty
 
     main, child = pty.openpty()
-    proc = subprocess.Popen([sys.executable, "-m", "qatune", "chat", "--run", str(run), "--model", "epoch-2",
-                             "--max-new-tokens", str(TOKENS)], stdin=child, stdout=child, stderr=child,
-                            env=_env(), close_fds=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "qatune",
+            "chat",
+            "--run",
+            str(run),
+            "--model",
+            "epoch-2",
+            "--max-new-tokens",
+            str(TOKENS),
+        ],
+        stdin=child,
+        stdout=child,
+        stderr=child,
+        env=_env(),
+        close_fds=True,
+    )
     os.close(child)
     seen = b""
 

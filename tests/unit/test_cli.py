@@ -9,16 +9,19 @@ from qatune import __version__
 
 
 def _qatune(*args: str, **kwargs) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "qatune", *args], capture_output=True, text=True, timeout=120,
-                          **kwargs)
+    return subprocess.run(
+        [sys.executable, "-m", "qatune", *args], capture_output=True, text=True, timeout=120, **kwargs
+    )
 
 
 def test_help_lists_every_command_without_importing_torch():
-    probe = ("import sys; sys.argv=['qatune','--help']\n"
-             "from qatune.cli import main\n"
-             "try:\n    main()\nexcept SystemExit:\n    pass\n"
-             "heavy=[m for m in ('torch','transformers','peft','matplotlib') if m in sys.modules]\n"
-             "print('HEAVY', heavy)")
+    probe = (
+        "import sys; sys.argv=['qatune','--help']\n"
+        "from qatune.cli import main\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass\n"
+        "heavy=[m for m in ('torch','transformers','peft','matplotlib') if m in sys.modules]\n"
+        "print('HEAVY', heavy)"
+    )
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
     for command in ("prepare", "train", "eval", "report", "run", "chat", "serve", "export"):
         assert command in result.stdout

@@ -11,8 +11,10 @@ from qatune.console import QatuneError
 from qatune.data import augment
 from qatune.data.clean import question_key
 
-pytestmark = pytest.mark.skipif(not (augment.SYSTEM_WORDNET / "data.noun").is_file(),
-                                reason="WordNet files not installed (apt-get install wordnet-base)")
+pytestmark = pytest.mark.skipif(
+    not (augment.SYSTEM_WORDNET / "data.noun").is_file(),
+    reason="WordNet files not installed (apt-get install wordnet-base)",
+)
 
 QUESTIONS = [
     "When is the ESE 577 midterm exam held on October 20, 2026 at 2:00 pm?",

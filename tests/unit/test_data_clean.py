@@ -28,14 +28,26 @@ def _rows(*items):
 
 
 def test_blank_empty_duplicate_and_problem_rows():
-    rows = _rows((2, "Q1?", "A1.", None), (3, "  ", "\u00a0", None), (4, "Q2?", " ", None), (5, None, "A3.", None),
-                 (6, " Q1? ", "A1.", None), (7, "Q4?", "A4.", "answer is a list, not text"), (8, "Q1?", "a1.", None))
+    rows = _rows(
+        (2, "Q1?", "A1.", None),
+        (3, "  ", "\u00a0", None),
+        (4, "Q2?", " ", None),
+        (5, None, "A3.", None),
+        (6, " Q1? ", "A1.", None),
+        (7, "Q4?", "A4.", "answer is a list, not text"),
+        (8, "Q1?", "a1.", None),
+    )
     out = clean_rows(rows, blank_rows=2)
     assert [(p["id"], p["source_row"], p["question"], p["answer"]) for p in out.pairs] == [
-        ("row-2", 2, "Q1?", "A1."), ("row-8", 8, "Q1?", "a1.")]
-    assert out.dropped == [{"row": 4, "reason": "empty answer"}, {"row": 5, "reason": "empty question"},
-                           {"row": 6, "reason": "duplicate of row 2"},
-                           {"row": 7, "reason": "answer is a list, not text"}]
+        ("row-2", 2, "Q1?", "A1."),
+        ("row-8", 8, "Q1?", "a1."),
+    ]
+    assert out.dropped == [
+        {"row": 4, "reason": "empty answer"},
+        {"row": 5, "reason": "empty question"},
+        {"row": 6, "reason": "duplicate of row 2"},
+        {"row": 7, "reason": "answer is a list, not text"},
+    ]
     assert out.blank_rows == 3
     assert len(out.warnings) == 1 and "rows 2, 8 ask the same question with different answers" in out.warnings[0]
 
@@ -49,8 +61,10 @@ def test_conflict_warnings_are_bounded():
 
 
 def test_length_warnings_estimate_without_a_local_model(tmp_path):
-    pairs = [{"question": "Short?", "answer": "Yes.", "source_row": 2},
-             {"question": "Long?", "answer": "word " * 3000, "source_row": 3}]
+    pairs = [
+        {"question": "Short?", "answer": "Yes.", "source_row": 2},
+        {"question": "Long?", "answer": "word " * 3000, "source_row": 3},
+    ]
     count, how, context = token_counter(str(tmp_path / "no-such-model"))
     assert "estimated" in how and context is None and count("abcdefgh") == 2
     warnings = length_warnings(pairs, str(tmp_path / "no-such-model"), max_length=512)

@@ -35,16 +35,16 @@ def _splits(run: Path) -> dict[str, list[dict]]:
 
 def _messy_workbook(path: Path) -> Path:
     rows = [
-        ["Course FAQ — Fall 2026"],                          # 1 title
-        [None],                                              # 2 blank
+        ["Course FAQ — Fall 2026"],  # 1 title
+        [None],  # 2 blank
         ["#", "  Student QUESTION ", "Model Answer", "Notes"],  # 3 header (odd names, extra columns)
         [1, "Who teaches the course?", "Prof. Okafor.", "x"],  # 4
-        [2, "When is the midterm?", None, "missing answer"],   # 5 empty answer
-        [None, None, None, None],                             # 6 blank
-        [3, None, "An answer without a question.", None],     # 7 empty question
+        [2, "When is the midterm?", None, "missing answer"],  # 5 empty answer
+        [None, None, None, None],  # 6 blank
+        [3, None, "An answer without a question.", None],  # 7 empty question
         [4, "Who teaches the course? ", " Prof.\u00a0Okafor.", None],  # 8 duplicate of 4 after cleaning
-        [5, "WHO teaches the course", "Dr. Okafor.", None],   # 9 conflicting answer (kept, warned)
-        [6, "   ", "\u00a0", "only spaces"],                  # 10 blank after cleaning
+        [5, "WHO teaches the course", "Dr. Okafor.", None],  # 9 conflicting answer (kept, warned)
+        [6, "   ", "\u00a0", "only spaces"],  # 10 blank after cleaning
     ] + [[i, f"Question {i}?", f"Answer {i}.", None] for i in range(7, 27)]  # 11..30
     return write_xlsx(path, rows, title="Data", more={"Readme": [["About this file"]]})
 
@@ -52,12 +52,19 @@ def _messy_workbook(path: Path) -> Path:
 def test_messy_workbook_reports_every_dropped_row(tmp_path):
     report = prepare(_messy_workbook(tmp_path / "messy.xlsx"), tmp_path / "run", _config())
     assert set(report) == REPORT_KEYS and set(report["source"]) == SOURCE_KEYS
-    assert report["dropped"] == [{"row": 5, "reason": "empty answer"}, {"row": 7, "reason": "empty question"},
-                                 {"row": 8, "reason": "duplicate of row 4"}]
+    assert report["dropped"] == [
+        {"row": 5, "reason": "empty answer"},
+        {"row": 7, "reason": "empty question"},
+        {"row": 8, "reason": "duplicate of row 4"},
+    ]
     assert report["valid_pairs"] == 22
     src = report["source"]
     assert (src["sheet"], src["header_row"], src["question_col"], src["answer_col"]) == (
-        "Data", 3, "  Student QUESTION ", "Model Answer")
+        "Data",
+        3,
+        "  Student QUESTION ",
+        "Model Answer",
+    )
     assert src["sha256"] == file_sha256(tmp_path / "messy.xlsx")
     assert any("rows 4, 9 ask the same question" in w for w in report["warnings"])
     md = RunDir(tmp_path / "run").data_report_md.read_text()
@@ -99,8 +106,9 @@ def test_is_current_follows_the_source_bytes(tmp_path):
 
 def test_explicit_test_file(tmp_path):
     data = write_csv(tmp_path / "d.csv", [["Question", "Answer"]] + [[f"Q{i}?", f"A{i}."] for i in range(30)])
-    test = write_csv(tmp_path / "t.csv", [["prompt", "reference_answer"], ["q3", "A3."], ["New?", ""],
-                                          ["Brand new?", "Yes."]])
+    test = write_csv(
+        tmp_path / "t.csv", [["prompt", "reference_answer"], ["q3", "A3."], ["New?", ""], ["Brand new?", "Yes."]]
+    )
     report = prepare(data, tmp_path / "run", _config(val_frac=0.1), test_file=test)
     splits = _splits(tmp_path / "run")
     assert [r["id"] for r in splits["test"]] == ["test-2", "test-4"]
@@ -152,14 +160,14 @@ def test_example_data_is_a_consistent_syllabus():
 def test_real_cli_prepares_the_example_and_refuses_a_broken_file(tmp_path):
     exe = Path(sys.executable).with_name("qatune")
     cmd = [str(exe)] if exe.is_file() else [sys.executable, "-m", "qatune"]
-    ok = subprocess.run([*cmd, "prepare", "--out", str(tmp_path / "run")], capture_output=True, text=True,
-                        timeout=120)
+    ok = subprocess.run([*cmd, "prepare", "--out", str(tmp_path / "run")], capture_output=True, text=True, timeout=120)
     assert ok.returncode == 0, ok.stderr
     assert "valid pairs" in ok.stdout and RunDir(tmp_path / "run").data_report_json.is_file()
     broken = tmp_path / "broken.xlsx"
     broken.write_bytes(example_data_path().read_bytes()[:2000])
-    bad = subprocess.run([*cmd, "prepare", str(broken), "--out", str(tmp_path / "run2")], capture_output=True,
-                         text=True, timeout=120)
+    bad = subprocess.run(
+        [*cmd, "prepare", str(broken), "--out", str(tmp_path / "run2")], capture_output=True, text=True, timeout=120
+    )
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
     lines = bad.stderr.strip().splitlines()
     assert len(lines) == 1 and str(broken) in lines[0] and "re-save" in lines[0]

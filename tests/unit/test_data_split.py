@@ -49,8 +49,9 @@ def test_random_groupings_never_leak():
     rng = random.Random(0)
     for trial in range(30):
         n = rng.randint(1, 60)
-        pairs = [{"id": f"r{i}", "question": f"q{rng.randint(0, n // 2)}", "answer": "a", "source_row": i}
-                 for i in range(n)]
+        pairs = [
+            {"id": f"r{i}", "question": f"q{rng.randint(0, n // 2)}", "answer": "a", "source_row": i} for i in range(n)
+        ]
         s = split_pairs(pairs, rng.choice([0, 0.1, 0.3]), rng.choice([0, 0.1, 0.3]), trial)
         assert len(s.train) + len(s.val) + len(s.test) == n and s.train
         assert not (_keys(s.train) & (_keys(s.val) | _keys(s.test))) and not (_keys(s.val) & _keys(s.test))
@@ -66,8 +67,10 @@ def test_tiny_inputs_keep_everything_for_training():
 
 def test_explicit_test_set_removes_its_questions_from_training():
     pairs = _pairs(50)
-    test = [{"id": "test-2", "question": "question NUMBER 7", "answer": "x", "source_row": 2},
-            {"id": "test-3", "question": "Something new?", "answer": "y", "source_row": 3}]
+    test = [
+        {"id": "test-2", "question": "question NUMBER 7", "answer": "x", "source_row": 2},
+        {"id": "test-3", "question": "Something new?", "answer": "y", "source_row": 3},
+    ]
     s = split_with_test(pairs, test, 0.1, 42)
     assert s.test == test
     assert s.dropped == [{"row": 9, "reason": "same question as test file row 2 (kept out of training)"}]

@@ -46,10 +46,16 @@ def run(tmp_path_factory, tiny_model_dir):
     report["source"]["sheet"] = "<b>Sheet|1</b>"
     report["dropped"].append({"row": 9, "reason": "**bold** _answer_ [link](javascript:x)"})
     (run / "data" / "report.json").write_text(json.dumps(report))
-    scores = {"name": "test", "n": 5, "metrics": ["rouge1", "bleu"],
-              "models": {"base": {"rouge1": {"mean": 0.14, "ci95": [0.1, 0.2]}, "bleu": {"mean": 0.01}},
-                         "epoch-1": {"rouge1": {"mean": 0.45, "ci95": [0.3, 0.6]}, "bleu": {"mean": 0.14}}},
-              "kinds": {"base": "base", "epoch-1": "fine-tuned"}}
+    scores = {
+        "name": "test",
+        "n": 5,
+        "metrics": ["rouge1", "bleu"],
+        "models": {
+            "base": {"rouge1": {"mean": 0.14, "ci95": [0.1, 0.2]}, "bleu": {"mean": 0.01}},
+            "epoch-1": {"rouge1": {"mean": 0.45, "ci95": [0.3, 0.6]}, "bleu": {"mean": 0.14}},
+        },
+        "kinds": {"base": "base", "epoch-1": "fine-tuned"},
+    }
     (run / "eval" / "test").mkdir(parents=True)
     (run / "eval" / "test" / "scores.json").write_text(json.dumps(scores))
     return run
@@ -63,12 +69,17 @@ def test_export_loads_with_plain_transformers_and_answers_like_the_adapter(run, 
     assert "chat_template.jinja" in names or "chat_template" in (out / "tokenizer_config.json").read_text()
     assert not any(n.startswith("adapter_") or n.endswith((".bin", ".pt")) for n in names)
     engine = load_engine(run, load_for_run(run, None, {}, save=False), names=["epoch-1"])
-    expected = [engine.generate("epoch-1", [messages_for(q)], max_new_tokens=TOKENS, batch_size=1)[0].text
-                for q in QUESTIONS]
+    expected = [
+        engine.generate("epoch-1", [messages_for(q)], max_new_tokens=TOKENS, batch_size=1)[0].text for q in QUESTIONS
+    ]
     base = [engine.generate("base", [messages_for(q)], max_new_tokens=TOKENS)[0].text for q in QUESTIONS]
     assert expected != base  # the merge is observable
-    proc = subprocess.run([sys.executable, "-c", _PLAIN, str(out), json.dumps(QUESTIONS), str(TOKENS)],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-c", _PLAIN, str(out), json.dumps(QUESTIONS), str(TOKENS)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result["answers"] == expected
@@ -102,8 +113,10 @@ def test_export_replaces_an_earlier_export_whole(run, tmp_path):
     assert json.loads((out / MARKER).read_text())["model"] == "epoch-2"
 
 
-@pytest.mark.parametrize("name, match", [("../epoch-1", "invalid model name"), ("epoch-7", "no model 'epoch-7'"),
-                                         ("base", "no adapter to merge")])
+@pytest.mark.parametrize(
+    "name, match",
+    [("../epoch-1", "invalid model name"), ("epoch-7", "no model 'epoch-7'"), ("base", "no adapter to merge")],
+)
 def test_bad_model_names_are_refused(run, tmp_path, name, match):
     with pytest.raises(QatuneError, match=match):
         export(run, name, tmp_path / "x", dtype="fp32")
@@ -128,11 +141,42 @@ def test_unsafe_targets_are_refused(run, tmp_path):
 
 
 def test_cli_export_prints_the_folder(run, tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "qatune", "export", "--run", str(run), "--model", "epoch-1",
-                           "--out", str(tmp_path / "cli"), "--dtype", "fp16"],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "qatune",
+            "export",
+            "--run",
+            str(run),
+            "--model",
+            "epoch-1",
+            "--out",
+            str(tmp_path / "cli"),
+            "--dtype",
+            "fp16",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "exported:" in proc.stdout and (tmp_path / "cli" / "model.safetensors").exists()
-    proc = subprocess.run([sys.executable, "-m", "qatune", "export", "--run", str(run), "--model", "nope",
-                           "--out", str(tmp_path / "cli2")], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "qatune",
+            "export",
+            "--run",
+            str(run),
+            "--model",
+            "nope",
+            "--out",
+            str(tmp_path / "cli2"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2 and "Traceback" not in proc.stderr

@@ -11,8 +11,7 @@ from qatune.generate import BASE, Engine, _cut_at_stop
 from qatune.model import attach_lora, choose_placement, load_base, load_tokenizer, lora_config
 from qatune.prompts import messages_for
 
-QUESTIONS = ["Who is the instructor?", "How is the grade computed?", "What is the title of this course?",
-             "When?"]
+QUESTIONS = ["Who is the instructor?", "How is the grade computed?", "What is the title of this course?", "When?"]
 
 
 def _engine(model_dir, with_adapter: bool = False) -> Engine:

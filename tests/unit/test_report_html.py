@@ -94,9 +94,18 @@ def test_planted_markup_renders_as_text(full_report):
 def test_report_shows_data_training_comparisons_and_warning(full_report):
     run, page = full_report
     text = " ".join(_doc(page).text_content().split())
-    for needle in ("valid question/answer pairs", "Dropped rows (2)", "peak memory", "1.40 GiB", "2 min 5 s",
-                   "Validation loss by epoch", "Change vs base", "Answers side by side",
-                   "with n < 30 the 95% confidence intervals are wide", "BERTScore not computed"):
+    for needle in (
+        "valid question/answer pairs",
+        "Dropped rows (2)",
+        "peak memory",
+        "1.40 GiB",
+        "2 min 5 s",
+        "Validation loss by epoch",
+        "Change vs base",
+        "Answers side by side",
+        "with n < 30 the 95% confidence intervals are wide",
+        "BERTScore not computed",
+    ):
         assert needle in text, needle
     rec = json.loads((run / "report" / "recommendation.json").read_text())
     assert rec["model"] == "epoch-2" and rec["reason"] in text
@@ -161,7 +170,9 @@ def test_report_never_imports_torch(tmp_path):
     import sys
 
     run = make_run(tmp_path, evals=())
-    code = ("import sys; import qatune.report.tables, qatune.report.html as h; "
-            "assert 'matplotlib' not in sys.modules; h.build(sys.argv[1]); "
-            "assert 'torch' not in sys.modules and 'transformers' not in sys.modules")
+    code = (
+        "import sys; import qatune.report.tables, qatune.report.html as h; "
+        "assert 'matplotlib' not in sys.modules; h.build(sys.argv[1]); "
+        "assert 'torch' not in sys.modules and 'transformers' not in sys.modules"
+    )
     subprocess.run([sys.executable, "-c", code, str(run)], check=True, capture_output=True)

@@ -47,8 +47,9 @@ def test_loss_curves_handle_resume_and_independent_sweep():
     series = plots._series(resumed, "loss")
     assert [p[0] for p in series[""]] == list(range(1, 13))
     assert plots.loss_curves(resumed, {"epochs": [1, 2, 3]}).startswith(PNG_MAGIC)
-    swept = [{"step": s, "epoch": s / 2, "loss": 1 / s, "target_epochs": t}
-             for t in (1, 2) for s in range(1, 2 * t + 1)]
+    swept = [
+        {"step": s, "epoch": s / 2, "loss": 1 / s, "target_epochs": t} for t in (1, 2) for s in range(1, 2 * t + 1)
+    ]
     assert set(plots._series(swept, "loss")) == {"1", "2"}
     assert plots.loss_curves(swept, None).startswith(PNG_MAGIC)
     unnamed = [{k: v for k, v in r.items() if k != "target_epochs"} for r in swept]
@@ -58,8 +59,16 @@ def test_loss_curves_handle_resume_and_independent_sweep():
 
 
 def test_heatmap_accepts_markup_math_and_many_questions():
-    gens = [{"model": m, "question_id": f"q{i}", "question": f"Is $x^2$ {{and}} \\frac <b>{i}</b>\nok?",
-             "metrics": {"rougeL": (i % 10) / 10}} for m in ("base", "epoch-1") for i in range(200)]
+    gens = [
+        {
+            "model": m,
+            "question_id": f"q{i}",
+            "question": f"Is $x^2$ {{and}} \\frac <b>{i}</b>\nok?",
+            "metrics": {"rougeL": (i % 10) / 10},
+        }
+        for m in ("base", "epoch-1")
+        for i in range(200)
+    ]
     png = plots.rouge_heatmap(gens, {"models": {}}, None)
     assert png.startswith(PNG_MAGIC)
     assert plots.rouge_heatmap([], {}, None) is None

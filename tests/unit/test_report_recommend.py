@@ -10,50 +10,72 @@ from qatune.report.html import build
 from qatune.report.recommend import recommend, val_loss_trend
 
 
-def _scores(models: dict[str, dict[str, tuple[float, float, float]]], *, n: int = 40,
-            stop_rate: dict[str, float] | None = None) -> dict:
+def _scores(
+    models: dict[str, dict[str, tuple[float, float, float]]], *, n: int = 40, stop_rate: dict[str, float] | None = None
+) -> dict:
     """models: {name: {metric: (mean, diff_lo, diff_hi)}}; base means are 0.2 for every metric."""
-    out = {"n": n, "metrics": ["rougeL", "semantic"],
-           "models": {"base": {m: {"mean": 0.2, "ci95": [0.15, 0.25]} for m in ("rougeL", "semantic")}},
-           "kinds": {"base": "base"}, "comparisons": {}, "stop_rate": {"base": 0.5}}
+    out = {
+        "n": n,
+        "metrics": ["rougeL", "semantic"],
+        "models": {"base": {m: {"mean": 0.2, "ci95": [0.15, 0.25]} for m in ("rougeL", "semantic")}},
+        "kinds": {"base": "base"},
+        "comparisons": {},
+        "stop_rate": {"base": 0.5},
+    }
     for name, metrics in models.items():
         out["kinds"][name] = "baseline" if name == "retrieval" else "fine-tuned"
         out["models"][name] = {m: {"mean": v[0], "ci95": [v[0] - 0.05, v[0] + 0.05]} for m, v in metrics.items()}
-        out["comparisons"][name] = {m: {"diff": v[0] - 0.2, "ci95": [v[1], v[2]], "p": 0.01 if v[1] > 0 else 0.4}
-                                    for m, v in metrics.items()}
+        out["comparisons"][name] = {
+            m: {"diff": v[0] - 0.2, "ci95": [v[1], v[2]], "p": 0.01 if v[1] > 0 else 0.4} for m, v in metrics.items()
+        }
         out["stop_rate"][name] = (stop_rate or {}).get(name, 1.0)
     return out
 
 
 def _summary(losses: dict[int, float], best: int | None = None) -> dict:
-    return {"eval_loss_by_epoch": {str(k): v for k, v in losses.items()},
-            "best_epoch": best if best is not None else min(losses, key=losses.get)}
+    return {
+        "eval_loss_by_epoch": {str(k): v for k, v in losses.items()},
+        "best_epoch": best if best is not None else min(losses, key=losses.get),
+    }
 
 
 def test_picks_the_significantly_better_model_with_the_best_mean():
-    scores = _scores({
-        "epoch-3": {"rougeL": (0.35, 0.05, 0.25), "semantic": (0.5, 0.1, 0.4)},
-        "epoch-6": {"rougeL": (0.60, -0.1, 0.9), "semantic": (0.6, -0.1, 0.9)},  # higher mean, CI spans 0
-        "epoch-4": {"rougeL": (0.45, 0.1, 0.4), "semantic": (0.5, 0.1, 0.4)},
-    })
+    scores = _scores(
+        {
+            "epoch-3": {"rougeL": (0.35, 0.05, 0.25), "semantic": (0.5, 0.1, 0.4)},
+            "epoch-6": {"rougeL": (0.60, -0.1, 0.9), "semantic": (0.6, -0.1, 0.9)},  # higher mean, CI spans 0
+            "epoch-4": {"rougeL": (0.45, 0.1, 0.4), "semantic": (0.5, 0.1, 0.4)},
+        }
+    )
     rec = recommend(scores, _summary({3: 1.0, 4: 0.9, 6: 1.1}))
     assert rec["model"] == "epoch-4" and rec["verdict"] == "ship"
     assert rec["reason"].startswith("Ship epoch-4")
     assert {c["model"]: c["significant"] for c in rec["evidence"]["candidates"]} == {
-        "epoch-3": True, "epoch-4": True, "epoch-6": False}
+        "epoch-3": True,
+        "epoch-4": True,
+        "epoch-6": False,
+    }
 
 
 def test_says_no_when_no_model_is_significant():
-    scores = _scores({"epoch-1": {"rougeL": (0.3, -0.02, 0.2), "semantic": (0.3, -0.05, 0.25)},
-                      "epoch-2": {"rougeL": (0.25, -0.1, 0.2), "semantic": (0.2, -0.1, 0.1)}})
+    scores = _scores(
+        {
+            "epoch-1": {"rougeL": (0.3, -0.02, 0.2), "semantic": (0.3, -0.05, 0.25)},
+            "epoch-2": {"rougeL": (0.25, -0.1, 0.2), "semantic": (0.2, -0.1, 0.1)},
+        }
+    )
     rec = recommend(scores, None)
     assert rec["model"] is None and rec["verdict"] == "ship-nothing"
     assert rec["reason"].startswith("Ship nothing yet") and "closest: epoch-1" in rec["reason"]
 
 
 def test_retrieval_beats_fine_tuning_is_said_plainly():
-    scores = _scores({"retrieval": {"rougeL": (0.5, 0.2, 0.4), "semantic": (0.5, 0.2, 0.4)},
-                      "epoch-1": {"rougeL": (0.25, -0.05, 0.15), "semantic": (0.25, -0.05, 0.15)}})
+    scores = _scores(
+        {
+            "retrieval": {"rougeL": (0.5, 0.2, 0.4), "semantic": (0.5, 0.2, 0.4)},
+            "epoch-1": {"rougeL": (0.25, -0.05, 0.15), "semantic": (0.25, -0.05, 0.15)},
+        }
+    )
     rec = recommend(scores, None)
     assert rec["model"] is None and rec["verdict"] == "retrieval-beats-fine-tuning"
     assert "Retrieval beats fine-tuning" in rec["reason"]
@@ -84,8 +106,9 @@ def test_best_alias_is_reported_as_its_epoch():
 
 
 def test_notes_cover_small_n_val_loss_trend_and_stop_rate():
-    scores = _scores({"epoch-3": {"rougeL": (0.5, 0.1, 0.4), "semantic": (0.5, 0.1, 0.4)}}, n=12,
-                     stop_rate={"epoch-3": 0.6})
+    scores = _scores(
+        {"epoch-3": {"rougeL": (0.5, 0.1, 0.4), "semantic": (0.5, 0.1, 0.4)}}, n=12, stop_rate={"epoch-3": 0.6}
+    )
     notes = recommend(scores, _summary({1: 1.2, 3: 0.9, 6: 1.1}))["evidence"]["notes"]
     assert any("only 12 held-out questions" in n for n in notes)
     assert any("rose to 1.100 by epoch 6: later epochs overfit" in n for n in notes)
@@ -108,8 +131,7 @@ def test_report_writes_the_decision_for_real_files(tmp_path):
     build(run)
     rec = json.loads((run / "report" / "recommendation.json").read_text())
     assert rec["model"] == "epoch-2" and set(rec) >= {"model", "reason", "evidence"}
-    write_eval(run, "test", effects={"base": 0.0, "retrieval": 0.1, "epoch-1": -0.05, "epoch-2": -0.1,
-                                     "best": -0.1})
+    write_eval(run, "test", effects={"base": 0.0, "retrieval": 0.1, "epoch-1": -0.05, "epoch-2": -0.1, "best": -0.1})
     build(run)
     rec = json.loads((run / "report" / "recommendation.json").read_text())
     assert rec["model"] is None and rec["reason"].startswith("Ship nothing yet")

@@ -26,8 +26,9 @@ LIMITS = Limits(max_tokens_cap=1024, default_max_tokens=256, timeout_s=10)
 
 
 def _request(**fields):
-    return ChatCompletionRequest.model_validate({"model": "best", "messages": [{"role": "user", "content": "hi"}],
-                                                 **fields})
+    return ChatCompletionRequest.model_validate(
+        {"model": "best", "messages": [{"role": "user", "content": "hi"}], **fields}
+    )
 
 
 @given(st.lists(st.text(alphabet=" \n\tab\u00a0é", max_size=6), max_size=12))
@@ -44,11 +45,16 @@ def test_stop_accepts_a_string_or_up_to_four_strings():
 
 
 def test_messages_map_to_the_chat_template_roles():
-    body = _request(messages=[{"role": "developer", "content": "Be brief."},
-                              {"role": "user", "content": [{"type": "text", "text": "Who "},
-                                                           {"type": "text", "text": "teaches?"}]}])
+    body = _request(
+        messages=[
+            {"role": "developer", "content": "Be brief."},
+            {"role": "user", "content": [{"type": "text", "text": "Who "}, {"type": "text", "text": "teaches?"}]},
+        ]
+    )
     assert [m.as_template_message() for m in body.messages] == [
-        {"role": "system", "content": "Be brief."}, {"role": "user", "content": "Who teaches?"}]
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Who teaches?"},
+    ]
 
 
 def test_job_limits():
@@ -63,8 +69,15 @@ def test_job_limits():
     assert err.value.status == 404
 
 
-@pytest.mark.parametrize("header, name", [("127.0.0.1:8000", "127.0.0.1"), ("localhost", "localhost"),
-                                          ("[::1]:8000", "::1"), ("evil.example:80", "evil.example")])
+@pytest.mark.parametrize(
+    "header, name",
+    [
+        ("127.0.0.1:8000", "127.0.0.1"),
+        ("localhost", "localhost"),
+        ("[::1]:8000", "::1"),
+        ("evil.example:80", "evil.example"),
+    ],
+)
 def test_host_header_names(header, name):
     assert _host_name(header) == name
 
@@ -78,12 +91,16 @@ def test_each_app_holds_its_own_settings(tiny_model_dir):
     tokenizer = load_tokenizer(str(tiny_model_dir))
     open_app = create_app(Settings(engine=ScriptedEngine(tokenizer, ["best"])))
     keyed_app = create_app(Settings(engine=ScriptedEngine(tokenizer, ["epoch-1"]), api_key="k"))
-    with TestClient(open_app, base_url="http://127.0.0.1") as a, \
-            TestClient(keyed_app, base_url="http://127.0.0.1") as b:
+    with (
+        TestClient(open_app, base_url="http://127.0.0.1") as a,
+        TestClient(keyed_app, base_url="http://127.0.0.1") as b,
+    ):
         assert [m["id"] for m in a.get("/v1/models").json()["data"]] == ["base", "best"]
         assert b.get("/v1/models").status_code == 401
-        assert [m["id"] for m in b.get("/v1/models", headers={"Authorization": "Bearer k"}).json()["data"]] \
-            == ["base", "epoch-1"]
+        assert [m["id"] for m in b.get("/v1/models", headers={"Authorization": "Bearer k"}).json()["data"]] == [
+            "base",
+            "epoch-1",
+        ]
         page = a.get("/")
         scripts = re.findall(r"<script>(.*?)</script>", page.text, flags=re.S)
         digest = base64.b64encode(hashlib.sha256(scripts[0].encode()).digest()).decode()

@@ -18,8 +18,22 @@ from qatune.data.clean import question_key
 from qatune.storage import atomic_dir, atomic_write_text
 
 SYSTEM_WORDNET = Path("/usr/share/wordnet")
-_FILES = ("index.noun", "index.verb", "index.adj", "index.adv", "data.noun", "data.verb", "data.adj",
-          "data.adv", "noun.exc", "verb.exc", "adj.exc", "adv.exc", "index.sense", "cntlist.rev")
+_FILES = (
+    "index.noun",
+    "index.verb",
+    "index.adj",
+    "index.adv",
+    "data.noun",
+    "data.verb",
+    "data.adj",
+    "data.adv",
+    "noun.exc",
+    "verb.exc",
+    "adj.exc",
+    "adv.exc",
+    "index.sense",
+    "cntlist.rev",
+)
 # The 45 lexicographer files of WordNet 3.0, in their standard order (NLTK needs this file; Debian lacks it).
 LEXNAMES = (
     "adj.all adj.pert adv.all noun.Tops noun.act noun.animal noun.artifact noun.attribute noun.body "
@@ -57,8 +71,10 @@ def wordnet_dir(source: Path = SYSTEM_WORDNET) -> Path:
         return target
     missing = [name for name in _FILES if not (source / name).is_file()]
     if missing:
-        raise QatuneError(f"WordNet is not installed ({source / missing[0]} is missing), so --augment cannot "
-                          "run: `apt-get install wordnet-base wordnet-sense-index`, or prepare without --augment")
+        raise QatuneError(
+            f"WordNet is not installed ({source / missing[0]} is missing), so --augment cannot "
+            "run: `apt-get install wordnet-base wordnet-sense-index`, or prepare without --augment"
+        )
     with atomic_dir(target) as tmp:
         for name in _FILES:
             shutil.copyfile(source / name, tmp / name)
@@ -147,6 +163,13 @@ def augment_pairs(train: list[dict], n: int, seed: int, held_out: set[str]) -> l
                 continue
             taken.add(key)
             made += 1
-            out.append({"id": f"{pair['id']}-aug{made}", "question": text, "answer": pair["answer"],
-                        "source_row": pair["source_row"], "augmented_from": pair["id"]})
+            out.append(
+                {
+                    "id": f"{pair['id']}-aug{made}",
+                    "question": text,
+                    "answer": pair["answer"],
+                    "source_row": pair["source_row"],
+                    "augmented_from": pair["id"],
+                }
+            )
     return out

@@ -50,8 +50,7 @@ def _rows_text(rows: list[int]) -> str:
     return shown + (f" and {len(rows) - _MAX_LISTED} more" if len(rows) > _MAX_LISTED else "")
 
 
-def clean_rows(rows: Iterable[RawRow], *, id_prefix: str = "row", blank_rows: int = 0,
-               label: str = "") -> Cleaned:
+def clean_rows(rows: Iterable[RawRow], *, id_prefix: str = "row", blank_rows: int = 0, label: str = "") -> Cleaned:
     """Pairs with ids `{id_prefix}-{row}`; `label` prefixes drop reasons (e.g. rows of a test file)."""
     out = Cleaned(blank_rows=blank_rows)
     first_row: dict[tuple[str, str], int] = {}
@@ -73,8 +72,9 @@ def clean_rows(rows: Iterable[RawRow], *, id_prefix: str = "row", blank_rows: in
             out.dropped.append({"row": raw.row, "reason": f"{label}{reason}"})
             continue
         first_row[(question, answer)] = raw.row
-        out.pairs.append({"id": f"{id_prefix}-{raw.row}", "question": question, "answer": answer,
-                          "source_row": raw.row})
+        out.pairs.append(
+            {"id": f"{id_prefix}-{raw.row}", "question": question, "answer": answer, "source_row": raw.row}
+        )
     out.warnings.extend(conflict_warnings(out.pairs, label))
     return out
 
@@ -91,8 +91,9 @@ def conflict_warnings(pairs: list[dict], label: str = "") -> list[str]:
         shown = question if len(question) <= 60 else question[:57] + "..."
         warnings.append(f"{label}rows {rows} ask the same question with different answers (all kept): {shown!r}")
     if len(conflicts) > _MAX_LISTED:
-        warnings.append(f"{label}{len(conflicts) - _MAX_LISTED} more questions have different answers in "
-                        "different rows (all kept)")
+        warnings.append(
+            f"{label}{len(conflicts) - _MAX_LISTED} more questions have different answers in different rows (all kept)"
+        )
     return warnings
 
 
@@ -112,13 +113,22 @@ def token_counter(model: str) -> tuple[Callable[[str], int], str, int | None]:
     if folder is not None:
         try:
             cfg = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-            context = next((int(cfg[k]) for k in ("max_position_embeddings", "n_positions", "max_seq_len")
-                            if isinstance(cfg.get(k), int)), None)
+            context = next(
+                (
+                    int(cfg[k])
+                    for k in ("max_position_embeddings", "n_positions", "max_seq_len")
+                    if isinstance(cfg.get(k), int)
+                ),
+                None,
+            )
             from tokenizers import Tokenizer
 
             tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
-            return (lambda s: len(tokenizer.encode(s, add_special_tokens=False).ids)), "by the model's tokenizer", \
-                context
+            return (
+                (lambda s: len(tokenizer.encode(s, add_special_tokens=False).ids)),
+                "by the model's tokenizer",
+                context,
+            )
         except Exception:  # a tokenizer we cannot load cheaply: fall back to the estimate
             pass
     return (lambda s: (len(s) + 3) // 4), "estimated at 4 characters per token", context
@@ -137,5 +147,7 @@ def length_warnings(pairs: list[dict], model: str, max_length: int) -> list[str]
             long_rows.append(pair["source_row"])
     if not long_rows:
         return []
-    return [f"{len(long_rows)} pair(s) are longer than {limit} tokens ({how}) and will be cut short in "
-            f"training; shorten them or raise train.max_length: rows {_rows_text(long_rows)}"]
+    return [
+        f"{len(long_rows)} pair(s) are longer than {limit} tokens ({how}) and will be cut short in "
+        f"training; shorten them or raise train.max_length: rows {_rows_text(long_rows)}"
+    ]

@@ -54,8 +54,10 @@ class TextLines:
     def _decode(self, raw_lines: Iterator[bytes]) -> Iterator[str]:
         for number, raw in enumerate(raw_lines, 1):
             if len(raw) >= LINE_LIMIT and not raw.endswith(b"\n"):
-                raise QatuneError(f"line {number} is longer than {LINE_LIMIT >> 20} MiB; this is not a "
-                                  "usable CSV file", path=self.path)
+                raise QatuneError(
+                    f"line {number} is longer than {LINE_LIMIT >> 20} MiB; this is not a usable CSV file",
+                    path=self.path,
+                )
             try:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError:
@@ -74,8 +76,10 @@ class TextLines:
         notes = []
         if self.fallback_lines:
             n = len(self.fallback_lines)
-            notes.append(f"{self.path.name}: {n} line(s) were not valid UTF-8 and were read as Windows-1252 "
-                         f"(first: line {self.fallback_lines[0]})")
+            notes.append(
+                f"{self.path.name}: {n} line(s) were not valid UTF-8 and were read as Windows-1252 "
+                f"(first: line {self.fallback_lines[0]})"
+            )
         if self.nul_lines:
             notes.append(f"{self.path.name}: removed NUL bytes from {self.nul_lines} line(s)")
         return notes
@@ -124,8 +128,18 @@ def read_delimited(path: Path, cols: Columns, *, sheet: str | None, max_rows: in
     try:
         tabular_rows(sink, enumerate(reader, 1), header, _convert)
     except csv.Error as exc:
-        raise QatuneError(f"cannot parse it as CSV near line {reader.line_num} ({exc}); check the quoting "
-                          "there, or re-export the file", path=path) from None
-    return Table(path=path, format=fmt, rows=sink.rows, question_col=header.question_col,
-                 answer_col=header.answer_col, header_row=header.row, blank_rows=sink.blank,
-                 notes=lines.notes())
+        raise QatuneError(
+            f"cannot parse it as CSV near line {reader.line_num} ({exc}); check the quoting "
+            "there, or re-export the file",
+            path=path,
+        ) from None
+    return Table(
+        path=path,
+        format=fmt,
+        rows=sink.rows,
+        question_col=header.question_col,
+        answer_col=header.answer_col,
+        header_row=header.row,
+        blank_rows=sink.blank,
+        notes=lines.notes(),
+    )

@@ -31,11 +31,19 @@ def example_test_path() -> Path:
     return Path(str(files("qatune") / "examples" / "example_test.csv"))
 
 
-def _ingest(path: Path, config: Config, *, strict: bool = True, sheet: str | None = None,
-            id_prefix: str = "row", label: str = "") -> tuple[Table, Cleaned]:
+def _ingest(
+    path: Path,
+    config: Config,
+    *,
+    strict: bool = True,
+    sheet: str | None = None,
+    id_prefix: str = "row",
+    label: str = "",
+) -> tuple[Table, Cleaned]:
     p = config.prepare
-    table = read_table(path, question_col=p.question_col, answer_col=p.answer_col, sheet=sheet,
-                       max_rows=p.max_rows, strict=strict)
+    table = read_table(
+        path, question_col=p.question_col, answer_col=p.answer_col, sheet=sheet, max_rows=p.max_rows, strict=strict
+    )
     cleaned = clean_rows(table.rows, id_prefix=id_prefix, blank_rows=table.blank_rows, label=label)
     cleaned.warnings[:0] = table.notes
     if not cleaned.pairs:
@@ -50,8 +58,10 @@ def _no_pairs(table: Table, cleaned: Cleaned) -> str:
     reasons = Counter(d["reason"].split(" (")[0] for d in cleaned.dropped)
     top = ", ".join(f"{n} {reason}" for reason, n in reasons.most_common(3))
     first = cleaned.dropped[0]["row"]
-    return (f"no valid question/answer pairs: {len(cleaned.dropped)} row(s) dropped ({top}; first: row {first}); "
-            "fill in both the question and the answer")
+    return (
+        f"no valid question/answer pairs: {len(cleaned.dropped)} row(s) dropped ({top}; first: row {first}); "
+        "fill in both the question and the answer"
+    )
 
 
 def load_questions(path: Path, config: Config) -> list[dict]:
@@ -75,8 +85,10 @@ def is_current(run: Path | RunDir, data: Path | None, config: Config, test_file:
         if stamp.get("input_hash") != input_hash(data, config, test_file):
             return False
         outputs = stamp.get("outputs", {})
-        return all(outputs.get(name) == file_sha256(rundir.split_file(name)) for name in SPLITS) and \
-            rundir.data_report_json.is_file()
+        return (
+            all(outputs.get(name) == file_sha256(rundir.split_file(name)) for name in SPLITS)
+            and rundir.data_report_json.is_file()
+        )
     except (OSError, ValueError, AttributeError, QatuneError):
         return False
 
@@ -88,8 +100,11 @@ def _split(cleaned: Cleaned, config: Config, test_file: Path | None) -> tuple[Sp
     _, test_clean = _ingest(Path(test_file), config, strict=False, id_prefix="test", label="test file: ")
     splits = split_with_test(cleaned.pairs, test_clean.pairs, p.val_frac, p.seed)
     if not splits.train:
-        raise QatuneError("every question of the data is also in this test file, so nothing is left to train "
-                          "on; give a test file with other questions", path=test_file)
+        raise QatuneError(
+            "every question of the data is also in this test file, so nothing is left to train "
+            "on; give a test file with other questions",
+            path=test_file,
+        )
     return splits, test_clean
 
 
@@ -116,13 +131,22 @@ def prepare(data: Path | None, out: Path, config: Config, test_file: Path | None
     warnings += length_warnings(splits.train + splits.val + splits.test, config.model, config.train.max_length)
     report = {
         "valid_pairs": len(cleaned.pairs),
-        "splits": {"train": len(splits.train), "val": len(splits.val), "test": len(splits.test),
-                   "train_augmented": len(augmented)},
+        "splits": {
+            "train": len(splits.train),
+            "val": len(splits.val),
+            "test": len(splits.test),
+            "train_augmented": len(augmented),
+        },
         "dropped": dropped,
         "warnings": warnings,
-        "source": {"path": str(source.resolve()), "sha256": file_sha256(source), "sheet": table.sheet,
-                   "question_col": table.question_col, "answer_col": table.answer_col,
-                   "header_row": table.header_row},
+        "source": {
+            "path": str(source.resolve()),
+            "sha256": file_sha256(source),
+            "sheet": table.sheet,
+            "question_col": table.question_col,
+            "answer_col": table.answer_col,
+            "header_row": table.header_row,
+        },
     }
     blank = cleaned.blank_rows + (test_clean.blank_rows if test_clean else 0)
     _write(run, _with_variants(splits.train, augmented), splits, report, blank, data, config, test_file)
@@ -138,12 +162,21 @@ def _with_variants(train: list[dict], augmented: list[dict]) -> list[dict]:
     return [row for pair in train for row in (pair, *variants.get(pair["id"], []))]
 
 
-def _write(run: RunDir, train: list[dict], splits: Splits, report: dict, blank: int, data: Path | None,
-           config: Config, test_file: Path | None) -> None:
+def _write(
+    run: RunDir,
+    train: list[dict],
+    splits: Splits,
+    report: dict,
+    blank: int,
+    data: Path | None,
+    config: Config,
+    test_file: Path | None,
+) -> None:
     rows = {"train": train, "val": splits.val, "test": splits.test}
     test = str(Path(test_file).resolve()) if test_file is not None else None
     try:
         with atomic_dir(run.data_dir) as tmp:
+
             def inside(path: Path) -> Path:
                 return tmp / path.relative_to(run.data_dir)
 
@@ -151,15 +184,21 @@ def _write(run: RunDir, train: list[dict], splits: Splits, report: dict, blank: 
                 write_jsonl(inside(run.split_file(name)), rows[name])
             atomic_write_json(inside(run.data_report_json), report)
             atomic_write_text(inside(run.data_report_md), markdown(report, blank, test))
-            atomic_write_json(inside(run.data_stamp_json), {
-                "input_hash": input_hash(data, config, test_file),
-                "source_sha256": report["source"]["sha256"],
-                "test_file": test,
-                "test_sha256": file_sha256(Path(test_file)) if test_file is not None else None,
-                "prepare": config.prepare.model_dump(mode="json"),
-                "outputs": {name: file_sha256(inside(run.split_file(name))) for name in SPLITS},
-            })
+            atomic_write_json(
+                inside(run.data_stamp_json),
+                {
+                    "input_hash": input_hash(data, config, test_file),
+                    "source_sha256": report["source"]["sha256"],
+                    "test_file": test,
+                    "test_sha256": file_sha256(Path(test_file)) if test_file is not None else None,
+                    "prepare": config.prepare.model_dump(mode="json"),
+                    "outputs": {name: file_sha256(inside(run.split_file(name))) for name in SPLITS},
+                },
+            )
         save_config(config, run.config_yaml)
     except OSError as exc:
-        raise QatuneError(f"cannot write the prepared data ({exc.strerror or exc}); check that the folder "
-                          "is writable and the disk has space", path=run.root) from None
+        raise QatuneError(
+            f"cannot write the prepared data ({exc.strerror or exc}); check that the folder "
+            "is writable and the disk has space",
+            path=run.root,
+        ) from None

@@ -18,10 +18,21 @@ from qatune.console import QatuneError
 from qatune.data.sniff import detect_format
 
 HEADER_SCAN_ROWS = 50
-QUESTION_NAMES = ("question", "questions", "prompt", "instruction", "query", "q", "input", "ques",
-                  "userquestion")
-ANSWER_NAMES = ("answer", "answers", "response", "completion", "reply", "output", "a", "ans",
-                "referenceanswer", "expectedanswer", "reference", "groundtruth")
+QUESTION_NAMES = ("question", "questions", "prompt", "instruction", "query", "q", "input", "ques", "userquestion")
+ANSWER_NAMES = (
+    "answer",
+    "answers",
+    "response",
+    "completion",
+    "reply",
+    "output",
+    "a",
+    "ans",
+    "referenceanswer",
+    "expectedanswer",
+    "reference",
+    "groundtruth",
+)
 _QUESTION_WORDS = {"question", "questions", "prompt", "query"}
 _ANSWER_WORDS = {"answer", "answers", "response", "reply"}
 
@@ -76,8 +87,9 @@ def _words(value: object) -> set[str]:
     return set(re.split(r"[\W_]+", str(value).casefold())) - {""}
 
 
-def _find(names: Sequence[str], wanted: str | None, strict: bool, aliases: tuple[str, ...],
-          words: set[str], other: set[str]) -> int | None:
+def _find(
+    names: Sequence[str], wanted: str | None, strict: bool, aliases: tuple[str, ...], words: set[str], other: set[str]
+) -> int | None:
     norms = [norm_name(n) if n else "" for n in names]
     if wanted is not None:
         target = norm_name(wanted)
@@ -113,8 +125,9 @@ def _shown(names: Sequence[str | None]) -> str:
 def no_columns_error(path: Path, cols: Columns, best: Sequence[str | None] | None, where: str = "") -> QatuneError:
     """The clearest message for a file whose question/answer columns could not be found."""
     if not best:
-        return QatuneError(f"no data found{where}; add a header row ('Question', 'Answer') and rows under it",
-                           path=path)
+        return QatuneError(
+            f"no data found{where}; add a header row ('Question', 'Answer') and rows under it", path=path
+        )
     qi, ai = match_header(best, cols)
     seen = f"(header cells seen: {_shown(best)})"
     if cols.strict and cols.question and qi is None:
@@ -122,17 +135,29 @@ def no_columns_error(path: Path, cols: Columns, best: Sequence[str | None] | Non
     if cols.strict and cols.answer and ai is None:
         return QatuneError(f"no column named {cols.answer!r}{where} {seen}; check --answer-col", path=path)
     if qi is not None:
-        return QatuneError(f"found the question column {best[qi]!r} but no answer column{where} {seen}; "
-                           "name it 'Answer' or pass --answer-col", path=path)
+        return QatuneError(
+            f"found the question column {best[qi]!r} but no answer column{where} {seen}; "
+            "name it 'Answer' or pass --answer-col",
+            path=path,
+        )
     if ai is not None:
-        return QatuneError(f"found the answer column {best[ai]!r} but no question column{where} {seen}; "
-                           "name it 'Question' or pass --question-col", path=path)
-    return QatuneError(f"no question/answer columns found{where} {seen}; name the columns 'Question' and "
-                       "'Answer' in a header row, or pass --question-col and --answer-col", path=path)
+        return QatuneError(
+            f"found the answer column {best[ai]!r} but no question column{where} {seen}; "
+            "name it 'Question' or pass --question-col",
+            path=path,
+        )
+    return QatuneError(
+        f"no question/answer columns found{where} {seen}; name the columns 'Question' and "
+        "'Answer' in a header row, or pass --question-col and --answer-col",
+        path=path,
+    )
 
 
-def find_header(rows: Iterable[tuple[int, Sequence[Any]]], cols: Columns, convert: Converter,
-                ) -> tuple[Header | None, list[str | None] | None]:
+def find_header(
+    rows: Iterable[tuple[int, Sequence[Any]]],
+    cols: Columns,
+    convert: Converter,
+) -> tuple[Header | None, list[str | None] | None]:
     """Scan the first rows for the header; also return the most promising row, for the error message."""
     best: list[str | None] | None = None
     best_score = -1
@@ -172,17 +197,23 @@ class RowSink:
             self.blank += 1
             return
         if len(self.rows) >= self.max_rows:
-            raise QatuneError(f"has more than {self.max_rows:,} data rows (the prepare.max_rows limit); "
-                              "split the file, or raise prepare.max_rows in a --config file", path=self.path)
+            raise QatuneError(
+                f"has more than {self.max_rows:,} data rows (the prepare.max_rows limit); "
+                "split the file, or raise prepare.max_rows in a --config file",
+                path=self.path,
+            )
         self.chars += len(q or "") + len(a or "")
         if self.chars > MAX_TEXT_CHARS:
-            raise QatuneError(f"holds more than {MAX_TEXT_CHARS >> 20} million characters of questions and "
-                              "answers, far more than fine-tuning can use; split the file", path=self.path, row=row)
+            raise QatuneError(
+                f"holds more than {MAX_TEXT_CHARS >> 20} million characters of questions and "
+                "answers, far more than fine-tuning can use; split the file",
+                path=self.path,
+                row=row,
+            )
         self.rows.append(RawRow(row, q, a, problem))
 
 
-def tabular_rows(sink: RowSink, rows: Iterable[tuple[int, Sequence[Any]]], header: Header,
-                 convert: Converter) -> None:
+def tabular_rows(sink: RowSink, rows: Iterable[tuple[int, Sequence[Any]]], header: Header, convert: Converter) -> None:
     """Feed the data rows under `header` into the sink."""
     qi, ai = header.qi, header.ai
     for rownum, cells in rows:
@@ -234,8 +265,15 @@ def to_text(value: Any, true: str = "TRUE", false: str = "FALSE") -> tuple[str |
     return str(value), None
 
 
-def read_table(path: Path, *, question_col: str | None = None, answer_col: str | None = None,
-               sheet: str | None = None, max_rows: int = 200_000, strict: bool = True) -> Table:
+def read_table(
+    path: Path,
+    *,
+    question_col: str | None = None,
+    answer_col: str | None = None,
+    sheet: str | None = None,
+    max_rows: int = 200_000,
+    strict: bool = True,
+) -> Table:
     """Read `path` into raw rows; the format comes from the extension, checked against the content."""
     path = Path(path)
     fmt, note = detect_format(path)
@@ -257,8 +295,14 @@ def read_table(path: Path, *, question_col: str | None = None, answer_col: str |
 def _read_as(fmt: str, path: Path, cols: Columns, sheet: str | None, max_rows: int) -> Table:
     from qatune.data import delimited, records, xlsx
 
-    readers = {"xlsx": xlsx.read_workbook, "csv": delimited.read_delimited, "tsv": delimited.read_delimited,
-               "json": records.read_json, "jsonl": records.read_jsonl, "parquet": records.read_parquet}
+    readers = {
+        "xlsx": xlsx.read_workbook,
+        "csv": delimited.read_delimited,
+        "tsv": delimited.read_delimited,
+        "json": records.read_json,
+        "jsonl": records.read_jsonl,
+        "parquet": records.read_parquet,
+    }
     try:
         return readers[fmt](path, cols, sheet=sheet, max_rows=max_rows, fmt=fmt)
     except QatuneError:
@@ -267,5 +311,7 @@ def _read_as(fmt: str, path: Path, cols: Columns, sheet: str | None, max_rows: i
         raise QatuneError("ran out of memory reading the file; split it into smaller files", path=path) from None
     except Exception as exc:  # a damaged file must end in one clear line, never a traceback
         detail = " ".join(str(exc).split())[:120] or type(exc).__name__
-        raise QatuneError(f"cannot read it as {fmt} ({detail}); check that it opens in a spreadsheet app, "
-                          "or export it to .csv", path=path) from exc
+        raise QatuneError(
+            f"cannot read it as {fmt} ({detail}); check that it opens in a spreadsheet app, or export it to .csv",
+            path=path,
+        ) from exc

@@ -53,7 +53,8 @@ def _decode(raw: bytes) -> tuple[str, str | None]:
 
 def _kind(value: Any) -> str:
     return {dict: "an object", list: "a list", str: "a string", bool: "true/false", type(None): "null"}.get(
-        type(value), "a number")
+        type(value), "a number"
+    )
 
 
 def _pick_list(path: Path, data: dict, cols: Columns) -> list:
@@ -64,36 +65,48 @@ def _pick_list(path: Path, data: dict, cols: Columns) -> list:
         q, a = data[keys[qi]], data[keys[ai]]
         if isinstance(q, list) and isinstance(a, list):
             if len(q) != len(a):
-                raise QatuneError(f"columns {keys[qi]!r} and {keys[ai]!r} have different lengths "
-                                  f"({len(q)} and {len(a)}); give one answer per question", path=path)
+                raise QatuneError(
+                    f"columns {keys[qi]!r} and {keys[ai]!r} have different lengths "
+                    f"({len(q)} and {len(a)}); give one answer per question",
+                    path=path,
+                )
             return [{keys[qi]: qv, keys[ai]: av} for qv, av in zip(q, a, strict=True)]
         if not isinstance(q, list | dict) and not isinstance(a, list | dict):
             return [data]
     lists = [(k, v) for k, v in data.items() if isinstance(v, list)]
     if len(lists) > 1:
-        fitting = [(k, v) for k, v in lists if any(isinstance(o, dict) and None not in match_header(list(o), cols)
-                                                   for o in v[:_KEY_SCAN])]
+        fitting = [
+            (k, v)
+            for k, v in lists
+            if any(isinstance(o, dict) and None not in match_header(list(o), cols) for o in v[:_KEY_SCAN])
+        ]
         lists = fitting if fitting else lists
     if len(lists) == 1:
         return lists[0][1]
     if not lists:
         raise QatuneError(f"the JSON object holds no list; {_SHAPE}", path=path)
     names = ", ".join(repr(k) for k, _ in lists[:5])
-    raise QatuneError(f"the JSON object holds several lists ({names}); keep only the list of question/answer "
-                      "objects", path=path)
+    raise QatuneError(
+        f"the JSON object holds several lists ({names}); keep only the list of question/answer objects", path=path
+    )
 
 
 def read_json(path: Path, cols: Columns, *, sheet: str | None, max_rows: int, fmt: str) -> Table:
     size = path.stat().st_size
     if size > MAX_JSON_BYTES:
-        raise QatuneError(f"is {size >> 20} MiB, too large to load as one JSON document; convert it to JSON "
-                          "Lines (.jsonl, one object per line)", path=path)
+        raise QatuneError(
+            f"is {size >> 20} MiB, too large to load as one JSON document; convert it to JSON "
+            "Lines (.jsonl, one object per line)",
+            path=path,
+        )
     text, note = _decode(path.read_bytes())
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise QatuneError(f"is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg}); fix it or "
-                          "export the data again", path=path) from None
+        raise QatuneError(
+            f"is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg}); fix it or export the data again",
+            path=path,
+        ) from None
     except RecursionError:
         raise QatuneError(f"the JSON is nested too deeply to be question/answer data; {_SHAPE}", path=path) from None
     items = _pick_list(path, data, cols) if isinstance(data, dict) else data
@@ -117,8 +130,16 @@ def read_json(path: Path, cols: Columns, *, sheet: str | None, max_rows: int, fm
         plural = {"a string": "strings", "a number": "numbers"}.get(_kind(first), "true/false values")
         raise QatuneError(f"{_SHAPE}, found a list of {plural}", path=path)
     notes = [f"{path.name}: {note}"] if note else []
-    return Table(path=path, format="json", rows=sink.rows, question_col=header.question_col,
-                 answer_col=header.answer_col, header_row=header.row, blank_rows=sink.blank, notes=notes)
+    return Table(
+        path=path,
+        format="json",
+        rows=sink.rows,
+        question_col=header.question_col,
+        answer_col=header.answer_col,
+        header_row=header.row,
+        blank_rows=sink.blank,
+        notes=notes,
+    )
 
 
 def _add_record(sink: RowSink, number: int, item: Any, header: Header, what: str) -> None:
@@ -142,11 +163,13 @@ def _jsonl_items(lines: TextLines) -> Iterator[tuple[int, Any, str | None]]:
 
 
 def read_jsonl(path: Path, cols: Columns, *, sheet: str | None, max_rows: int, fmt: str) -> Table:
-    scan = [obj for _, obj, _ in itertools.islice(_jsonl_items(TextLines(path)), _KEY_SCAN * 5)
-            if isinstance(obj, dict)][:_KEY_SCAN]
+    scan = [
+        obj for _, obj, _ in itertools.islice(_jsonl_items(TextLines(path)), _KEY_SCAN * 5) if isinstance(obj, dict)
+    ][:_KEY_SCAN]
     if not scan:
-        raise QatuneError("no JSON objects found; each line must be an object like "
-                          '{"question": "...", "answer": "..."}', path=path)
+        raise QatuneError(
+            'no JSON objects found; each line must be an object like {"question": "...", "answer": "..."}', path=path
+        )
     header = _records_header(path, cols, scan)
     lines = TextLines(path)
     sink = RowSink(path, max_rows)
@@ -155,8 +178,16 @@ def read_jsonl(path: Path, cols: Columns, *, sheet: str | None, max_rows: int, f
             sink.add(number, None, None, _json_text, problem=problem)
         else:
             _add_record(sink, number, obj, header, "line")
-    return Table(path=path, format="jsonl", rows=sink.rows, question_col=header.question_col,
-                 answer_col=header.answer_col, header_row=None, blank_rows=sink.blank, notes=lines.notes())
+    return Table(
+        path=path,
+        format="jsonl",
+        rows=sink.rows,
+        question_col=header.question_col,
+        answer_col=header.answer_col,
+        header_row=None,
+        blank_rows=sink.blank,
+        notes=lines.notes(),
+    )
 
 
 def read_parquet(path: Path, cols: Columns, *, sheet: str | None, max_rows: int, fmt: str) -> Table:
@@ -172,13 +203,23 @@ def read_parquet(path: Path, cols: Columns, *, sheet: str | None, max_rows: int,
     if qi is None or ai is None:
         raise no_columns_error(path, cols, names, where=" among the Parquet columns")
     if parquet.metadata.num_rows > max_rows:
-        raise QatuneError(f"has {parquet.metadata.num_rows:,} rows, more than the prepare.max_rows limit of "
-                          f"{max_rows:,}; split the file, or raise prepare.max_rows in a --config file", path=path)
+        raise QatuneError(
+            f"has {parquet.metadata.num_rows:,} rows, more than the prepare.max_rows limit of "
+            f"{max_rows:,}; split the file, or raise prepare.max_rows in a --config file",
+            path=path,
+        )
     sink = RowSink(path, max_rows)
     number = 0
     for batch in parquet.iter_batches(batch_size=8192, columns=[names[qi], names[ai]]):
         for q, a in zip(batch.column(0).to_pylist(), batch.column(1).to_pylist(), strict=True):
             number += 1
             sink.add(number, q, a, _json_text)
-    return Table(path=path, format="parquet", rows=sink.rows, question_col=names[qi], answer_col=names[ai],
-                 header_row=None, blank_rows=sink.blank)
+    return Table(
+        path=path,
+        format="parquet",
+        rows=sink.rows,
+        question_col=names[qi],
+        answer_col=names[ai],
+        header_row=None,
+        blank_rows=sink.blank,
+    )

@@ -9,8 +9,14 @@ from pathlib import Path
 from qatune.console import QatuneError
 
 EXTENSIONS = {
-    ".xlsx": "xlsx", ".xlsm": "xlsx", ".csv": "csv", ".tsv": "tsv", ".json": "json", ".jsonl": "jsonl",
-    ".ndjson": "jsonl", ".parquet": "parquet",
+    ".xlsx": "xlsx",
+    ".xlsm": "xlsx",
+    ".csv": "csv",
+    ".tsv": "tsv",
+    ".json": "json",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".parquet": "parquet",
 }
 SUPPORTED = ".xlsx, .xlsm, .csv, .tsv, .json, .jsonl or .parquet"
 _RESAVE = {
@@ -55,8 +61,13 @@ def detect_format(path: Path) -> tuple[str, str | None]:
     return actual, f"{path.name} is named {ext} but is {_NAMES[actual]}; it was read as such"
 
 
-_NAMES = {"xlsx": "an Excel workbook", "parquet": "a Parquet file", "json": "JSON", "jsonl": "JSON Lines",
-          "csv": "plain text (CSV)"}
+_NAMES = {
+    "xlsx": "an Excel workbook",
+    "parquet": "a Parquet file",
+    "json": "JSON",
+    "jsonl": "JSON Lines",
+    "csv": "plain text (CSV)",
+}
 
 
 def _head(path: Path) -> bytes:
@@ -108,8 +119,10 @@ def _ole_message(path: Path) -> str:
     except Exception:  # any failure means "not a readable encrypted workbook"
         encrypted = False
     if encrypted:
-        return ("the workbook is password-protected; open it, remove the password "
-                "(File > Info > Protect Workbook > Encrypt), save, and try again")
+        return (
+            "the workbook is password-protected; open it, remove the password "
+            "(File > Info > Protect Workbook > Encrypt), save, and try again"
+        )
     return "this is an old Excel 97-2003 (.xls) or other Office binary file: open it and save it as .xlsx"
 
 
@@ -119,22 +132,34 @@ def check_zip(path: Path) -> None:
         with zipfile.ZipFile(path) as archive:
             members = archive.infolist()
     except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError) as exc:
-        raise QatuneError(f"the workbook is damaged or truncated ({_short(exc)}); open and re-save it "
-                          "in a spreadsheet app, or export it to .csv", path=path) from None
+        raise QatuneError(
+            f"the workbook is damaged or truncated ({_short(exc)}); open and re-save it "
+            "in a spreadsheet app, or export it to .csv",
+            path=path,
+        ) from None
     if len(members) > MAX_MEMBERS:
-        raise QatuneError(f"the workbook archive holds {len(members):,} parts, which no spreadsheet needs; "
-                          "it looks malicious: re-save it in a spreadsheet app", path=path)
+        raise QatuneError(
+            f"the workbook archive holds {len(members):,} parts, which no spreadsheet needs; "
+            "it looks malicious: re-save it in a spreadsheet app",
+            path=path,
+        )
     total = sum(m.file_size for m in members)
     if total > MAX_UNZIPPED_BYTES:
-        raise QatuneError(f"the workbook would expand to {total / 2**30:.1f} GiB (limit "
-                          f"{MAX_UNZIPPED_BYTES / 2**30:.0f} GiB); it is a zip bomb or far too large: "
-                          "export the data to .csv", path=path)
+        raise QatuneError(
+            f"the workbook would expand to {total / 2**30:.1f} GiB (limit "
+            f"{MAX_UNZIPPED_BYTES / 2**30:.0f} GiB); it is a zip bomb or far too large: "
+            "export the data to .csv",
+            path=path,
+        )
     for member in members:
         ratio = member.file_size / max(member.compress_size, 1)
         if member.file_size > RATIO_CHECK_FROM and ratio > MAX_MEMBER_RATIO:
-            raise QatuneError(f"part {member.filename!r} expands {ratio:.0f}x to {member.file_size >> 20} MiB, "
-                              "as a zip bomb does; re-save the workbook in a spreadsheet app or export "
-                              "it to .csv", path=path)
+            raise QatuneError(
+                f"part {member.filename!r} expands {ratio:.0f}x to {member.file_size >> 20} MiB, "
+                "as a zip bomb does; re-save the workbook in a spreadsheet app or export "
+                "it to .csv",
+                path=path,
+            )
     if not any(m.filename.lstrip("/").startswith("xl/") for m in members):
         raise QatuneError(f"is a zip archive, not an Excel workbook; use {SUPPORTED}", path=path)
 

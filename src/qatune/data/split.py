@@ -81,8 +81,9 @@ def split_with_test(pairs: list[dict], test_pairs: list[dict], val_frac: float, 
         if row is None:
             kept.append(pair)
         else:
-            dropped.append({"row": pair["source_row"], "reason": f"same question as test file row {row} "
-                                                                 "(kept out of training)"})
+            dropped.append(
+                {"row": pair["source_row"], "reason": f"same question as test file row {row} (kept out of training)"}
+            )
     groups = len(_groups(kept))
     parts = _assign(kept, {"val": _target(len(kept), val_frac, groups)}, seed)
     splits = Splits(train=parts["train"], val=parts["val"], test=list(test_pairs), dropped=dropped)

@@ -6,8 +6,7 @@ from pathlib import Path
 
 from qatune import console
 
-_ROW_NOTE = ("Row numbers are the ones a spreadsheet app shows (JSON and Parquet: item number; JSON Lines: "
-             "line number).")
+_ROW_NOTE = "Row numbers are the ones a spreadsheet app shows (JSON and Parquet: item number; JSON Lines: line number)."
 
 
 def _cell(value: object) -> str:
@@ -16,10 +15,16 @@ def _cell(value: object) -> str:
 
 def counts(report: dict, blank_rows: int) -> list[tuple[str, int]]:
     splits = report["splits"]
-    return [("valid pairs", report["valid_pairs"]), ("train", splits["train"]),
-            ("train, augmented variants", splits["train_augmented"]), ("validation", splits["val"]),
-            ("test", splits["test"]), ("dropped rows", len(report["dropped"])),
-            ("blank rows skipped", blank_rows), ("warnings", len(report["warnings"]))]
+    return [
+        ("valid pairs", report["valid_pairs"]),
+        ("train", splits["train"]),
+        ("train, augmented variants", splits["train_augmented"]),
+        ("validation", splits["val"]),
+        ("test", splits["test"]),
+        ("dropped rows", len(report["dropped"])),
+        ("blank rows skipped", blank_rows),
+        ("warnings", len(report["warnings"])),
+    ]
 
 
 def markdown(report: dict, blank_rows: int, test_file: str | None = None) -> str:
@@ -30,14 +35,16 @@ def markdown(report: dict, blank_rows: int, test_file: str | None = None) -> str
     if src["header_row"] is not None:
         where.append(f"header in row {src['header_row']}")
     where.append(f"question column '{_cell(src['question_col'])}', answer column '{_cell(src['answer_col'])}'")
-    lines = ["# Data report", "", f"Source: `{_cell(src['path'])}` ({', '.join(where)})",
-             f"SHA-256: `{src['sha256']}`"]
+    lines = ["# Data report", "", f"Source: `{_cell(src['path'])}` ({', '.join(where)})", f"SHA-256: `{src['sha256']}`"]
     if test_file:
         lines.append(f"Test set: `{_cell(test_file)}` (given explicitly)")
     lines += ["", "| | rows |", "|---|---:|"]
     lines += [f"| {name} | {value} |" for name, value in counts(report, blank_rows)]
-    lines += ["", "The train split holds the original pairs; augmented variants (reworded training questions) "
-              "are added to train.jsonl after the split, so no held-out question leaks into training."]
+    lines += [
+        "",
+        "The train split holds the original pairs; augmented variants (reworded training questions) "
+        "are added to train.jsonl after the split, so no held-out question leaks into training.",
+    ]
     if report["dropped"]:
         lines += ["", "## Dropped rows", "", "| row | reason |", "|---:|---|"]
         lines += [f"| {d['row']} | {_cell(d['reason'])} |" for d in report["dropped"]]

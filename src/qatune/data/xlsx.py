@@ -30,8 +30,9 @@ from qatune.data.sniff import check_zip
 _MERGE = re.compile(rb'<(?:\w+:)?mergeCell\s[^>]*?ref="([A-Za-z]{1,3}\d{1,7}):([A-Za-z]{1,3}\d{1,7})"')
 MAX_MERGED = 100_000
 _RESAVE = "open and re-save it in a spreadsheet app, or export it to .csv"
-_NO_RESULT = ("is a formula with no saved result; open and save the workbook in Excel or LibreOffice so "
-              "the results are stored")
+_NO_RESULT = (
+    "is a formula with no saved result; open and save the workbook in Excel or LibreOffice so the results are stored"
+)
 
 
 def _short(exc: BaseException) -> str:
@@ -63,8 +64,9 @@ def _workbook(path: Path, data_only: bool = True) -> Iterator[Any]:
                 warnings.simplefilter("ignore")
                 wb = openpyxl.load_workbook(handle, read_only=True, data_only=data_only, keep_links=False)
         except Exception as exc:  # openpyxl raises many types for a damaged workbook
-            raise QatuneError(f"cannot open the workbook ({_short(exc)}); it may be damaged: {_RESAVE}",
-                              path=path) from None
+            raise QatuneError(
+                f"cannot open the workbook ({_short(exc)}); it may be damaged: {_RESAVE}", path=path
+            ) from None
         try:
             yield wb
         finally:
@@ -76,7 +78,8 @@ def _choose_sheet(wb: Any, path: Path, cols: Columns, sheet: str | None) -> tupl
     titles = ", ".join(repr(ws.title) for ws in sheets[:10])
     if sheet is not None:
         chosen = [ws for ws in sheets if ws.title == sheet] or [
-            ws for ws in sheets if ws.title.strip().casefold() == sheet.strip().casefold()]
+            ws for ws in sheets if ws.title.strip().casefold() == sheet.strip().casefold()
+        ]
         if not chosen:
             raise QatuneError(f"no sheet named {sheet!r} (sheets: {titles}); check --sheet", path=path)
         sheets = chosen[:1]
@@ -111,8 +114,9 @@ def _merged_ranges(path: Path, ws: Any) -> list[tuple[int, int, int, int]]:
     return [range_boundaries(f"{a.decode()}:{b.decode()}") for a, b in found]
 
 
-def _fill_merged(rows: Iterator[tuple[int, Sequence[Any]]], ranges: list[tuple[int, int, int, int]],
-                 columns: tuple[int, int]) -> Iterator[tuple[int, Sequence[Any]]]:
+def _fill_merged(
+    rows: Iterator[tuple[int, Sequence[Any]]], ranges: list[tuple[int, int, int, int]], columns: tuple[int, int]
+) -> Iterator[tuple[int, Sequence[Any]]]:
     """A cell merged down a question/answer column repeats the top cell's value in every row it spans.
     Merges across columns (section titles) are not copied sideways."""
     starts: dict[int, list[tuple[int, int, int]]] = defaultdict(list)
@@ -172,7 +176,16 @@ def read_workbook(path: Path, cols: Columns, *, sheet: str | None, max_rows: int
         except QatuneError:
             raise
         except Exception as exc:  # a part of the workbook that fails to parse mid-way
-            raise QatuneError(f"the workbook is damaged near row {last[0]} ({_short(exc)}); {_RESAVE}",
-                              path=path) from None
-    return Table(path=path, format="xlsx", rows=sink.rows, question_col=header.question_col,
-                 answer_col=header.answer_col, header_row=header.row, sheet=ws.title, blank_rows=sink.blank)
+            raise QatuneError(
+                f"the workbook is damaged near row {last[0]} ({_short(exc)}); {_RESAVE}", path=path
+            ) from None
+    return Table(
+        path=path,
+        format="xlsx",
+        rows=sink.rows,
+        question_col=header.question_col,
+        answer_col=header.answer_col,
+        header_row=header.row,
+        sheet=ws.title,
+        blank_rows=sink.blank,
+    )

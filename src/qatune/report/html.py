@@ -18,12 +18,20 @@ MAX_DROPPED_SHOWN = 200
 MAX_QUESTIONS_SHOWN = 500
 ANSWER_METRICS = ("rougeL", "bleu", "semantic", "token_f1")
 _SUMMARY_FIELDS = [
-    ("device", "device / placement"), ("placement", "placement"), ("precision", "precision"),
-    ("quantization", "quantization"), ("sweep", "sweep"), ("epochs", "saved epoch counts"),
-    ("epochs_run", "epochs run"), ("best_epoch", "best epoch (lowest validation loss)"),
-    ("train_seconds", "train time"), ("tokens_per_second", "tokens / s"),
-    ("peak_memory_bytes", "peak memory"), ("train_examples", "training examples"),
-    ("train_tokens", "training tokens"), ("answer_tokens", "answer (labelled) tokens"),
+    ("device", "device / placement"),
+    ("placement", "placement"),
+    ("precision", "precision"),
+    ("quantization", "quantization"),
+    ("sweep", "sweep"),
+    ("epochs", "saved epoch counts"),
+    ("epochs_run", "epochs run"),
+    ("best_epoch", "best epoch (lowest validation loss)"),
+    ("train_seconds", "train time"),
+    ("tokens_per_second", "tokens / s"),
+    ("peak_memory_bytes", "peak memory"),
+    ("train_examples", "training examples"),
+    ("train_tokens", "training tokens"),
+    ("answer_tokens", "answer (labelled) tokens"),
 ]
 
 
@@ -67,8 +75,11 @@ def _summary_rows(summary: dict[str, Any]) -> list[tuple[str, str]]:
             text = _plain(value)
         rows.append((name, text))
     known = {k for k, _ in _SUMMARY_FIELDS} | {"eval_loss_by_epoch"}
-    rows += [(k, _plain(v)) for k, v in summary.items()
-             if k not in known and (v is None or isinstance(v, str | int | float | bool | list))]
+    rows += [
+        (k, _plain(v))
+        for k, v in summary.items()
+        if k not in known and (v is None or isinstance(v, str | int | float | bool | list))
+    ]
     return rows
 
 
@@ -110,8 +121,9 @@ def _answers(ev: EvalSet, summary: dict[str, Any] | None) -> list[dict[str, Any]
     cards: dict[str, dict[str, Any]] = {}
     for g in ev.generations:
         qid = str(g.get("question_id", g.get("question", "")))
-        card = cards.setdefault(qid, {"question": _plain(g.get("question")),
-                                      "reference": _plain(g.get("reference")), "answers": {}})
+        card = cards.setdefault(
+            qid, {"question": _plain(g.get("question")), "reference": _plain(g.get("reference")), "answers": {}}
+        )
         model = str(g.get("model", "?"))
         scores = g.get("metrics") if isinstance(g.get("metrics"), dict) else {}
         card["answers"][model] = {
@@ -137,10 +149,23 @@ def _combined_answers(ev: EvalSet) -> list[dict[str, Any]]:
     for c in ev.combined[:MAX_QUESTIONS_SHOWN]:
         tuned = c.get("fine_tuned_model_responses") if isinstance(c.get("fine_tuned_model_responses"), dict) else {}
         answers = [("base", c.get("base_model_response")), *tuned.items()]
-        out.append({"question": _plain(c.get("question")), "reference": _plain(c.get("reference_answer")),
-                    "answers": [{"name": str(m), "kind": {"base": "base", "retrieval": "baseline"}.get(m, "fine-tuned"),
-                                 "text": _plain(a), "scores": ["–"] * len(ANSWER_METRICS), "stopped": "–",
-                                 "tokens": "–"} for m, a in answers]})
+        out.append(
+            {
+                "question": _plain(c.get("question")),
+                "reference": _plain(c.get("reference_answer")),
+                "answers": [
+                    {
+                        "name": str(m),
+                        "kind": {"base": "base", "retrieval": "baseline"}.get(m, "fine-tuned"),
+                        "text": _plain(a),
+                        "scores": ["–"] * len(ANSWER_METRICS),
+                        "stopped": "–",
+                        "tokens": "–",
+                    }
+                    for m, a in answers
+                ],
+            }
+        )
     return out
 
 
@@ -166,29 +191,44 @@ def _eval_view(ev: EvalSet, summary: dict[str, Any] | None, images: dict[str, by
     warnings = [_plain(w) for w in ev.scores.get("warnings") or []]
     if n is not None and n < SMALL_N:
         warnings = [w for w in warnings if f"only {int(n)} questions" not in w.lower()]
-        warnings.insert(0, f"Only {int(n)} questions: with n < {SMALL_N} the 95% confidence intervals are wide; "
-                           "small differences between models are not evidence.")
+        warnings.insert(
+            0,
+            f"Only {int(n)} questions: with n < {SMALL_N} the 95% confidence intervals are wide; "
+            "small differences between models are not evidence.",
+        )
     unavailable = _mapping(ev.scores.get("unavailable"))
     metrics = tables.metric_columns(ev.scores)
     results = tables.result_rows(ev, summary)
     return {
-        "name": ev.name, "n": "?" if n is None else int(n), "source": _plain(ev.scores.get("source")),
-        "warnings": warnings, "unavailable": [(tables.label(k), _plain(v)) for k, v in unavailable.items()],
-        "metric_labels": [tables.label(m) for m in metrics], "metrics": metrics,
-        "results": results, "has_corpus_bleu": any(r["corpus_bleu"] is not None for r in results),
+        "name": ev.name,
+        "n": "?" if n is None else int(n),
+        "source": _plain(ev.scores.get("source")),
+        "warnings": warnings,
+        "unavailable": [(tables.label(k), _plain(v)) for k, v in unavailable.items()],
+        "metric_labels": [tables.label(m) for m in metrics],
+        "metrics": metrics,
+        "results": results,
+        "has_corpus_bleu": any(r["corpus_bleu"] is not None for r in results),
         "notes": [(k, _plain(v)) for k, v in _mapping(ev.scores.get("notes")).items()],
         "comparisons": tables.comparison_rows(ev, summary),
-        "charts": charts, "answers": _answers(ev, summary),
+        "charts": charts,
+        "answers": _answers(ev, summary),
         "answer_metric_labels": [tables.label(m) for m in ANSWER_METRICS],
-        "parts": tables.stat_parts, "fmt": tables.fmt,
+        "parts": tables.stat_parts,
+        "fmt": tables.fmt,
     }
 
 
 def _render(context: dict[str, Any]) -> str:
     from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
-    env = Environment(loader=FileSystemLoader(Path(__file__).parent), autoescape=True,
-                      undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+    env = Environment(
+        loader=FileSystemLoader(Path(__file__).parent),
+        autoescape=True,
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
     return env.get_template("template.html").render(**context)
 
 
@@ -199,9 +239,12 @@ def _context(data: RunData, rec: dict[str, Any], images: dict[str, bytes]) -> di
         images["loss_curves.png"] = loss_png
     config = data.config or {}
     return {
-        "run": str(data.rundir.root), "version": __version__,
+        "run": str(data.rundir.root),
+        "version": __version__,
         "generated": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "missing": data.missing, "rec": rec, "rec_notes": [_plain(n) for n in rec["evidence"].get("notes", [])],
+        "missing": data.missing,
+        "rec": rec,
+        "rec_notes": [_plain(n) for n in rec["evidence"].get("notes", [])],
         "data": _data_view(data.data_report),
         "model": _plain(config.get("model")) if config else None,
         "config_rows": _flatten({k: v for k, v in config.items() if k != "eval"}),
@@ -217,8 +260,7 @@ def build(run: str | Path) -> Path:
     data = load_run(run)
     primary = data.evals[0] if data.evals else None
     others = {ev.name: ev.scores for ev in data.evals[1:]}
-    rec = recommend(primary.scores if primary else None, data.summary, primary.name if primary else "test",
-                    others)
+    rec = recommend(primary.scores if primary else None, data.summary, primary.name if primary else "test", others)
     images: dict[str, bytes] = {}
     page = _render(_context(data, rec, images))
     with atomic_dir(data.rundir.report_dir) as folder:

@@ -54,8 +54,9 @@ def stat(scores: dict[str, Any], model: str, metric: str) -> tuple[float, float 
     return number(entry["mean"]), number(ci[0]), number(ci[1])
 
 
-def comparison(scores: dict[str, Any], model: str, metric: str) -> tuple[float, float | None,
-                                                                          float | None, float | None] | None:
+def comparison(
+    scores: dict[str, Any], model: str, metric: str
+) -> tuple[float, float | None, float | None, float | None] | None:
     """(diff, ci_low, ci_high, p) of a model vs base, or None when absent."""
     entry = ((scores.get("comparisons") or {}).get(model) or {}).get(metric)
     if not isinstance(entry, dict) or number(entry.get("diff")) is None:
@@ -138,13 +139,21 @@ def _read_config(path: Path, notes: list[str]) -> dict[str, Any] | None:
 
 def _read_eval(rundir: RunDir, folder: Path, notes: list[str]) -> EvalSet | None:
     name = folder.name
-    scores = _read_json(folder / "scores.json", dict, notes,
-                        f"eval set '{name}' is incomplete: rerun `qatune eval --run {rundir.root}`")
+    scores = _read_json(
+        folder / "scores.json", dict, notes, f"eval set '{name}' is incomplete: rerun `qatune eval --run {rundir.root}`"
+    )
     if scores is None:
         return None
     gens = _read_rows(folder / "generations.jsonl", notes)
-    combined = _read_json(folder / "combined_responses.json", list, notes,
-                          f"eval set '{name}': side-by-side answers come from generations.jsonl") or []
+    combined = (
+        _read_json(
+            folder / "combined_responses.json",
+            list,
+            notes,
+            f"eval set '{name}': side-by-side answers come from generations.jsonl",
+        )
+        or []
+    )
     return EvalSet(name, scores, gens, [c for c in combined if isinstance(c, dict)])
 
 
@@ -159,8 +168,9 @@ def load_run(run: str | Path) -> RunData:
     data.config = _read_config(rundir.config_yaml, notes)
     if rundir.metrics_jsonl.exists():
         data.metrics = _read_rows(rundir.metrics_jsonl, notes)
-    data.summary = _read_json(rundir.train_summary_json, dict, notes,
-                              f"training has not finished: run `qatune train --run {rundir.root}`")
+    data.summary = _read_json(
+        rundir.train_summary_json, dict, notes, f"training has not finished: run `qatune train --run {rundir.root}`"
+    )
     folders = [p for p in rundir.eval_root.iterdir() if p.is_dir()] if rundir.eval_root.is_dir() else []
     folders.sort(key=lambda p: (p.name != "test", p.name))
     for folder in folders:
@@ -172,6 +182,9 @@ def load_run(run: str | Path) -> RunData:
     if not folders:
         notes.append(f"no evaluation yet: run `qatune eval --run {rundir.root}`")
     if data.data_report is None and data.config is None and data.summary is None and not data.evals:
-        raise QatuneError("not a qatune run directory (no data report, config, training or evaluation "
-                          "files): run `qatune run` or `qatune prepare` first", path=rundir.root)
+        raise QatuneError(
+            "not a qatune run directory (no data report, config, training or evaluation "
+            "files): run `qatune run` or `qatune prepare` first",
+            path=rundir.root,
+        )
     return data

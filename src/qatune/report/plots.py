@@ -108,12 +108,19 @@ def _epoch_markers(ax: Any, points: list[tuple[float, float, float]], saved: set
             ends.setdefault(whole, step)
     for epoch, step in sorted(ends.items()):
         is_saved = epoch in saved
-        ax.axvline(step, color="black" if is_saved else "grey", ls="--", lw=1.0 if is_saved else 0.6,
-                   alpha=0.7)
+        ax.axvline(step, color="black" if is_saved else "grey", ls="--", lw=1.0 if is_saved else 0.6, alpha=0.7)
         if is_saved:
-            ax.annotate(f"epoch-{epoch}", (step, 0.0), xycoords=("data", "axes fraction"),
-                        xytext=(-3, 6), textcoords="offset points", fontsize=8, rotation=90, ha="right",
-                        va="bottom")
+            ax.annotate(
+                f"epoch-{epoch}",
+                (step, 0.0),
+                xycoords=("data", "axes fraction"),
+                xytext=(-3, 6),
+                textcoords="offset points",
+                fontsize=8,
+                rotation=90,
+                ha="right",
+                va="bottom",
+            )
 
 
 def metrics_vs_epoch(scores: dict[str, Any], summary: dict[str, Any] | None) -> bytes | None:
@@ -129,7 +136,7 @@ def metrics_vs_epoch(scores: dict[str, Any], summary: dict[str, Any] | None) -> 
     axes = fig.subplots(rows, cols, squeeze=False).ravel()
     for ax, metric in zip(axes, metrics, strict=False):
         _epoch_panel(ax, scores, summary, models, metric)
-    for ax in axes[len(metrics):]:
+    for ax in axes[len(metrics) :]:
         ax.set_visible(False)
     handles, names = axes[0].get_legend_handles_labels()
     fig.legend(handles, names, loc="outside lower center", ncols=4, fontsize=9)
@@ -137,16 +144,16 @@ def metrics_vs_epoch(scores: dict[str, Any], summary: dict[str, Any] | None) -> 
     return _png(fig)
 
 
-def _epoch_panel(ax: Any, scores: dict[str, Any], summary: dict[str, Any] | None, models: list[str],
-                 metric: str) -> None:
+def _epoch_panel(
+    ax: Any, scores: dict[str, Any], summary: dict[str, Any] | None, models: list[str], metric: str
+) -> None:
     pts = [(epoch_of(m), stat(scores, m, metric)) for m in models]
     pts = sorted((e, s) for e, s in pts if e is not None and s is not None)
     if pts:
         xs = [e for e, _ in pts]
         ax.plot(xs, [s[0] for _, s in pts], "o-", color="C0", label="fine-tuned (epoch-N)")
         if all(s[1] is not None and s[2] is not None for _, s in pts):
-            ax.fill_between(xs, [s[1] for _, s in pts], [s[2] for _, s in pts], color="C0", alpha=0.2,
-                            label="95% CI")
+            ax.fill_between(xs, [s[1] for _, s in pts], [s[2] for _, s in pts], color="C0", alpha=0.2, label="95% CI")
     base = stat(scores, "base", metric)
     if base:
         ax.axhline(base[0], color=BASE_COLOR, lw=1.5, label="base model")
@@ -182,19 +189,34 @@ def rouge_bar_figure(scores: dict[str, Any], summary: dict[str, Any] | None) -> 
         lows = [e[0] - e[1] if e and e[1] is not None else 0.0 for e in entries]
         highs = [e[2] - e[0] if e and e[2] is not None else 0.0 for e in entries]
         xs = [i + (j - 1) * width for i in range(len(models))]
-        bars = ax.bar(xs, heights, width, yerr=[lows, highs], capsize=3, color=f"C{j}", label=label(metric),
-                      error_kw={"lw": 1, "alpha": 0.8})
+        bars = ax.bar(
+            xs,
+            heights,
+            width,
+            yerr=[lows, highs],
+            capsize=3,
+            color=f"C{j}",
+            label=label(metric),
+            error_kw={"lw": 1, "alpha": 0.8},
+        )
         for bar, model, height, up in zip(bars, models, heights, highs, strict=True):
             if kind_of(scores, model) == "baseline":
                 bar.set_hatch("//")
                 bar.set_edgecolor("white")
-            ax.annotate(f"{height:.2f}", (bar.get_x() + bar.get_width() / 2, height + up), xytext=(0, 2),
-                        textcoords="offset points", ha="center", va="bottom", fontsize=7)
-    ax.set_xticks(range(len(models)), [model_label(m, kind_of(scores, m), summary) for m in models],
-                  parse_math=False)
+            ax.annotate(
+                f"{height:.2f}",
+                (bar.get_x() + bar.get_width() / 2, height + up),
+                xytext=(0, 2),
+                textcoords="offset points",
+                ha="center",
+                va="bottom",
+                fontsize=7,
+            )
+    ax.set_xticks(range(len(models)), [model_label(m, kind_of(scores, m), summary) for m in models], parse_math=False)
     ax.set_ylabel("F1, mean over questions")
-    top = max((e[2] if e[2] is not None else e[0]) for m in models for r in rouge
-              if (e := stat(scores, m, r)) is not None)
+    top = max(
+        (e[2] if e[2] is not None else e[0]) for m in models for r in rouge if (e := stat(scores, m, r)) is not None
+    )
     ax.set_ylim(0, min(1.05, max(0.1, top * 1.25)))
     ax.set_title(f"ROUGE F1 by model (n = {scores.get('n', '?')} questions; bars: 95% CI)")
     fig.legend(*ax.get_legend_handles_labels(), loc="outside lower center", ncols=3, fontsize=9)
@@ -207,8 +229,9 @@ def rouge_bars(scores: dict[str, Any], summary: dict[str, Any] | None) -> bytes 
     return _png(fig) if fig is not None else None
 
 
-def rouge_heatmap(generations: list[dict[str, Any]], scores: dict[str, Any],
-                  summary: dict[str, Any] | None) -> bytes | None:
+def rouge_heatmap(
+    generations: list[dict[str, Any]], scores: dict[str, Any], summary: dict[str, Any] | None
+) -> bytes | None:
     """Per-question ROUGE-L (rows: questions, columns: models): where each model wins or fails."""
     models = model_order([str(g["model"]) for g in generations if g.get("model")])
     questions: dict[str, str] = {}
@@ -230,8 +253,14 @@ def rouge_heatmap(generations: list[dict[str, Any]], scores: dict[str, Any],
     image = ax.imshow(grid, aspect="auto", cmap="viridis", vmin=0, vmax=1)
     short = [q if len(q) <= 60 else q[:57] + "..." for q in (questions[q] for q in qids)]
     ax.set_yticks(range(len(qids)), short, fontsize=7, parse_math=False)
-    ax.set_xticks(range(len(models)), [model_label(m, kind_of(scores, m), summary) for m in models],
-                  rotation=30, ha="right", fontsize=8, parse_math=False)
+    ax.set_xticks(
+        range(len(models)),
+        [model_label(m, kind_of(scores, m), summary) for m in models],
+        rotation=30,
+        ha="right",
+        fontsize=8,
+        parse_math=False,
+    )
     if len(qids) > 20:  # long maps: model names on top as well
         ax.tick_params(axis="x", labeltop=True)
         for tick in ax.xaxis.get_major_ticks():
@@ -240,8 +269,7 @@ def rouge_heatmap(generations: list[dict[str, Any]], scores: dict[str, Any],
     if grid.size <= HEATMAP_MAX_LABELLED_CELLS:
         for (i, j), v in np.ndenumerate(grid):
             if not np.isnan(v):
-                ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=7,
-                        color="white" if v < 0.5 else "black")
+                ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=7, color="white" if v < 0.5 else "black")
     more = f" (first {len(qids)} of {len(questions)})" if len(questions) > len(qids) else ""
     ax.set_title(f"ROUGE-L F1 per question{more}")
     fig.colorbar(image, ax=ax, fraction=0.04, pad=0.01)

@@ -52,10 +52,12 @@ def _pick(cands: list[dict[str, Any]]) -> tuple[dict[str, Any], list[str]]:
     pool = tied
     if len(losses) == len(tied):
         pool = [c for c in tied if c["eval_loss"] <= min(losses) * 1.01]
-    chosen = min(pool, key=lambda c: (c["epochs"] if c["epochs"] is not None else 10**6))
+    chosen = min(pool, key=lambda c: c["epochs"] if c["epochs"] is not None else 10**6)
     names = ", ".join(c["model"] for c in tied)
-    why = (f"{names} are within {NEAR_TIE} ROUGE-L of each other; {chosen['model']} is preferred for its "
-           "lower validation loss / fewer epochs (less overfitting, cheaper to train)")
+    why = (
+        f"{names} are within {NEAR_TIE} ROUGE-L of each other; {chosen['model']} is preferred for its "
+        "lower validation loss / fewer epochs (less overfitting, cheaper to train)"
+    )
     return chosen, [why]
 
 
@@ -68,8 +70,7 @@ def val_loss_trend(summary: dict[str, Any] | None) -> str | None:
     best_epoch, best = min(points, key=lambda p: p[1])
     last_epoch, last = points[-1]
     first_epoch, first = points[0]
-    text = (f"validation loss went from {first:.3f} (epoch {first_epoch}) to a low of {best:.3f} "
-            f"(epoch {best_epoch})")
+    text = f"validation loss went from {first:.3f} (epoch {first_epoch}) to a low of {best:.3f} (epoch {best_epoch})"
     if last_epoch != best_epoch and last > best * 1.02:
         return text + f", then rose to {last:.3f} by epoch {last_epoch}: later epochs overfit"
     if last_epoch == best_epoch:
@@ -101,54 +102,71 @@ def _notes(scores: dict[str, Any], summary: dict[str, Any] | None, chosen: dict[
     if trend:
         notes.append(trend[0].upper() + trend[1:])
     if chosen and chosen["stop_rate"] is not None and chosen["stop_rate"] < LOW_STOP_RATE:
-        notes.append(f"only {chosen['stop_rate']:.0%} of {chosen['model']}'s answers ended at end-of-turn; "
-                     "the rest ran to max_new_tokens (raise it, or train longer)")
+        notes.append(
+            f"only {chosen['stop_rate']:.0%} of {chosen['model']}'s answers ended at end-of-turn; "
+            "the rest ran to max_new_tokens (raise it, or train longer)"
+        )
     return notes
 
 
-def recommend(scores: dict[str, Any] | None, summary: dict[str, Any] | None, eval_set: str = "test",
-              others: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+def recommend(
+    scores: dict[str, Any] | None,
+    summary: dict[str, Any] | None,
+    eval_set: str = "test",
+    others: dict[str, dict[str, Any]] | None = None,
+) -> dict[str, Any]:
     """{"model", "verdict", "reason", "evidence"}; model is None when nothing should ship yet. The decision
     uses `scores` (the main held-out set); `others` (more eval sets by name) only add notes."""
     if not scores or not scores.get("models"):
-        return {"model": None, "verdict": "no-evaluation",
-                "reason": "No held-out evaluation yet: run `qatune eval` to score base and the fine-tuned models.",
-                "evidence": {"eval_set": eval_set, "notes": []}}
+        return {
+            "model": None,
+            "verdict": "no-evaluation",
+            "reason": "No held-out evaluation yet: run `qatune eval` to score base and the fine-tuned models.",
+            "evidence": {"eval_set": eval_set, "notes": []},
+        }
     models = model_order(list(scores["models"]))
     cands = _dedupe_best([_candidate(scores, summary, m) for m in models if kind_of(scores, m) == "fine-tuned"])
     retrieval = _candidate(scores, summary, "retrieval") if "retrieval" in models else None
     base = stat(scores, "base", "rougeL")
-    evidence: dict[str, Any] = {"eval_set": eval_set, "n": scores.get("n"), "criterion":
-                                "fine-tuned model whose ROUGE-L or semantic similarity beats base with a "
-                                "paired 95% CI excluding zero (and neither is significantly worse)",
-                                "base": {"rougeL": None if base is None else {"mean": base[0],
-                                                                               "ci95": [base[1], base[2]]}},
-                                "candidates": cands, "retrieval": retrieval}
+    evidence: dict[str, Any] = {
+        "eval_set": eval_set,
+        "n": scores.get("n"),
+        "criterion": "fine-tuned model whose ROUGE-L or semantic similarity beats base with a "
+        "paired 95% CI excluding zero (and neither is significantly worse)",
+        "base": {"rougeL": None if base is None else {"mean": base[0], "ci95": [base[1], base[2]]}},
+        "candidates": cands,
+        "retrieval": retrieval,
+    }
     significant = [c for c in cands if c["significant"]]
     if significant:
         chosen, tie = _pick(significant)
-        reason = (f"Ship {chosen['model']}: it beats base on {_held(scores)} held-out questions "
-                  f"({eval_set}) with ROUGE-L {_change(chosen)}, semantic similarity {_change(chosen, 'semantic')}"
-                  f"; mean ROUGE-L {fmt(_mean(chosen, 'rougeL'))} vs base {fmt(base[0] if base else None)}.")
+        reason = (
+            f"Ship {chosen['model']}: it beats base on {_held(scores)} held-out questions "
+            f"({eval_set}) with ROUGE-L {_change(chosen)}, semantic similarity {_change(chosen, 'semantic')}"
+            f"; mean ROUGE-L {fmt(_mean(chosen, 'rougeL'))} vs base {fmt(base[0] if base else None)}."
+        )
         verdict = "ship"
         if retrieval and _mean(retrieval, "rougeL") > _mean(chosen, "rougeL"):
-            reason += (f" Note: retrieval beats fine-tuning on mean ROUGE-L ({fmt(_mean(retrieval, 'rougeL'))}"
-                       f" vs {fmt(_mean(chosen, 'rougeL'))}): a plain lookup of training answers may be enough.")
+            reason += (
+                f" Note: retrieval beats fine-tuning on mean ROUGE-L ({fmt(_mean(retrieval, 'rougeL'))}"
+                f" vs {fmt(_mean(chosen, 'rougeL'))}): a plain lookup of training answers may be enough."
+            )
         evidence["notes"] = tie + _notes(scores, summary, chosen) + _elsewhere(chosen, summary, others or {})
         return {"model": chosen["model"], "verdict": verdict, "reason": reason, "evidence": evidence}
     return _nothing(scores, summary, cands, retrieval, evidence)
 
 
-def _elsewhere(chosen: dict[str, Any], summary: dict[str, Any] | None,
-               others: dict[str, dict[str, Any]]) -> list[str]:
+def _elsewhere(chosen: dict[str, Any], summary: dict[str, Any] | None, others: dict[str, dict[str, Any]]) -> list[str]:
     """How the chosen model fares on the other eval sets (e.g. paraphrased questions)."""
     notes = []
     for name, scores in others.items():
         if chosen["model"] in (scores.get("models") or {}):
             other = _candidate(scores, summary, chosen["model"])
             state = "significant" if other["significant"] else "not significant"
-            notes.append(f"on '{name}' ({_held(scores)} questions) {chosen['model']} scores ROUGE-L "
-                         f"{_change(other)} vs base ({state})")
+            notes.append(
+                f"on '{name}' ({_held(scores)} questions) {chosen['model']} scores ROUGE-L "
+                f"{_change(other)} vs base ({state})"
+            )
     return notes
 
 
@@ -157,19 +175,31 @@ def _held(scores: dict[str, Any]) -> str:
     return "?" if n is None else str(int(n))
 
 
-def _nothing(scores: dict[str, Any], summary: dict[str, Any] | None, cands: list[dict[str, Any]],
-             retrieval: dict[str, Any] | None, evidence: dict[str, Any]) -> dict[str, Any]:
+def _nothing(
+    scores: dict[str, Any],
+    summary: dict[str, Any] | None,
+    cands: list[dict[str, Any]],
+    retrieval: dict[str, Any] | None,
+    evidence: dict[str, Any],
+) -> dict[str, Any]:
     evidence["notes"] = _notes(scores, summary, None)
     if not cands:
-        return {"model": None, "verdict": "ship-nothing",
-                "reason": "Ship nothing yet: no fine-tuned model was evaluated (run `qatune train`, then "
-                          "`qatune eval`).", "evidence": evidence}
+        return {
+            "model": None,
+            "verdict": "ship-nothing",
+            "reason": "Ship nothing yet: no fine-tuned model was evaluated (run `qatune train`, then `qatune eval`).",
+            "evidence": evidence,
+        }
     top, _ = _pick(cands)
-    reason = (f"Ship nothing yet: no fine-tuned model beats base with a 95% CI that excludes zero on "
-              f"{_held(scores)} held-out questions (closest: {top['model']}, ROUGE-L {_change(top)}).")
+    reason = (
+        f"Ship nothing yet: no fine-tuned model beats base with a 95% CI that excludes zero on "
+        f"{_held(scores)} held-out questions (closest: {top['model']}, ROUGE-L {_change(top)})."
+    )
     verdict = "ship-nothing"
     if retrieval and _mean(retrieval, "rougeL") > _mean(top, "rougeL"):
         verdict = "retrieval-beats-fine-tuning"
-        reason += (f" Retrieval beats fine-tuning: returning the nearest training answer scores mean ROUGE-L "
-                   f"{fmt(_mean(retrieval, 'rougeL'))} vs {fmt(_mean(top, 'rougeL'))} for {top['model']}.")
+        reason += (
+            f" Retrieval beats fine-tuning: returning the nearest training answer scores mean ROUGE-L "
+            f"{fmt(_mean(retrieval, 'rougeL'))} vs {fmt(_mean(top, 'rougeL'))} for {top['model']}."
+        )
     return {"model": None, "verdict": verdict, "reason": reason, "evidence": evidence}

@@ -12,9 +12,15 @@ from qatune.report.load import EvalSet, comparison, epoch_of, kind_of, load_run,
 
 SEED_METRICS = ["rouge1", "rouge2", "rougeL", "bleu"]
 LABELS = {
-    "rouge1": "ROUGE-1", "rouge2": "ROUGE-2", "rougeL": "ROUGE-L", "bleu": "BLEU",
-    "semantic": "semantic sim.", "token_f1": "token F1", "exact_match": "exact match",
-    "answer_nll": "answer NLL", "bertscore": "BERTScore",
+    "rouge1": "ROUGE-1",
+    "rouge2": "ROUGE-2",
+    "rougeL": "ROUGE-L",
+    "bleu": "BLEU",
+    "semantic": "semantic sim.",
+    "token_f1": "token F1",
+    "exact_match": "exact match",
+    "answer_nll": "answer NLL",
+    "bertscore": "BERTScore",
 }
 LOWER_IS_BETTER = {"answer_nll"}
 
@@ -97,12 +103,17 @@ def result_rows(ev: EvalSet, summary: dict[str, Any] | None) -> list[dict[str, A
     rows = []
     for model in models_of(ev):
         kind = kind_of(ev.scores, model)
-        rows.append({
-            "model": model, "kind": kind, "label": model_label(model, kind, summary),
-            "name": display_name(model, summary), "stats": {m: stat(ev.scores, model, m) for m in metrics},
-            "stop_rate": stop_rate(ev, model),
-            "corpus_bleu": number((ev.scores.get("corpus_bleu") or {}).get(model)),
-        })
+        rows.append(
+            {
+                "model": model,
+                "kind": kind,
+                "label": model_label(model, kind, summary),
+                "name": display_name(model, summary),
+                "stats": {m: stat(ev.scores, model, m) for m in metrics},
+                "stop_rate": stop_rate(ev, model),
+                "corpus_bleu": number((ev.scores.get("corpus_bleu") or {}).get(model)),
+            }
+        )
     return rows
 
 
@@ -130,12 +141,24 @@ def comparison_rows(ev: EvalSet, summary: dict[str, Any] | None) -> list[dict[st
             diff, lo, hi, p = c
             sign = "+" if diff >= 0 else ""
             head, ci = stat_parts((diff, lo, hi), signed=True)
-            cells[m] = {"text": sign + fmt_stat((diff, lo, hi)), "head": head, "ci": ci, "p": fmt_p(p),
-                        "verdict": verdict(m, diff, lo, hi)}
+            cells[m] = {
+                "text": sign + fmt_stat((diff, lo, hi)),
+                "head": head,
+                "ci": ci,
+                "p": fmt_p(p),
+                "verdict": verdict(m, diff, lo, hi),
+            }
         if any(cells.values()):
             kind = kind_of(ev.scores, model)
-            rows.append({"model": model, "label": model_label(model, kind, summary), "kind": kind,
-                         "name": display_name(model, summary), "cells": cells})
+            rows.append(
+                {
+                    "model": model,
+                    "label": model_label(model, kind, summary),
+                    "kind": kind,
+                    "name": display_name(model, summary),
+                    "cells": cells,
+                }
+            )
     return rows
 
 

@@ -26,8 +26,10 @@ from qatune.serve.schemas import ChatCompletion, ChatCompletionRequest, ModelCar
 from qatune.serve.worker import Worker
 
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
-_REPORT_CSP = ("sandbox allow-scripts; default-src 'none'; img-src data:; style-src 'unsafe-inline'; "
-               "script-src 'unsafe-inline'; font-src data:")
+_REPORT_CSP = (
+    "sandbox allow-scripts; default-src 'none'; img-src data:; style-src 'unsafe-inline'; "
+    "script-src 'unsafe-inline'; font-src data:"
+)
 
 
 @dataclass
@@ -49,10 +51,11 @@ def _page() -> tuple[str, str]:
     """The comparison page and its Content-Security-Policy (only its own inline script may run)."""
     html = resources.files("qatune.serve").joinpath("page.html").read_text(encoding="utf-8")
     scripts = re.findall(r"<script>(.*?)</script>", html, flags=re.S)
-    hashes = " ".join(f"'sha256-{base64.b64encode(hashlib.sha256(s.encode()).digest()).decode()}'"
-                      for s in scripts)
-    csp = (f"default-src 'none'; script-src {hashes}; style-src 'unsafe-inline'; img-src data:; "
-           "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
+    hashes = " ".join(f"'sha256-{base64.b64encode(hashlib.sha256(s.encode()).digest()).decode()}'" for s in scripts)
+    csp = (
+        f"default-src 'none'; script-src {hashes}; style-src 'unsafe-inline'; img-src data:; "
+        "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+    )
     return html, csp
 
 
@@ -97,8 +100,9 @@ def create_app(settings: Settings) -> FastAPI:
     app = FastAPI(title="qatune", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
     app.state.settings, app.state.worker = settings, worker
     errors.install(app)
-    app.add_middleware(Guard, api_key=settings.api_key, max_body_bytes=settings.max_body_bytes,
-                       allowed_hosts=settings.allowed_hosts)
+    app.add_middleware(
+        Guard, api_key=settings.api_key, max_body_bytes=settings.max_body_bytes, allowed_hosts=settings.allowed_hosts
+    )
 
     @app.get("/healthz")
     async def healthz() -> dict:
@@ -126,8 +130,11 @@ def create_app(settings: Settings) -> FastAPI:
     async def run_report() -> FileResponse:
         if report is None or not report.is_file():
             raise ApiError(404, "this run has no report yet: run `qatune report --run RUN`", "report_not_found")
-        return FileResponse(report, media_type="text/html; charset=utf-8",
-                            headers={"Content-Security-Policy": _REPORT_CSP, "Cache-Control": "no-store"})
+        return FileResponse(
+            report,
+            media_type="text/html; charset=utf-8",
+            headers={"Content-Security-Policy": _REPORT_CSP, "Cache-Control": "no-store"},
+        )
 
     return app
 
@@ -160,18 +167,24 @@ def serve(run: Path, host: str = "127.0.0.1", port: int = 8000, api_key: str | N
         raise QatuneError("--api-key is empty; give a secret key or leave the flag out")
     loopback = is_loopback(host)
     if not loopback and not api_key:
-        warn(f"{host} is reachable from other machines and no --api-key is set: anyone who can reach "
-             "it can use the models; add --api-key KEY")
+        warn(
+            f"{host} is reachable from other machines and no --api-key is set: anyone who can reach "
+            "it can use the models; add --api-key KEY"
+        )
     sock = _bind(host, port)  # a busy port fails before minutes of model loading, not after
     try:
-        app = create_app(Settings(run=Path(run), api_key=api_key,
-                                  allowed_hosts=list(LOOPBACK_HOSTS) if loopback else None))
+        app = create_app(
+            Settings(run=Path(run), api_key=api_key, allowed_hosts=list(LOOPBACK_HOSTS) if loopback else None)
+        )
     except BaseException:
         sock.close()
         raise
     shown = f"[{host}]" if ":" in host else host
-    info(f"models: {', '.join(app.state.worker.engine.names)}; page http://{shown}:{port}/ , "
-         f"API http://{shown}:{port}/v1" + (" (Bearer key required)" if api_key else ""))
-    config = uvicorn.Config(app, log_level="info", server_header=False, timeout_graceful_shutdown=5,
-                            limit_concurrency=256)
+    info(
+        f"models: {', '.join(app.state.worker.engine.names)}; page http://{shown}:{port}/ , "
+        f"API http://{shown}:{port}/v1" + (" (Bearer key required)" if api_key else "")
+    )
+    config = uvicorn.Config(
+        app, log_level="info", server_header=False, timeout_graceful_shutdown=5, limit_concurrency=256
+    )
     uvicorn.Server(config).run(sockets=[sock])

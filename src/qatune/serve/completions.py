@@ -37,12 +37,17 @@ class Limits:
 
 def make_job(body: ChatCompletionRequest, names: list[str], limits: Limits) -> Job:
     if body.model not in names:
-        raise ApiError(404, f"model {body.model!r} does not exist; available: {', '.join(names)}",
-                       "model_not_found", "model")
+        raise ApiError(
+            404, f"model {body.model!r} does not exist; available: {', '.join(names)}", "model_not_found", "model"
+        )
     wanted = body.requested_tokens() or min(limits.default_max_tokens, limits.max_tokens_cap)
     if wanted > limits.max_tokens_cap:
-        raise ApiError(400, f"max_tokens {wanted} is above this server's cap of {limits.max_tokens_cap}",
-                       "max_tokens_too_large", "max_tokens")
+        raise ApiError(
+            400,
+            f"max_tokens {wanted} is above this server's cap of {limits.max_tokens_cap}",
+            "max_tokens_too_large",
+            "max_tokens",
+        )
     messages = [m.as_template_message() for m in body.messages]
     return Job(body.model, messages, wanted, body.temperature, body.top_p, body.stop)
 
@@ -62,8 +67,9 @@ class _Waiter:
             event = await asyncio.wait_for(self.events.get(), remaining)
         except TimeoutError:
             self.job.abort()
-            raise ApiError(504, f"no complete answer within {self.timeout_s:g} s; the generation was cancelled",
-                           "timeout") from None
+            raise ApiError(
+                504, f"no complete answer within {self.timeout_s:g} s; the generation was cancelled", "timeout"
+            ) from None
         if event.kind == "error":
             raise _as_api_error(event.error)
         return event
@@ -93,8 +99,11 @@ async def respond(request: Request, body: ChatCompletionRequest, worker: Worker,
     try:
         if body.stream:
             first = await waiter.next()
-            return StreamingResponse(_sse(body, waiter, first), media_type="text/event-stream",
-                                     headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+            return StreamingResponse(
+                _sse(body, waiter, first),
+                media_type="text/event-stream",
+                headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+            )
         return await _complete(body, waiter)
     finally:
         watcher.cancel()  # a streaming response watches for the disconnect itself from here on
@@ -107,18 +116,26 @@ async def _complete(body: ChatCompletionRequest, waiter: _Waiter) -> ChatComplet
         if event.kind == "text":
             parts.append(event.text)
         event = await waiter.next()
-    return ChatCompletion(id=completion_id(), created=now(), model=body.model, usage=_usage(event),
-                          choices=[Choice(message=AssistantMessage(content="".join(parts)),
-                                          finish_reason=event.finish_reason)])
+    return ChatCompletion(
+        id=completion_id(),
+        created=now(),
+        model=body.model,
+        usage=_usage(event),
+        choices=[Choice(message=AssistantMessage(content="".join(parts)), finish_reason=event.finish_reason)],
+    )
 
 
 def _usage(event: Event) -> Usage:
-    return Usage(prompt_tokens=event.prompt_tokens, completion_tokens=event.completion_tokens,
-                 total_tokens=event.prompt_tokens + event.completion_tokens)
+    return Usage(
+        prompt_tokens=event.prompt_tokens,
+        completion_tokens=event.completion_tokens,
+        total_tokens=event.prompt_tokens + event.completion_tokens,
+    )
 
 
-def _chunk(cid: str, created: int, model: str, delta: Delta | None, finish: str | None = None,
-           usage: Usage | None = None) -> str:
+def _chunk(
+    cid: str, created: int, model: str, delta: Delta | None, finish: str | None = None, usage: Usage | None = None
+) -> str:
     choices = [] if delta is None else [ChunkChoice(delta=delta, finish_reason=finish)]  # type: ignore[arg-type]
     chunk = ChatCompletionChunk(id=cid, created=created, model=model, choices=choices, usage=usage)
     data = chunk.model_dump(mode="json", exclude=None if usage else {"usage"})

@@ -13,9 +13,17 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger("qatune.serve")
 
-_TYPES = {400: "invalid_request_error", 401: "invalid_request_error", 404: "invalid_request_error",
-          405: "invalid_request_error", 413: "invalid_request_error", 429: "rate_limit_error",
-          500: "server_error", 503: "server_error", 504: "timeout_error"}
+_TYPES = {
+    400: "invalid_request_error",
+    401: "invalid_request_error",
+    404: "invalid_request_error",
+    405: "invalid_request_error",
+    413: "invalid_request_error",
+    429: "rate_limit_error",
+    500: "server_error",
+    503: "server_error",
+    504: "timeout_error",
+}
 
 
 class ApiError(Exception):
@@ -27,18 +35,24 @@ class ApiError(Exception):
 
 
 def error_body(status: int, message: str, code: str | None = None, param: str | None = None) -> dict:
-    return {"error": {"message": message, "type": _TYPES.get(status, "invalid_request_error"),
-                      "param": param, "code": code}}
+    return {
+        "error": {"message": message, "type": _TYPES.get(status, "invalid_request_error"), "param": param, "code": code}
+    }
 
 
-def error_response(status: int, message: str, code: str | None = None, param: str | None = None,
-                   headers: dict[str, str] | None = None) -> JSONResponse:
+def error_response(
+    status: int, message: str, code: str | None = None, param: str | None = None, headers: dict[str, str] | None = None
+) -> JSONResponse:
     return JSONResponse(error_body(status, message, code, param), status_code=status, headers=headers)
 
 
 def unauthorized() -> JSONResponse:
-    return error_response(401, "missing or wrong API key: send 'Authorization: Bearer KEY'",
-                          "invalid_api_key", headers={"WWW-Authenticate": "Bearer"})
+    return error_response(
+        401,
+        "missing or wrong API key: send 'Authorization: Bearer KEY'",
+        "invalid_api_key",
+        headers={"WWW-Authenticate": "Bearer"},
+    )
 
 
 def _validation_message(exc: RequestValidationError) -> tuple[str, str | None, str]:

@@ -16,8 +16,11 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 PROTECTED = ("/v1/", "/report")
-_HEADERS = [(b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"no-referrer"),
-            (b"x-frame-options", b"DENY")]
+_HEADERS = [
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"x-frame-options", b"DENY"),
+]
 
 
 def _header(scope: Scope, name: bytes) -> str | None:
@@ -34,8 +37,7 @@ def _host_name(host: str) -> str:
 
 
 class Guard:
-    def __init__(self, app: ASGIApp, *, api_key: str | None, max_body_bytes: int,
-                 allowed_hosts: list[str] | None):
+    def __init__(self, app: ASGIApp, *, api_key: str | None, max_body_bytes: int, allowed_hosts: list[str] | None):
         self.app = app
         self.api_key = api_key
         self.max_body_bytes = max_body_bytes
@@ -61,8 +63,9 @@ class Guard:
         if self.allowed_hosts is not None:
             host = _host_name((_header(scope, b"host") or "").lower())
             if host not in self.allowed_hosts:
-                return error_response(400, "unexpected Host header; this server answers on its own address only",
-                                      "invalid_host")
+                return error_response(
+                    400, "unexpected Host header; this server answers on its own address only", "invalid_host"
+                )
         if self.api_key and scope["path"].startswith(PROTECTED) and not self._authorized(scope):
             return unauthorized()
         return None

@@ -60,7 +60,7 @@ class _Trim:
             self.held += piece
             return ""
         out = self.held + body
-        self.held = piece[len(body):]
+        self.held = piece[len(body) :]
         return out
 
 
@@ -86,8 +86,7 @@ class Worker:
         events: asyncio.Queue[Event] = asyncio.Queue()
         with self._count:
             if len(self._live) >= self.max_waiting:
-                raise ApiError(429, "the server is busy (too many requests waiting); retry shortly",
-                               "server_busy")
+                raise ApiError(429, "the server is busy (too many requests waiting); retry shortly", "server_busy")
             self._live[id(job)] = job
 
         def emit(event: Event) -> None:
@@ -129,20 +128,37 @@ class Worker:
         """Run the job; True when a cancel ended it before its answer was complete."""
         prompt = prompt_ids(self.engine.tokenizer, job.messages)
         if self.context_length and len(prompt) + job.max_tokens > self.context_length:
-            raise ApiError(400, f"the prompt ({len(prompt)} tokens) plus max_tokens ({job.max_tokens}) is "
-                                f"longer than the model's context ({self.context_length} tokens)",
-                           "context_length_exceeded", "messages")
+            raise ApiError(
+                400,
+                f"the prompt ({len(prompt)} tokens) plus max_tokens ({job.max_tokens}) is "
+                f"longer than the model's context ({self.context_length} tokens)",
+                "context_length_exceeded",
+                "messages",
+            )
         emit(Event("start", prompt_tokens=len(prompt)))
         stats: dict[str, Any] = {}
         trim = _Trim()
-        pieces = self.engine.stream(job.model, job.messages, max_new_tokens=job.max_tokens,
-                                    temperature=job.temperature, top_p=job.top_p, stop=job.stop,
-                                    cancel=job.cancel, stats=stats)
+        pieces = self.engine.stream(
+            job.model,
+            job.messages,
+            max_new_tokens=job.max_tokens,
+            temperature=job.temperature,
+            top_p=job.top_p,
+            stop=job.stop,
+            cancel=job.cancel,
+            stats=stats,
+        )
         for piece in pieces:
             text = trim.feed(piece)
             if text:
                 emit(Event("text", text=text))
         tokens, stopped = int(stats.get("new_tokens", 0)), bool(stats.get("stopped"))
-        emit(Event("end", prompt_tokens=len(prompt), completion_tokens=tokens,
-                   finish_reason="stop" if stopped else "length"))
+        emit(
+            Event(
+                "end",
+                prompt_tokens=len(prompt),
+                completion_tokens=tokens,
+                finish_reason="stop" if stopped else "length",
+            )
+        )
         return not stopped and tokens < job.max_tokens

@@ -24,6 +24,7 @@ def save_adapter(model_dir: Path, target: Path, seed: int) -> None:
     from qatune.model import attach_lora, choose_placement, load_base, load_tokenizer, lora_config
 
     base = load_base(str(model_dir), choose_placement())
+    torch.manual_seed(seed)  # lora_A is drawn from the global generator: fix it, or answers depend on test order
     model = attach_lora(base, lora_config(4, 8, 0.0, ["q_proj", "v_proj"]))
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
@@ -43,6 +44,7 @@ def make_run(root: Path, model_dir: Path, seeds: dict[str, int] | None = None) -
     run.root.mkdir(parents=True, exist_ok=True)
     config = Config().model_dump(mode="json")
     config["model"] = str(model_dir)
+    config["train"]["precision"] = "fp32"  # exact comparisons; the tiny adapters' effect is below bf16 rounding
     run.config_yaml.write_text(yaml.safe_dump(config, sort_keys=False))
     for name, seed in (seeds or ADAPTER_SEEDS).items():
         save_adapter(model_dir, run.model_dir(name), seed)

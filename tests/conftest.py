@@ -50,8 +50,10 @@ def _shared_qatune_home(factory) -> Path:
     return root
 
 
-def build_tiny_model(folder: Path, *, arch: str = "llama", seed: int = 0) -> Path:
-    """A 2-layer random model + trained byte-level BPE tokenizer, saved like a hub folder."""
+def build_tiny_model(folder: Path, *, arch: str = "llama", seed: int = 0, init_std: float = 0.02) -> Path:
+    """A 2-layer random model + trained byte-level BPE tokenizer, saved like a hub folder.
+
+    The default init makes a near-constant model; a larger `init_std` gives context-dependent output."""
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedTokenizerFast
@@ -88,6 +90,7 @@ def build_tiny_model(folder: Path, *, arch: str = "llama", seed: int = 0) -> Pat
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
         bos_token_id=tokenizer.bos_token_id,
+        initializer_range=init_std,
     )
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(config)
@@ -102,6 +105,12 @@ def build_tiny_model(folder: Path, *, arch: str = "llama", seed: int = 0) -> Pat
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     return build_tiny_model(tmp_path_factory.mktemp("tiny") / "tiny-llama")
+
+
+@pytest.fixture(scope="session")
+def lively_model_dir(tmp_path_factory) -> Path:
+    """A tiny model whose greedy output depends on the prompt (for decoding-equality tests)."""
+    return build_tiny_model(tmp_path_factory.mktemp("lively") / "tiny-llama", init_std=0.3)
 
 
 @pytest.fixture(scope="session")

@@ -44,8 +44,8 @@ def save_adapter(model_dir: Path, folder: Path, seed: int) -> None:
 
     from qatune.model import attach_lora, choose_placement, load_base, load_tokenizer, lora_config
 
+    torch.manual_seed(seed)  # lora_A comes from the global generator too
     model = attach_lora(load_base(str(model_dir), choose_placement()), lora_config(4, 8, 0.0, ["q_proj", "v_proj"]))
-    torch.manual_seed(seed)
     with torch.no_grad():
         for name, param in model.named_parameters():
             if "lora_B" in name:
@@ -68,7 +68,11 @@ def make_run(root: Path, model_dir: Path, epochs: tuple[int, ...] = (1,), test: 
     write_jsonl(root / "data" / "train.jsonl", train)
     write_jsonl(root / "data" / "val.jsonl", _rows(TRAIN[:1], "va"))
     write_jsonl(root / "data" / "test.jsonl", _rows(test or TEST, "te"))
-    config = {"model": str(model_dir), "eval": {"max_new_tokens": 6, "bootstrap": 200, "batch_size": 4}}
+    config = {
+        "model": str(model_dir),
+        "train": {"precision": "fp32"},  # exact comparisons; the tiny adapters' effect is below bf16 rounding
+        "eval": {"max_new_tokens": 6, "bootstrap": 200, "batch_size": 4},
+    }
     (root / "config.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
     for epoch in epochs:
         save_adapter(model_dir, root / "models" / f"epoch-{epoch}", seed=epoch)

@@ -314,6 +314,10 @@ def export(
 def _quiet_libraries() -> None:
     """Library progress bars and advice would drown qatune's own output; --debug keeps them."""
     if not _DEBUG["on"]:
+        import warnings
+
+        # peft calls a transformers API deprecated for v6; nothing a user can act on
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing", category=FutureWarning)
         for key, value in (
             ("HF_HUB_DISABLE_PROGRESS_BARS", "1"),
             ("TRANSFORMERS_VERBOSITY", "error"),

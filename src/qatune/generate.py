@@ -99,8 +99,13 @@ class Engine:
                 idx = order[start : start + batch_size]
                 batch = self.tokenizer.pad({"input_ids": [encoded[i] for i in idx]}, return_tensors="pt")
                 batch = {k: v.to(self.device) for k, v in batch.items()}
-                out = model.generate(**batch, **self._gen_kwargs(max_new_tokens, temperature, top_p))
-                new = out[:, batch["input_ids"].shape[1] :].tolist()
+                if temperature and temperature > 0:
+                    out = model.generate(**batch, **self._gen_kwargs(max_new_tokens, temperature, top_p))
+                    new = out[:, batch["input_ids"].shape[1] :].tolist()
+                else:
+                    new = _greedy_decode(
+                        model, batch["input_ids"], batch["attention_mask"], max_new_tokens, self.stop_ids
+                    )
                 for i, tokens in zip(idx, new, strict=True):
                     results[i] = self._finish(tokens, stop)
                 if on_batch:
@@ -221,10 +226,51 @@ class Engine:
         return values
 
 
+def _greedy_decode(
+    model: Any, input_ids: Any, attention_mask: Any, max_new_tokens: int, stop_ids: list[int]
+) -> list[list[int]]:
+    """Greedy decoding with the KV cache that drops finished rows from the batch and the cache, so a few
+    long answers do not keep the whole batch decoding (HF generate runs every row to the longest)."""
+    import torch
+    from transformers import DynamicCache
+
+    tokens: list[list[int]] = [[] for _ in range(input_ids.shape[0])]
+    alive = list(range(input_ids.shape[0]))
+    cache = DynamicCache()
+    stops = torch.tensor(stop_ids, device=input_ids.device)
+    mask = attention_mask
+    positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+    step_ids = input_ids
+    for _ in range(max_new_tokens):
+        logits = model(
+            input_ids=step_ids,
+            attention_mask=mask,
+            position_ids=positions,
+            past_key_values=cache,
+            use_cache=True,
+            logits_to_keep=1,
+        ).logits[:, -1]
+        chosen = logits.float().argmax(-1)
+        for row, token in zip(alive, chosen.tolist(), strict=True):
+            tokens[row].append(token)
+        finished = torch.isin(chosen, stops)
+        if bool(finished.all()):
+            break
+        if bool(finished.any()):
+            keep = (~finished).nonzero().squeeze(1)
+            alive = [alive[i] for i in keep.tolist()]
+            chosen, mask, positions = chosen[keep], mask[keep], positions[keep]
+            cache.batch_select_indices(keep)
+        step_ids = chosen[:, None]
+        positions = positions[:, -1:] + 1
+        mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=1)
+    return tokens
+
+
 def auto_batch_size(value: int | str, device: str) -> int:
     if isinstance(value, int):
         return value
-    return 64 if device.startswith("cuda") else 16
+    return 64
 
 
 def load_engine(run: Path, config: Config, names: list[str] | None = None) -> Engine:
@@ -241,7 +287,7 @@ def load_engine(run: Path, config: Config, names: list[str] | None = None) -> En
             f"available: {', '.join(rundir.adapter_names()) or 'none (run qatune train)'}"
         )
     model_path = resolve_model(config.model)
-    placement = choose_placement(config.train.quant, config.train.precision)
+    placement = choose_placement(config.train.quant, config.train.precision, cpu_bf16=True)
     tokenizer = load_tokenizer(model_path, trust_remote_code=config.trust_remote_code)
     base = load_base(
         model_path, placement, trust_remote_code=config.trust_remote_code, allow_pickle=config.allow_pickle

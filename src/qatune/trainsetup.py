@@ -89,7 +89,7 @@ def setup(rundir: RunDir, config: Config, key: str, fresh: bool) -> tuple[Setup,
     from qatune.prompts import ensure_chat_template
 
     tc = config.train
-    placement = choose_placement(tc.quant, tc.precision, training=True)
+    placement = choose_placement(tc.quant, tc.precision, cpu_bf16=True)
     acc = _accelerator(placement)
     if not acc.is_main_process:
         console.console.quiet = True  # one voice: only the main process prints

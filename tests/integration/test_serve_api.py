@@ -21,8 +21,8 @@ TOKENS = 12
 
 
 @pytest.fixture(scope="module")
-def engine(tmp_path_factory, tiny_model_dir):
-    run = make_run(tmp_path_factory.mktemp("serve") / "run", tiny_model_dir)
+def engine(tmp_path_factory, lively_model_dir):
+    run = make_run(tmp_path_factory.mktemp("serve") / "run", lively_model_dir)
     return load_engine(run, load_for_run(run, None, {}, save=False))
 
 

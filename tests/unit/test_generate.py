@@ -29,12 +29,13 @@ def _engine(model_dir, with_adapter: bool = False) -> Engine:
     return Engine(model, tok, names, "cpu")
 
 
-def test_batched_greedy_equals_one_at_a_time(tiny_model_dir):
-    engine = _engine(tiny_model_dir)
+def test_batched_greedy_equals_one_at_a_time(lively_model_dir):
+    engine = _engine(lively_model_dir)
     convs = [messages_for(q) for q in QUESTIONS]
     batched = engine.generate(BASE, convs, max_new_tokens=12, batch_size=4)
     single = [engine.generate(BASE, [c], max_new_tokens=12, batch_size=1)[0] for c in convs]
     assert [g.text for g in batched] == [g.text for g in single]
+    assert len({g.text for g in batched}) > 1, "the answers must depend on the question"
     assert all(g.new_tokens <= 12 for g in batched)
 
 
@@ -83,3 +84,25 @@ def test_unknown_model_is_a_clear_error(tiny_model_dir):
 def test_stop_strings_cut_the_text():
     assert _cut_at_stop("Paris. Question: next", ["Question:"]) == ("Paris. ", True)
     assert _cut_at_stop("Paris.", ["zzz"]) == ("Paris.", False)
+
+
+def test_pruned_greedy_decoding_equals_hf_generate(lively_model_dir):
+    """Rows that finish early leave the batch; every row still gets exactly HF generate's greedy tokens."""
+    from qatune.generate import _greedy_decode
+    from qatune.prompts import prompt_ids
+
+    engine = _engine(lively_model_dir)
+    tok, model = engine.tokenizer, engine.model
+    batch = tok.pad({"input_ids": [prompt_ids(tok, messages_for(q)) for q in QUESTIONS]}, return_tensors="pt")
+    free = model.generate(
+        **batch, max_new_tokens=12, do_sample=False, pad_token_id=tok.pad_token_id, eos_token_id=None
+    )[:, batch["input_ids"].shape[1] :]
+    stop = [int(free[0, 2])]  # row 0 stops at step 3 at the latest; other rows may run on
+    expected = model.generate(
+        **batch, max_new_tokens=12, do_sample=False, pad_token_id=tok.pad_token_id, eos_token_id=stop
+    )[:, batch["input_ids"].shape[1] :].tolist()
+    got = _greedy_decode(model, batch["input_ids"], batch["attention_mask"], 12, stop)
+    for row, tokens in zip(expected, got, strict=True):
+        end = next((i for i, t in enumerate(row) if t in stop), len(row) - 1)
+        assert tokens == row[: end + 1]
+    assert len(got[0]) <= 3 and max(len(t) for t in got) > len(got[0])

@@ -36,10 +36,14 @@ def seed_all(seed: int) -> None:
 
 def _accelerator(placement: Any) -> Any:
     from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
 
     cpu = placement.device == "cpu"
     if placement.precision == "fp16" and cpu:
         raise QatuneError("--precision fp16 needs a CUDA GPU; use fp32 or bf16 on CPU")
+    # accelerate keeps one process-wide state that refuses another precision; a second training in the same
+    # process (a sweep run, a library caller) starts from a clean one. The process group is kept.
+    AcceleratorState._reset_state(reset_partial_state=False)
     return Accelerator(cpu=cpu, mixed_precision={"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[placement.precision])
 
 

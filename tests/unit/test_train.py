@@ -222,3 +222,11 @@ def test_models_whose_cache_cannot_be_shared_fall_back_to_full_rows(tiny_model_d
     run = write_data(tmp_path / "run", n_train=6, n_val=2)
     summary = train_mod.train(run, config(tiny_model_dir, epochs=[1]))
     assert summary["shared_prefix_tokens"] == 0 and summary["epochs"] == [1]
+
+
+def test_two_trainings_with_different_precision_in_one_process(tmp_path, tiny_model_dir):
+    """A library caller may train fp32 then bf16 in one process (accelerate's state is process-wide)."""
+    for precision in ("fp32", "bf16"):
+        run = write_data(tmp_path / precision, n_train=6, n_val=2)
+        summary = train_mod.train(run, config(tiny_model_dir, epochs=[1], precision=precision))
+        assert summary["precision"] == precision

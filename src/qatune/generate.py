@@ -234,6 +234,8 @@ def _greedy_decode(
     import torch
     from transformers import DynamicCache
 
+    from qatune.model import cache_kwarg
+
     tokens: list[list[int]] = [[] for _ in range(input_ids.shape[0])]
     alive = list(range(input_ids.shape[0]))
     cache = DynamicCache()
@@ -241,14 +243,15 @@ def _greedy_decode(
     mask = attention_mask
     positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)
     step_ids = input_ids
+    cache_arg = {cache_kwarg(model): cache}
     for _ in range(max_new_tokens):
         logits = model(
             input_ids=step_ids,
             attention_mask=mask,
             position_ids=positions,
-            past_key_values=cache,
             use_cache=True,
             logits_to_keep=1,
+            **cache_arg,
         ).logits[:, -1]
         chosen = logits.float().argmax(-1)
         for row, token in zip(alive, chosen.tolist(), strict=True):

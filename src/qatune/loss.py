@@ -3,11 +3,11 @@ applied only at positions that predict an answer token, and the summed cross-ent
 
 from __future__ import annotations
 
-import inspect
 from typing import Any
 
 import torch
 
+from qatune.model import cache_kwarg
 from qatune.prompts import IGNORE_INDEX
 
 
@@ -35,7 +35,7 @@ class AnswerLoss(torch.nn.Module):
             out = decoder(input_ids=prefix_ids, use_cache=True)
             cache = getattr(out, "cache", None) or out.past_key_values
             cache.batch_repeat_interleave(input_ids.shape[0])
-        kwargs = {_cache_arg(decoder): cache} if cache is not None else {}
+        kwargs = {cache_kwarg(decoder): cache} if cache is not None else {}
         hidden = decoder(
             input_ids=input_ids,
             position_ids=position_ids,
@@ -55,11 +55,6 @@ class AnswerLoss(torch.nn.Module):
             logits = torch.tanh(logits / self.softcap) * self.softcap
         loss = torch.nn.functional.cross_entropy(logits, wanted, reduction="sum")
         return loss, keep.sum()
-
-
-def _cache_arg(decoder: Any) -> str:
-    """transformers 5 renamed `past_key_values` to `cache`; accept either."""
-    return "cache" if "cache" in inspect.signature(decoder.forward).parameters else "past_key_values"
 
 
 def full_logits_loss(model: Any, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -229,6 +229,14 @@ def load_base(
     return model
 
 
+def cache_kwarg(module: Any) -> str:
+    """transformers 5 renamed `past_key_values` to `cache`; accept either."""
+    import inspect
+
+    forward = module.get_base_model().forward if hasattr(module, "get_base_model") else module.forward
+    return "cache" if "cache" in inspect.signature(forward).parameters else "past_key_values"
+
+
 def _local_device_index() -> int:
     return int(os.environ.get("LOCAL_RANK", 0))
 

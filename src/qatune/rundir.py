@@ -13,7 +13,7 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 def check_name(name: str, what: str = "name") -> str:
     """Names that become path parts (models, eval sets) may not climb out of the run directory."""
-    if not _NAME.match(name) or ".." in name:
+    if not _NAME.fullmatch(name) or ".." in name:
         raise QatuneError(f"invalid {what} {name!r}: use letters, digits, '.', '_' or '-' (at most 64 characters)")
     return name
 

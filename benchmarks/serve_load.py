@@ -24,8 +24,13 @@ from pathlib import Path
 
 import httpx
 
-QUESTIONS = ["Who is the instructor?", "How is the grade computed?", "What is the title of this course?",
-             "When is the final project due?", "Where are the lectures?"]
+QUESTIONS = [
+    "Who is the instructor?",
+    "How is the grade computed?",
+    "What is the title of this course?",
+    "When is the final project due?",
+    "Where are the lectures?",
+]
 KINDS = ["plain", "stream", "plain", "malformed", "stream", "plain", "no-key", "plain"]
 
 
@@ -45,21 +50,33 @@ class LoadResult:
     def summary(self) -> dict:
         lat = sorted(self.latencies_ms)
         pct = (lambda p: round(lat[min(len(lat) - 1, int(p * len(lat)))], 1)) if lat else (lambda p: None)
-        return {"duration_s": round(self.duration_s, 1), "requests": self.requests, "answered": self.answered,
-                "requests_per_s": round(self.requests / self.duration_s, 2) if self.duration_s else None,
-                "answers_per_s": round(self.answered / self.duration_s, 2) if self.duration_s else None,
-                "p50_ms": pct(0.50), "p95_ms": pct(0.95),
-                "mean_ms": round(statistics.fmean(lat), 1) if lat else None,
-                "rejected_as_expected": self.rejected_as_expected, "errors_5xx": self.errors_5xx,
-                "unexpected": len(self.unexpected), "wrong_answers": self.wrong_answers,
-                "rss_start_mb": self.rss_mb[0] if self.rss_mb else None,
-                "rss_end_mb": self.rss_mb[-1] if self.rss_mb else None,
-                "rss_max_mb": max(self.rss_mb) if self.rss_mb else None}
+        return {
+            "duration_s": round(self.duration_s, 1),
+            "requests": self.requests,
+            "answered": self.answered,
+            "requests_per_s": round(self.requests / self.duration_s, 2) if self.duration_s else None,
+            "answers_per_s": round(self.answered / self.duration_s, 2) if self.duration_s else None,
+            "p50_ms": pct(0.50),
+            "p95_ms": pct(0.95),
+            "mean_ms": round(statistics.fmean(lat), 1) if lat else None,
+            "rejected_as_expected": self.rejected_as_expected,
+            "errors_5xx": self.errors_5xx,
+            "unexpected": len(self.unexpected),
+            "wrong_answers": self.wrong_answers,
+            "rss_start_mb": self.rss_mb[0] if self.rss_mb else None,
+            "rss_end_mb": self.rss_mb[-1] if self.rss_mb else None,
+            "rss_max_mb": max(self.rss_mb) if self.rss_mb else None,
+        }
 
 
 def _body(model: str, question: str, max_tokens: int, stream: bool) -> dict:
-    return {"model": model, "messages": [{"role": "user", "content": question}], "max_tokens": max_tokens,
-            "temperature": 0, "stream": stream}
+    return {
+        "model": model,
+        "messages": [{"role": "user", "content": question}],
+        "max_tokens": max_tokens,
+        "temperature": 0,
+        "stream": stream,
+    }
 
 
 def ask(client: httpx.Client, url: str, body: dict, headers: dict) -> tuple[int, str | None]:
@@ -86,17 +103,30 @@ def ask(client: httpx.Client, url: str, body: dict, headers: dict) -> tuple[int,
         return 200, "".join(parts)
 
 
-def expected_answers(url: str, models: list[str], questions: list[str], max_tokens: int,
-                     api_key: str | None = None) -> dict[tuple[str, str], str]:
+def expected_answers(
+    url: str, models: list[str], questions: list[str], max_tokens: int, api_key: str | None = None
+) -> dict[tuple[str, str], str]:
     """Each model's greedy answer to each question, asked one at a time before the load starts."""
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     with httpx.Client(timeout=120) as client:
-        return {(m, q): ask(client, url, _body(m, q, max_tokens, False), headers)[1] or ""
-                for m in models for q in questions}
+        return {
+            (m, q): ask(client, url, _body(m, q, max_tokens, False), headers)[1] or ""
+            for m in models
+            for q in questions
+        }
 
 
-def _client_loop(i: int, url: str, models: list[str], questions: list[str], expected: dict, max_tokens: int,
-                 api_key: str | None, stop_at: float, result: LoadResult) -> None:
+def _client_loop(
+    i: int,
+    url: str,
+    models: list[str],
+    questions: list[str],
+    expected: dict,
+    max_tokens: int,
+    api_key: str | None,
+    stop_at: float,
+    result: LoadResult,
+) -> None:
     auth = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     with httpx.Client(timeout=120) as client:
         k = 0
@@ -131,17 +161,29 @@ def _client_loop(i: int, url: str, models: list[str], questions: list[str], expe
 
 def _one(client, url, kind, model, question, max_tokens, auth) -> tuple[int, str | None, int]:
     if kind == "malformed":
-        r = client.post(f"{url}/v1/chat/completions", content=b'{"model": "' + model.encode() + b'", "messages": [',
-                        headers={**auth, "Content-Type": "application/json"})
+        r = client.post(
+            f"{url}/v1/chat/completions",
+            content=b'{"model": "' + model.encode() + b'", "messages": [',
+            headers={**auth, "Content-Type": "application/json"},
+        )
         return r.status_code, None, 400
     body = _body(model, question, max_tokens, kind == "stream")
     status, text = ask(client, url, body, {} if kind == "no-key" else auth)
     return status, text, 401 if kind == "no-key" else 200
 
 
-def run_load(url: str, models: list[str], questions: list[str], expected: dict, *, clients: int = 16,
-             duration_s: float = 20, max_tokens: int = 16, api_key: str | None = None,
-             rss: Callable[[], float] | None = None) -> LoadResult:
+def run_load(
+    url: str,
+    models: list[str],
+    questions: list[str],
+    expected: dict,
+    *,
+    clients: int = 16,
+    duration_s: float = 20,
+    max_tokens: int = 16,
+    api_key: str | None = None,
+    rss: Callable[[], float] | None = None,
+) -> LoadResult:
     result = LoadResult()
     started = time.monotonic()
     stop_at = started + duration_s
@@ -154,8 +196,12 @@ def run_load(url: str, models: list[str], questions: list[str], expected: dict, 
     if rss:
         result.rss_mb.append(round(rss(), 1))
         threading.Thread(target=sample, daemon=True).start()
-    threads = [threading.Thread(target=_client_loop, args=(i, url, models, questions, expected, max_tokens,
-                                                           api_key, stop_at, result)) for i in range(clients)]
+    threads = [
+        threading.Thread(
+            target=_client_loop, args=(i, url, models, questions, expected, max_tokens, api_key, stop_at, result)
+        )
+        for i in range(clients)
+    ]
     for t in threads:
         t.start()
     for t in threads:
@@ -168,6 +214,7 @@ def run_load(url: str, models: list[str], questions: list[str], expected: dict, 
 
 
 # ---- standalone: start `qatune serve` as its own process and measure it ----
+
 
 def _free_port() -> int:
     with socket.socket() as sock:
@@ -189,8 +236,9 @@ def _make_run(kind: str) -> Path:
 def _serve(run: Path, api_key: str | None) -> tuple[subprocess.Popen, str]:
     port = _free_port()
     cmd = [sys.executable, "-m", "qatune", "serve", "--run", str(run), "--port", str(port)]
-    proc = subprocess.Popen(cmd + (["--api-key", api_key] if api_key else []), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        cmd + (["--api-key", api_key] if api_key else []), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline and proc.poll() is None:
@@ -217,20 +265,38 @@ def main() -> None:
     run = args.run or _make_run(args.make_run or "tiny")
     proc, url = _serve(run, args.api_key)
     try:
-        models = [m["id"] for m in httpx.get(f"{url}/v1/models", timeout=30,
-                                              headers={"Authorization": f"Bearer {args.api_key}"}).json()["data"]]
+        models = [
+            m["id"]
+            for m in httpx.get(
+                f"{url}/v1/models", timeout=30, headers={"Authorization": f"Bearer {args.api_key}"}
+            ).json()["data"]
+        ]
         expected = expected_answers(url, models, QUESTIONS, args.max_tokens, args.api_key)
         distinct = sum(len({expected[(m, q)] for m in models}) == len(models) for q in QUESTIONS)
         server = psutil.Process(proc.pid)
-        result = run_load(url, models, QUESTIONS, expected, clients=args.clients, duration_s=args.duration,
-                          max_tokens=args.max_tokens, api_key=args.api_key,
-                          rss=lambda: server.memory_info().rss / 2**20)
+        result = run_load(
+            url,
+            models,
+            QUESTIONS,
+            expected,
+            clients=args.clients,
+            duration_s=args.duration,
+            max_tokens=args.max_tokens,
+            api_key=args.api_key,
+            rss=lambda: server.memory_info().rss / 2**20,
+        )
     finally:
         proc.terminate()
         proc.wait(30)
-    summary = {"run": str(run), "models": models, "clients": args.clients, "max_tokens": args.max_tokens,
-               "questions_with_distinct_answers": f"{distinct}/{len(QUESTIONS)}", **result.summary(),
-               "cpu_count": os.cpu_count()}
+    summary = {
+        "run": str(run),
+        "models": models,
+        "clients": args.clients,
+        "max_tokens": args.max_tokens,
+        "questions_with_distinct_answers": f"{distinct}/{len(QUESTIONS)}",
+        **result.summary(),
+        "cpu_count": os.cpu_count(),
+    }
     for key, value in summary.items():
         print(f"{key:>32}: {value}")
     for line in result.unexpected[:10]:

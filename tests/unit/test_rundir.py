@@ -9,7 +9,20 @@ from qatune.rundir import RunDir, check_name
 
 
 @pytest.mark.parametrize(
-    "name", ["../escape", "..", "/etc/passwd", "a/b", "a\\b", "", ".hidden", "x" * 65, "epoch-1/../../x", "nul\x00", "epoch-1\n"]
+    "name",
+    [
+        "../escape",
+        "..",
+        "/etc/passwd",
+        "a/b",
+        "a\\b",
+        "",
+        ".hidden",
+        "x" * 65,
+        "epoch-1/../../x",
+        "nul\x00",
+        "epoch-1\n",
+    ],
 )
 def test_crafted_names_are_refused(name, tmp_path):
     run = RunDir(tmp_path / "run")

@@ -27,7 +27,7 @@ GOAL = 30.0
 def _load(model_path: str, adapter: str | None, precision: str):
     from qatune.model import choose_placement, load_adapters, load_base, load_tokenizer
 
-    placement = choose_placement("none", precision, device="cpu")
+    placement = choose_placement("auto", precision, device="cpu", cpu_bf16=True)  # as qatune's load_engine
     model = load_base(model_path, placement)
     if adapter:
         model = load_adapters(model, {"ft": Path(adapter)})
@@ -51,16 +51,17 @@ def side_seed(args: argparse.Namespace, questions: list[str]) -> dict:
 
 
 def side_qatune(args: argparse.Namespace, questions: list[str]) -> dict:
-    from qatune.generate import BASE, Engine
+    from qatune.generate import BASE, Engine, auto_batch_size
     from qatune.prompts import messages_for
 
     model, tokenizer, placement = _load(args.model_path, args.adapter, args.precision)
     engine = Engine(model, tokenizer, ["ft"] if args.adapter else [], placement.device)
+    batch_size = auto_batch_size(args.batch_size, placement.device)
     name = "ft" if args.adapter else BASE
     convs = [messages_for(q) for q in questions]
     engine.generate(name, convs[:2], max_new_tokens=8, batch_size=2)  # warm-up, untimed
     start = time.perf_counter()
-    gens = engine.generate(name, convs, max_new_tokens=args.max_new_tokens, batch_size=args.batch_size)
+    gens = engine.generate(name, convs, max_new_tokens=args.max_new_tokens, batch_size=batch_size)
     seconds = time.perf_counter() - start
     new = sum(g.new_tokens for g in gens)
     return {
@@ -70,6 +71,8 @@ def side_qatune(args: argparse.Namespace, questions: list[str]) -> dict:
         "new_tokens_per_s": new / seconds,
         "stop_rate": sum(g.stopped for g in gens) / len(gens),
         "answers": [g.text for g in gens],
+        "precision": placement.precision,
+        "batch_size": batch_size,
     }
 
 
@@ -92,7 +95,7 @@ def _child_args(args: argparse.Namespace, side: str, **over: object) -> list[str
         "questions": args.questions,
         "batch-size": args.batch_size,
         "max-new-tokens": args.max_new_tokens,
-        "precision": "fp32",
+        "precision": args.precision,
         "seed-max-length": args.seed_max_length,
         "adapter": args.adapter,
         "threads": args.threads,
@@ -147,21 +150,19 @@ def parent(args: argparse.Namespace) -> None:
         seeds.append(record.run_child(script, _child_args(args, "seed")))
         rows[f"seed run {i + 1}: beam 5, one at a time, max_length 200"] = seeds[-1]
         qatunes.append(record.run_child(script, _child_args(args, "qatune")))
-        rows[f"qatune run {i + 1}: greedy, batch {args.batch_size}"] = qatunes[-1]
+        q = qatunes[-1]
+        rows[f"qatune run {i + 1}: greedy, batch {q['batch_size']}, {q['precision']}"] = q
     seed = max(seeds, key=lambda r: r["questions_per_s"])
     qatune = max(qatunes, key=lambda r: r["questions_per_s"])
     if args.levers:
-        for bs in (4, 8, 32):
-            if bs != args.batch_size:
-                rows[f"qatune: batch {bs}"] = record.run_child(script, _child_args(args, "qatune", batch_size=bs))
+        for bs in (4, 8, 16):
+            rows[f"qatune: batch {bs}"] = record.run_child(script, _child_args(args, "qatune", batch_size=bs))
         rows["qatune: max_new_tokens 128"] = record.run_child(script, _child_args(args, "qatune", max_new_tokens=128))
-        rows["qatune: bf16 weights"] = record.run_child(script, _child_args(args, "qatune", precision="bf16"))
-        rows["qatune: bf16, max_new_tokens 128"] = record.run_child(
-            script, _child_args(args, "qatune", precision="bf16", max_new_tokens=128)
-        )
+        rows["qatune: fp32 weights"] = fp32 = record.run_child(script, _child_args(args, "qatune", precision="fp32"))
         rows["qatune: 1 thread"] = record.run_child(script, _child_args(args, "qatune", threads=1))
-        same = [a == b for a, b in zip(rows["qatune: bf16 weights"]["answers"], qatune["answers"], strict=True)]
-        rows["qatune: bf16 weights"]["same_answers_as_fp32"] = sum(same) / len(same)
+        same = [a == b for a, b in zip(fp32["answers"], qatune["answers"], strict=True)]
+        fp32["same_answers_as_default"] = sum(same) / len(same)
+        print(f"answers equal between fp32 and {qatune['precision']} weights: {sum(same)}/{len(same)}")
     ratio = qatune["questions_per_s"] / seed["questions_per_s"]
     print(
         f"\nCPU eval, {args.questions} questions, model {args.model_path}"
@@ -200,7 +201,7 @@ def main(argv: list[str] | None = None) -> None:
         help="a LoRA adapter folder used by both sides; 'auto': train one with qatune first (untimed)",
     )
     ap.add_argument("--questions", type=int, default=16)
-    ap.add_argument("--batch-size", type=int, default=16, help="qatune's eval batch on CPU (eval.batch_size auto)")
+    ap.add_argument("--batch-size", default="auto", help="qatune's eval.batch_size")
     ap.add_argument("--max-new-tokens", type=int, default=256, help="qatune's eval.max_new_tokens default")
     ap.add_argument("--seed-max-length", type=int, default=200)
     ap.add_argument("--threads", type=int, default=None)
@@ -212,8 +213,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--save", action="store_true", help="append the result to benchmarks/results/cpu_eval.json")
     ap.add_argument("--side", choices=["seed", "qatune"], help=argparse.SUPPRESS)
     ap.add_argument("--model-path", help=argparse.SUPPRESS)
-    ap.add_argument("--precision", default="fp32", help=argparse.SUPPRESS)
+    ap.add_argument("--precision", default="auto", help="qatune's train.precision (the eval uses it too)")
     args = ap.parse_args(argv)
+    if args.batch_size != "auto":
+        args.batch_size = int(args.batch_size)
     child(args) if args.side else parent(args)
 
 

@@ -4,7 +4,6 @@ device/precision/quantization choice; LoRA attach, load and merge. bitsandbytes 
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -283,7 +282,3 @@ def _check_adapter(path: Path, allow_pickle: bool) -> None:
         raise QatuneError(
             "adapter weights must be adapter_model.safetensors (pickle refused; --allow-pickle to override)", path=path
         )
-
-
-def adapter_base_info(path: Path) -> dict[str, Any]:
-    return json.loads((Path(path) / "adapter_config.json").read_text())

@@ -146,7 +146,8 @@ def parent(args: argparse.Namespace) -> None:
             rows[f"seed run {i + 1}: Trainer, pad 256, all labels, 2x2, gc"] = seeds[-1]
         qatunes.append(record.run_child(script, _child_args(args, "qatune")))
         q = qatunes[-1]
-        rows[f"qatune run {i + 1}: batch {args.batch_size} = {q['batch_size']}, {q['precision']}"] = q
+        extra = ("packed, " if q["packing"] else "") + f"{q['threads']} thread(s)"
+        rows[f"qatune run {i + 1}: batch {args.batch_size} = {q['batch_size']}, {q['precision']}, {extra}"] = q
     qatune = max(qatunes, key=lambda r: r["examples_per_s"])
     seed = max(seeds, key=lambda r: r["examples_per_s"]) if seeds else None
     if args.levers:

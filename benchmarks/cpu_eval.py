@@ -50,9 +50,24 @@ def side_seed(args: argparse.Namespace, questions: list[str]) -> dict:
     }
 
 
+def _switch_off(lever: str) -> None:
+    """Undo one of qatune's decoding levers, to measure what it buys."""
+    import functools
+
+    from qatune import decode, generate
+
+    if lever == "lookup":  # the lone row decodes one token per pass
+        generate.greedy_decode = functools.partial(decode.greedy_decode, lookup=False)
+    elif lever == "prefill-index":  # the prompt pass slices its last position (a strided view)
+        decode.prompt_logits_index = lambda input_ids: 1
+
+
 def side_qatune(args: argparse.Namespace, questions: list[str]) -> dict:
     from qatune.generate import BASE, Engine, auto_batch_size
     from qatune.prompts import messages_for
+
+    if args.without:
+        _switch_off(args.without)
 
     model, tokenizer, placement = _load(args.model_path, args.adapter, args.precision)
     engine = Engine(model, tokenizer, ["ft"] if args.adapter else [], placement.device)
@@ -99,6 +114,7 @@ def _child_args(args: argparse.Namespace, side: str, **over: object) -> list[str
         "seed-max-length": args.seed_max_length,
         "adapter": args.adapter,
         "threads": args.threads,
+        "without": None,
     }
     opts.update({k.replace("_", "-"): v for k, v in over.items()})
     return [x for k, v in opts.items() if v is not None for x in (f"--{k}", str(v))]
@@ -160,6 +176,8 @@ def parent(args: argparse.Namespace) -> None:
         for cap in (64, 96, 128):
             over = {"max_new_tokens": cap}
             rows[f"qatune: max_new_tokens {cap}"] = record.run_child(script, _child_args(args, "qatune", **over))
+        for lever in ("lookup", "prefill-index"):
+            rows[f"qatune: without {lever}"] = record.run_child(script, _child_args(args, "qatune", without=lever))
         rows["qatune: fp32 weights"] = record.run_child(script, _child_args(args, "qatune", precision="fp32"))
         rows["qatune: 1 thread"] = record.run_child(script, _child_args(args, "qatune", threads=1))
         for label, row in rows.items():
@@ -218,6 +236,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--side", choices=["seed", "qatune"], help=argparse.SUPPRESS)
     ap.add_argument("--model-path", help=argparse.SUPPRESS)
     ap.add_argument("--precision", default="auto", help="qatune's train.precision (the eval uses it too)")
+    ap.add_argument("--without", choices=["lookup", "prefill-index"], help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.batch_size != "auto":
         args.batch_size = int(args.batch_size)

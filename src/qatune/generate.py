@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from qatune.console import QatuneError
+from qatune.decode import greedy_decode
 from qatune.prompts import IGNORE_INDEX, encode_pair, ensure_chat_template, prompt_ids, stop_token_ids
 
 if TYPE_CHECKING:
@@ -103,7 +104,7 @@ class Engine:
                     out = model.generate(**batch, **self._gen_kwargs(max_new_tokens, temperature, top_p))
                     new = out[:, batch["input_ids"].shape[1] :].tolist()
                 else:
-                    new = _greedy_decode(
+                    new = greedy_decode(
                         model, batch["input_ids"], batch["attention_mask"], max_new_tokens, self.stop_ids
                     )
                 for i, tokens in zip(idx, new, strict=True):
@@ -224,50 +225,6 @@ class Engine:
                 for row, i in enumerate(idx):
                     values[i] = float(loss[row].sum() / counts[row])
         return values
-
-
-def _greedy_decode(
-    model: Any, input_ids: Any, attention_mask: Any, max_new_tokens: int, stop_ids: list[int]
-) -> list[list[int]]:
-    """Greedy decoding with the KV cache that drops finished rows from the batch and the cache, so a few
-    long answers do not keep the whole batch decoding (HF generate runs every row to the longest)."""
-    import torch
-    from transformers import DynamicCache
-
-    from qatune.model import cache_kwarg
-
-    tokens: list[list[int]] = [[] for _ in range(input_ids.shape[0])]
-    alive = list(range(input_ids.shape[0]))
-    cache = DynamicCache()
-    stops = torch.tensor(stop_ids, device=input_ids.device)
-    mask = attention_mask
-    positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)
-    step_ids = input_ids
-    cache_arg = {cache_kwarg(model): cache}
-    for _ in range(max_new_tokens):
-        logits = model(
-            input_ids=step_ids,
-            attention_mask=mask,
-            position_ids=positions,
-            use_cache=True,
-            logits_to_keep=1,
-            **cache_arg,
-        ).logits[:, -1]
-        chosen = logits.float().argmax(-1)
-        for row, token in zip(alive, chosen.tolist(), strict=True):
-            tokens[row].append(token)
-        finished = torch.isin(chosen, stops)
-        if bool(finished.all()):
-            break
-        if bool(finished.any()):
-            keep = (~finished).nonzero().squeeze(1)
-            alive = [alive[i] for i in keep.tolist()]
-            chosen, mask, positions = chosen[keep], mask[keep], positions[keep]
-            cache.batch_select_indices(keep)
-        step_ids = chosen[:, None]
-        positions = positions[:, -1:] + 1
-        mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=1)
-    return tokens
 
 
 def auto_batch_size(value: int | str, device: str) -> int:

@@ -34,6 +34,7 @@ def test_eval_sides_answer_every_question(tiny_model_dir):
         seed_max_length=48,
         max_new_tokens=6,
         batch_size=2,
+        without=None,
     )
     seed = cpu_eval.side_seed(args, questions)
     qatune = cpu_eval.side_qatune(args, questions)

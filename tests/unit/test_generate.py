@@ -88,7 +88,7 @@ def test_stop_strings_cut_the_text():
 
 def test_pruned_greedy_decoding_equals_hf_generate(lively_model_dir):
     """Rows that finish early leave the batch; every row still gets exactly HF generate's greedy tokens."""
-    from qatune.generate import _greedy_decode
+    from qatune.decode import greedy_decode
     from qatune.prompts import prompt_ids
 
     engine = _engine(lively_model_dir)
@@ -101,7 +101,7 @@ def test_pruned_greedy_decoding_equals_hf_generate(lively_model_dir):
     expected = model.generate(
         **batch, max_new_tokens=12, do_sample=False, pad_token_id=tok.pad_token_id, eos_token_id=stop
     )[:, batch["input_ids"].shape[1] :].tolist()
-    got = _greedy_decode(model, batch["input_ids"], batch["attention_mask"], 12, stop)
+    got = greedy_decode(model, batch["input_ids"], batch["attention_mask"], 12, stop)
     for row, tokens in zip(expected, got, strict=True):
         end = next((i for i, t in enumerate(row) if t in stop), len(row) - 1)
         assert tokens == row[: end + 1]

@@ -1,0 +1,109 @@
+"""Greedy decoding: the lone row's lookup drafts keep exactly the greedy tokens while taking fewer forward passes."""
+
+from __future__ import annotations
+
+import torch
+
+from qatune.decode import greedy_decode, lookup_draft
+from qatune.model import choose_placement, load_base, load_tokenizer
+from qatune.prompts import messages_for, prompt_ids
+
+
+def test_draft_copies_what_followed_the_latest_ngram():
+    assert lookup_draft([5, 6, 7, 1, 5, 6, 8, 9, 5, 6], 3) == [8, 9, 5]  # latest "5 6", not the first
+    assert lookup_draft([1, 2, 3, 9, 1, 2, 3, 4, 2, 3], 2) == [4, 2]  # no earlier "4 2 3": the 2-gram "2 3"
+    assert lookup_draft([1, 2, 3, 4], 5) == []  # nothing repeats
+    assert lookup_draft([1, 2, 1, 2], 0) == []
+
+
+def test_draft_runs_a_loop_on_past_the_end():
+    assert lookup_draft([7, 3, 4, 3, 4], 5) == [3, 4, 3, 4, 3]  # period 2, drafted beyond the known text
+    assert lookup_draft([9, 9, 9], 4) == [9, 9, 9, 9]
+
+
+def _model(folder):
+    return load_base(str(folder), choose_placement()), load_tokenizer(str(folder))
+
+
+def _hf_greedy(model, tok, ids, max_new_tokens, stop):
+    out = model.generate(
+        input_ids=ids,
+        attention_mask=torch.ones_like(ids),
+        max_new_tokens=max_new_tokens,
+        do_sample=False,
+        pad_token_id=tok.pad_token_id,
+        eos_token_id=stop,
+    )
+    return out[0, ids.shape[1] :].tolist()
+
+
+def test_a_looping_row_takes_fewer_forward_passes(tiny_model_dir):
+    """The near-constant tiny model repeats one token: drafted ten at a time, with HF generate's tokens."""
+    model, tok = _model(tiny_model_dir)
+    ids = torch.tensor([prompt_ids(tok, messages_for("How is the grade computed?"))])
+    calls: list[int] = []
+    hook = model.register_forward_pre_hook(lambda *_: calls.append(1))
+    with torch.inference_mode():
+        got = greedy_decode(model, ids, torch.ones_like(ids), 60, [])
+    hook.remove()
+    assert got == [_hf_greedy(model, tok, ids, 60, None)]
+    assert len(set(got[0])) <= 2 and len(calls) <= 12
+
+
+def _oracle(prompt_len: int, greedy: list[int], vocab: int):
+    """A drafter that knows the greedy continuation of a `prompt_len`-token prompt and spoils one draft in
+    three at a moving position, so drafts are accepted whole, in part, or not at all."""
+    calls = []
+
+    def draft(context: list[int], limit: int) -> list[int]:
+        calls.append(1)
+        done = len(context) - prompt_len
+        tokens = list(greedy[done : done + limit])
+        if tokens and len(calls) % 3 == 1:
+            at = len(calls) % len(tokens)
+            tokens[at] = (tokens[at] + 1) % vocab
+        return tokens
+
+    return draft, calls
+
+
+def test_verified_drafts_keep_exactly_the_greedy_tokens(lively_model_dir, monkeypatch):
+    """Accepted, partly accepted and rejected drafts (the rejected part cropped from the KV cache, positions
+    moved on by what was kept) leave exactly the tokens of plain greedy decoding, in fewer passes."""
+    from qatune import decode
+
+    model, tok = _model(lively_model_dir)
+    prompt = prompt_ids(tok, messages_for("How is the grade computed?"))
+    ids = torch.tensor([prompt])
+    with torch.inference_mode():
+        (plain,) = greedy_decode(model, ids, torch.ones_like(ids), 60, [], lookup=False)
+        drafter, drafts = _oracle(len(prompt), plain, model.config.vocab_size)
+        monkeypatch.setattr(decode, "lookup_draft", drafter)
+        (got,) = greedy_decode(model, ids, torch.ones_like(ids), 60, [])
+    assert got == plain == _hf_greedy(model, tok, ids, 60, None)
+    assert len(drafts) < 30
+
+
+def test_lone_row_stops_inside_an_accepted_draft(lively_model_dir, monkeypatch):
+    """A left-padded row left alone after its batch-mate stopped ends at its stop token wherever that token falls
+    in a draft, and never runs past the token limit."""
+    from qatune import decode
+
+    model, tok = _model(lively_model_dir)
+    prompts = [prompt_ids(tok, messages_for(q)) for q in ("How is the grade computed?", "When?")]
+    tok.padding_side = "left"
+    batch = tok.pad({"input_ids": prompts}, return_tensors="pt")
+    ids, mask = batch["input_ids"], batch["attention_mask"]
+    assert int(mask[1].sum()) < ids.shape[1], "the lone row must carry left padding"
+    with torch.inference_mode():
+        free = greedy_decode(model, ids, mask, 50, [], lookup=False)
+        drafter, _ = _oracle(len(prompts[1]), free[1], model.config.vocab_size)
+        monkeypatch.setattr(decode, "lookup_draft", drafter)
+        for end in range(20, 32):
+            stop = [free[0][1], free[1][end]]  # row 0 stops at its second token; row 1 at step end + 1 at the latest
+            got = greedy_decode(model, ids, mask, 50, stop)
+            for row, prompt in enumerate(prompts):
+                assert got[row] == _hf_greedy(model, tok, torch.tensor([prompt]), 50, stop), (end, row)
+            assert len(got[0]) <= 2 and len(got[1]) <= end + 1 and got[1][-1] in stop
+        capped = greedy_decode(model, ids, mask, 7, [])
+    assert [len(t) for t in capped] == [7, 7]

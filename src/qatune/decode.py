@@ -1,12 +1,13 @@
 """Greedy decoding with the KV cache for a batch of left-padded prompts: finished rows leave the batch and the
-cache, and the last row left decodes with n-gram lookup drafts, verified in one forward pass per draft."""
+cache, and the last few rows decode with n-gram lookup drafts, verified in one forward pass per step."""
 
 from __future__ import annotations
 
 from typing import Any
 
-DRAFT_TOKENS = 10  # tokens proposed per lookup; a step costs about the same for 1 or 11 tokens on one row
+DRAFT_TOKENS = 10  # tokens proposed per lookup and row
 NGRAM_SIZES = (3, 2)  # the longest match is tried first; single tokens match too often to be worth a draft
+DRAFT_ROWS = 4  # drafting starts when this many rows are left: a pass then costs about the same for 1 or 11 tokens
 
 
 def greedy_decode(
@@ -15,8 +16,8 @@ def greedy_decode(
     """The greedy tokens of every row, each ending with its stop token when it stopped.
 
     HF generate runs every row to the longest; here a row that stops is dropped, so a few long answers run
-    alone. The lone row is decoding-bound on reading the weights, so it checks several drafted tokens per
-    forward pass (prompt lookup: the text that followed the last n-gram earlier in the sequence) and keeps
+    on alone. A pass over so few rows is bound by reading the weights, so each row checks several drafted
+    tokens per pass (prompt lookup: the text that followed its last n-gram earlier in its sequence) and keeps
     the ones greedy decoding picks: the same tokens, fewer passes (a looping answer is drafted whole)."""
     import torch
     from transformers import DynamicCache
@@ -33,10 +34,12 @@ def greedy_decode(
     last = prompt_logits_index(input_ids)
     step_ids = input_ids
     for step in range(max_new_tokens):
-        if lookup and step > 0 and len(alive) == 1:
-            row = alive[0]
-            prompt = input_ids[row][attention_mask[row].bool()].tolist()
-            _decode_alone(model, cache_arg, mask, positions, tokens[row], prompt, max_new_tokens, set(stop_ids))
+        if lookup and step > 0 and len(alive) <= DRAFT_ROWS:
+            prompts = [input_ids[r][attention_mask[r].bool()].tolist() for r in alive]
+            outs = [tokens[r] for r in alive]
+            _decode_drafted(
+                model, cache_arg, mask, positions[:, -1].tolist(), outs, prompts, max_new_tokens, set(stop_ids)
+            )
             break
         out = model(
             input_ids=step_ids,
@@ -63,48 +66,62 @@ def greedy_decode(
     return tokens
 
 
-def _decode_alone(
+def _decode_drafted(
     model: Any,
     cache_arg: dict[str, Any],
     mask: Any,
-    positions: Any,
-    out: list[int],
-    prompt: list[int],
+    positions: list[int],
+    outs: list[list[int]],
+    prompts: list[list[int]],
     max_new_tokens: int,
     stops: set[int],
 ) -> None:
-    """Extend `out` (one row; its last token chosen but not yet in the cache) to a stop or the token limit."""
+    """Extend each of a few rows (its last token chosen, not yet in the cache; `positions` holds that token's
+    position) to a stop or the token limit, checking every row's draft in one pass. Rows keep different numbers
+    of tokens: the cache columns a row rejected stay masked out, and columns no row kept are cropped."""
     import torch
 
     (cache,) = cache_arg.values()
-    cached = mask[:, :-1]  # `mask` already covers the chosen token that is fed next
-    position = int(positions[0, -1])
-    context = prompt + out
-    while out[-1] not in stops and len(out) < max_new_tokens:
-        draft = lookup_draft(context, min(DRAFT_TOKENS, max_new_tokens - len(out) - 1))
-        feed = torch.tensor([[out[-1], *draft]], device=mask.device)
-        width = feed.shape[1]
-        full = torch.cat([cached, cached.new_ones((1, width))], dim=1)
+    cached = mask[:, :-1]  # `mask` also covers the chosen tokens, which are fed next
+    contexts = [prompt + out for prompt, out in zip(prompts, outs, strict=True)]
+    rows = list(range(len(outs)))
+    while rows:
+        drafts = [lookup_draft(contexts[r], min(DRAFT_TOKENS, max_new_tokens - len(outs[r]) - 1)) for r in rows]
+        width = 1 + max(len(d) for d in drafts)
+        feed = [[outs[r][-1], *d] + [outs[r][-1]] * (width - 1 - len(d)) for r, d in zip(rows, drafts, strict=True)]
+        start = cached.shape[1]
+        full = torch.cat([cached, cached.new_ones((len(rows), width))], dim=1)
         logits = model(
-            input_ids=feed,
+            input_ids=torch.tensor(feed, device=mask.device),
             attention_mask=full,
-            position_ids=torch.arange(position, position + width, device=mask.device)[None],
+            position_ids=torch.tensor([[positions[r] + j for j in range(width)] for r in rows], device=mask.device),
             use_cache=True,
             logits_to_keep=width,
             **cache_arg,
-        ).logits[0]
+        ).logits
         picked = logits.float().argmax(-1).tolist()
-        kept = 0
-        while kept < len(draft) and draft[kept] == picked[kept] and draft[kept] not in stops:
-            kept += 1
-        new = picked[: kept + 1]  # the accepted drafts (equal to the picks) and the pick after them
-        out.extend(new)
-        context.extend(new)
-        rejected = len(draft) - kept
-        if rejected:
-            cache.crop(-rejected)
-        cached = full[:, : full.shape[1] - rejected]
-        position += len(new)
+        going = []
+        for i, (r, draft) in enumerate(zip(rows, drafts, strict=True)):
+            kept = 0
+            while kept < len(draft) and draft[kept] == picked[i][kept] and draft[kept] not in stops:
+                kept += 1
+            new = picked[i][: kept + 1]  # the accepted drafts (equal to the picks) and the pick after them
+            outs[r].extend(new)
+            contexts[r].extend(new)
+            positions[r] += len(new)
+            full[i, start + 1 + kept :] = 0
+            if new[-1] not in stops and len(outs[r]) < max_new_tokens:
+                going.append(i)
+        if len(going) < len(rows):
+            if not going:
+                return
+            keep = torch.tensor(going, device=mask.device)
+            cache.batch_select_indices(keep)
+            full, rows = full[keep], [rows[i] for i in going]
+        unused = width - 1 - int(full[:, start + 1 :].sum(1).max())  # trailing columns no row kept
+        if unused:
+            cache.crop(-unused)
+        cached = full[:, : full.shape[1] - unused]
 
 
 def prompt_logits_index(input_ids: Any) -> Any:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from qatune.decode import greedy_decode, lookup_draft
@@ -50,15 +51,16 @@ def test_a_looping_row_takes_fewer_forward_passes(tiny_model_dir):
     assert len(set(got[0])) <= 2 and len(calls) <= 12
 
 
-def _oracle(prompt_len: int, greedy: list[int], vocab: int):
-    """A drafter that knows the greedy continuation of a `prompt_len`-token prompt and spoils one draft in
-    three at a moving position, so drafts are accepted whole, in part, or not at all."""
+def _oracle(greedy: dict[tuple[int, ...], list[int]], vocab: int):
+    """A drafter that knows each prompt's greedy continuation and spoils one draft in three at a moving
+    position, so drafts are accepted whole, in part, or not at all."""
     calls = []
 
     def draft(context: list[int], limit: int) -> list[int]:
         calls.append(1)
-        done = len(context) - prompt_len
-        tokens = list(greedy[done : done + limit])
+        prompt = max((p for p in greedy if tuple(context[: len(p)]) == p), key=len)
+        done = len(context) - len(prompt)
+        tokens = list(greedy[prompt][done : done + limit])
         if tokens and len(calls) % 3 == 1:
             at = len(calls) % len(tokens)
             tokens[at] = (tokens[at] + 1) % vocab
@@ -77,33 +79,39 @@ def test_verified_drafts_keep_exactly_the_greedy_tokens(lively_model_dir, monkey
     ids = torch.tensor([prompt])
     with torch.inference_mode():
         (plain,) = greedy_decode(model, ids, torch.ones_like(ids), 60, [], lookup=False)
-        drafter, drafts = _oracle(len(prompt), plain, model.config.vocab_size)
+        drafter, drafts = _oracle({tuple(prompt): plain}, model.config.vocab_size)
         monkeypatch.setattr(decode, "lookup_draft", drafter)
         (got,) = greedy_decode(model, ids, torch.ones_like(ids), 60, [])
     assert got == plain == _hf_greedy(model, tok, ids, 60, None)
     assert len(drafts) < 30
 
 
-def test_lone_row_stops_inside_an_accepted_draft(lively_model_dir, monkeypatch):
-    """A left-padded row left alone after its batch-mate stopped ends at its stop token wherever that token falls
-    in a draft, and never runs past the token limit."""
+QUESTIONS = ["How is the grade computed?", "When?", "Who is the instructor?", "Is there a final exam?", "Why?", "Room?"]
+
+
+@pytest.mark.parametrize("rows", [2, 3, 6])
+def test_drafted_rows_stop_where_greedy_decoding_stops(lively_model_dir, monkeypatch, rows):
+    """Left-padded rows (six start undrafted and are drafted once four are left) each keep their own count of
+    drafted tokens per pass, the rest of their draft masked out of the cache, and each ends at its stop token
+    wherever it falls in a draft: every row gets HF generate's tokens for its prompt alone."""
     from qatune import decode
 
     model, tok = _model(lively_model_dir)
-    prompts = [prompt_ids(tok, messages_for(q)) for q in ("How is the grade computed?", "When?")]
+    prompts = [prompt_ids(tok, messages_for(q)) for q in QUESTIONS[:rows]]
     tok.padding_side = "left"
     batch = tok.pad({"input_ids": prompts}, return_tensors="pt")
     ids, mask = batch["input_ids"], batch["attention_mask"]
-    assert int(mask[1].sum()) < ids.shape[1], "the lone row must carry left padding"
+    assert int(mask.sum(1).min()) < ids.shape[1], "some rows must carry left padding"
     with torch.inference_mode():
         free = greedy_decode(model, ids, mask, 50, [], lookup=False)
-        drafter, _ = _oracle(len(prompts[1]), free[1], model.config.vocab_size)
+        drafter, _ = _oracle({tuple(p): f for p, f in zip(prompts, free, strict=True)}, model.config.vocab_size)
         monkeypatch.setattr(decode, "lookup_draft", drafter)
-        for end in range(20, 32):
-            stop = [free[0][1], free[1][end]]  # row 0 stops at its second token; row 1 at step end + 1 at the latest
+        for shift in range(0, 12, 3):
+            stop = sorted({f[(5 + 7 * i + shift) % 45] for i, f in enumerate(free)})
             got = greedy_decode(model, ids, mask, 50, stop)
             for row, prompt in enumerate(prompts):
-                assert got[row] == _hf_greedy(model, tok, torch.tensor([prompt]), 50, stop), (end, row)
-            assert len(got[0]) <= 2 and len(got[1]) <= end + 1 and got[1][-1] in stop
+                expected = _hf_greedy(model, tok, torch.tensor([prompt]), 50, stop)
+                assert got[row] == expected, (shift, row)
+            assert len({len(t) for t in got}) > 1, "rows must stop at different steps"
         capped = greedy_decode(model, ids, mask, 7, [])
-    assert [len(t) for t in capped] == [7, 7]
+    assert [len(t) for t in capped] == [7] * rows

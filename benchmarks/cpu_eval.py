@@ -68,6 +68,10 @@ def side_qatune(args: argparse.Namespace, questions: list[str]) -> dict:
 
     if args.without:
         _switch_off(args.without)
+    if args.draft_rows:
+        from qatune import decode
+
+        decode.DRAFT_ROWS = args.draft_rows
 
     model, tokenizer, placement = _load(args.model_path, args.adapter, args.precision)
     engine = Engine(model, tokenizer, ["ft"] if args.adapter else [], placement.device)
@@ -115,6 +119,7 @@ def _child_args(args: argparse.Namespace, side: str, **over: object) -> list[str
         "adapter": args.adapter,
         "threads": args.threads,
         "without": None,
+        "draft-rows": None,
     }
     opts.update({k.replace("_", "-"): v for k, v in over.items()})
     return [x for k, v in opts.items() if v is not None for x in (f"--{k}", str(v))]
@@ -178,6 +183,10 @@ def parent(args: argparse.Namespace) -> None:
             rows[f"qatune: max_new_tokens {cap}"] = record.run_child(script, _child_args(args, "qatune", **over))
         for lever in ("lookup", "prefill-index"):
             rows[f"qatune: without {lever}"] = record.run_child(script, _child_args(args, "qatune", without=lever))
+        for n in (1, 8, 16):
+            rows[f"qatune: drafting from {n} rows"] = record.run_child(
+                script, _child_args(args, "qatune", draft_rows=n)
+            )
         rows["qatune: fp32 weights"] = record.run_child(script, _child_args(args, "qatune", precision="fp32"))
         rows["qatune: 1 thread"] = record.run_child(script, _child_args(args, "qatune", threads=1))
         for label, row in rows.items():
@@ -237,6 +246,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--model-path", help=argparse.SUPPRESS)
     ap.add_argument("--precision", default="auto", help="qatune's train.precision (the eval uses it too)")
     ap.add_argument("--without", choices=["lookup", "prefill-index"], help=argparse.SUPPRESS)
+    ap.add_argument("--draft-rows", type=int, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.batch_size != "auto":
         args.batch_size = int(args.batch_size)

@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from qatune.manifest import cpu_model
+from qatune.manifest import cpu_model, git_commit
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
@@ -129,7 +129,8 @@ def save(name: str, record: dict) -> Path:
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{name}.json"
     rows = json.loads(path.read_text()) if path.exists() else []
-    rows.append({"date": dt.datetime.now().isoformat(timespec="seconds"), "machine": machine(), **record})
+    when = dt.datetime.now().isoformat(timespec="seconds")
+    rows.append({"date": when, "machine": machine(), "git": git_commit(), **record})
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(rows, indent=1))
     tmp.replace(path)

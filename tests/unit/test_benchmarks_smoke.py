@@ -35,6 +35,7 @@ def test_eval_sides_answer_every_question(tiny_model_dir):
         max_new_tokens=6,
         batch_size=2,
         without=None,
+        draft_rows=None,
     )
     seed = cpu_eval.side_seed(args, questions)
     qatune = cpu_eval.side_qatune(args, questions)

@@ -1,5 +1,5 @@
-"""The unchanged `qatune train` command under `accelerate launch` with 2 CPU processes (DDP, gloo) trains the
-same adapter shapes with the single-process loss curve; only the main process writes files."""
+"""The unchanged `qatune train` command under `accelerate launch` or `torchrun` with 2 CPU processes (DDP, gloo)
+trains the same adapter shapes with the single-process loss curve; only the main process writes files."""
 
 from __future__ import annotations
 
@@ -26,38 +26,28 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def test_two_process_ddp_matches_single_process(tiny_model_dir, tmp_path):
-    launcher = Path(sys.executable).with_name("accelerate")
-    if not launcher.exists() and shutil.which("accelerate") is None:
-        pytest.skip("accelerate launcher not installed")
+def _launcher(kind: str) -> list[str]:
+    """`accelerate launch ...` or `torchrun ... -m qatune --` (torchrun's parser would take `--run` for its own
+    `--run-path`; everything after `--` goes to qatune)."""
+    exe = Path(sys.executable).with_name(kind)
+    if not exe.exists() and shutil.which(kind) is None:
+        pytest.skip(f"{kind} launcher not installed")
+    exe_name = str(exe if exe.exists() else kind)
+    port = str(_free_port())
+    if kind == "torchrun":
+        return [exe_name, "--nproc-per-node", "2", "--master-port", port, "-m", "qatune", "--"]
+    flags = ["--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no"]
+    return [exe_name, "launch", *flags, "--dynamo_backend", "no", "--main_process_port", port, "-m", "qatune"]
+
+
+@pytest.mark.parametrize("kind", ["accelerate", "torchrun"])
+def test_two_process_ddp_matches_single_process(tiny_model_dir, tmp_path, kind):
     single = write_data(tmp_path / "single", n_train=16, n_val=4)
     train_mod.train(single, config(tiny_model_dir, **SETTINGS))
 
     run = write_data(tmp_path / "ddp", n_train=16, n_val=4)
     cfg = write_config(tmp_path / "train.yaml", tiny_model_dir, **SETTINGS)
-    cmd = [
-        str(launcher if launcher.exists() else "accelerate"),
-        "launch",
-        "--multi_gpu",
-        "--num_processes",
-        "2",
-        "--num_machines",
-        "1",
-        "--mixed_precision",
-        "no",
-        "--dynamo_backend",
-        "no",
-        "--main_process_port",
-        str(_free_port()),
-        "-m",
-        "qatune",
-        "train",
-        "--run",
-        str(run),
-        "--config",
-        str(cfg),
-        "--quiet",
-    ]
+    cmd = [*_launcher(kind), "train", "--run", str(run), "--config", str(cfg), "--quiet"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
 

@@ -103,7 +103,6 @@ def child(args: argparse.Namespace) -> None:
     pairs, _ = workload.eval_questions(args.questions)
     questions = [q for q, _ in pairs]
     result = side_seed(args, questions) if args.side == "seed" else side_qatune(args, questions)
-    result.update(peak_rss_gib=record.gib(record.peak_rss_bytes()), threads=torch.get_num_threads())
     record.emit(result)
 
 
@@ -122,7 +121,7 @@ def _child_args(args: argparse.Namespace, side: str, **over: object) -> list[str
         "draft-rows": None,
     }
     opts.update({k.replace("_", "-"): v for k, v in over.items()})
-    return [x for k, v in opts.items() if v is not None for x in (f"--{k}", str(v))]
+    return record.child_args(opts)
 
 
 def _line(label: str, r: dict, ref: dict) -> str:

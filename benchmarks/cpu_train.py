@@ -97,7 +97,6 @@ def child(args: argparse.Namespace) -> None:
     pairs, _ = workload.training_pairs(args.pairs)
     with tempfile.TemporaryDirectory(prefix="qatune-bench-") as tmp:
         result = (side_seed if args.side == "seed" else side_qatune)(args, pairs, Path(tmp))
-    result.update(peak_rss_gib=record.gib(record.peak_rss_bytes()), threads=torch.get_num_threads())
     record.emit(result)
 
 
@@ -114,7 +113,7 @@ def _child_args(args: argparse.Namespace, side: str, **over: object) -> list[str
         "packing": args.packing or None,
     }
     opts.update({k.replace("_", "-"): v for k, v in over.items()})
-    return [x for k, v in opts.items() if v is not None for x in ((f"--{k}",) if v is True else (f"--{k}", str(v)))]
+    return record.child_args(opts)
 
 
 def _line(label: str, r: dict, ref: dict) -> str:

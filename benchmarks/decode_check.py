@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
 import os
 import sys
 import time
@@ -32,14 +31,14 @@ def main(argv: list[str] | None = None) -> None:
     from qatune import decode, generate
     from qatune.prompts import messages_for
     from qatune.rundir import RunDir
+    from qatune.storage import read_jsonl
 
     if args.draft_rows:
         decode.DRAFT_ROWS = args.draft_rows
     rundir = RunDir(args.run)
     overrides = {"train": {"precision": args.precision}} if args.precision else {}
     engine = generate.load_engine(args.run, cfg.load(args.run / "config.yaml", overrides))
-    lines = rundir.split_file("test").read_text(encoding="utf-8").splitlines()
-    conversations = [messages_for(json.loads(line)["question"]) for line in lines if line.strip()]
+    conversations = [messages_for(row["question"]) for row in read_jsonl(rundir.split_file("test"))]
     rows = {}
     for name in args.models.split(",") if args.models else engine.names:
         answers, seconds = {}, {}

@@ -120,8 +120,16 @@ def run_child(script: Path, args: list[str], env: dict | None = None) -> dict:
 
 
 def emit(result: dict) -> None:
-    """A child's result, tagged so the parent finds it among other output."""
+    """A child's result with its peak RSS and torch threads, tagged so the parent finds it among other output."""
+    import torch
+
+    result = {**result, "peak_rss_gib": gib(peak_rss_bytes()), "threads": torch.get_num_threads()}
     print(CHILD_TAG + json.dumps(result), flush=True)
+
+
+def child_args(opts: dict[str, object]) -> list[str]:
+    """Command-line flags for a child: `--name value`, a bare `--name` for True, nothing for None."""
+    return [x for k, v in opts.items() if v is not None for x in ((f"--{k}",) if v is True else (f"--{k}", str(v)))]
 
 
 def save(name: str, record: dict) -> Path:

@@ -140,43 +140,15 @@ def test_unsafe_targets_are_refused(run, tmp_path):
     assert not (run / "models" / "merged").exists()
 
 
-def test_cli_export_prints_the_folder(run, tmp_path):
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "qatune",
-            "export",
-            "--run",
-            str(run),
-            "--model",
-            "epoch-1",
-            "--out",
-            str(tmp_path / "cli"),
-            "--dtype",
-            "fp16",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
+def _cli_export(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "qatune", "export", *args], capture_output=True, text=True, timeout=120
     )
+
+
+def test_cli_export_prints_the_folder(run, tmp_path):
+    proc = _cli_export("--run", str(run), "--model", "epoch-1", "--out", str(tmp_path / "cli"), "--dtype", "fp16")
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "exported:" in proc.stdout and (tmp_path / "cli" / "model.safetensors").exists()
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "qatune",
-            "export",
-            "--run",
-            str(run),
-            "--model",
-            "nope",
-            "--out",
-            str(tmp_path / "cli2"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    proc = _cli_export("--run", str(run), "--model", "nope", "--out", str(tmp_path / "cli2"))
     assert proc.returncode == 2 and "Traceback" not in proc.stderr

@@ -133,13 +133,4 @@ def read_delimited(path: Path, cols: Columns, *, sheet: str | None, max_rows: in
             "there, or re-export the file",
             path=path,
         ) from None
-    return Table(
-        path=path,
-        format=fmt,
-        rows=sink.rows,
-        question_col=header.question_col,
-        answer_col=header.answer_col,
-        header_row=header.row,
-        blank_rows=sink.blank,
-        notes=lines.notes(),
-    )
+    return sink.table(fmt, header, notes=lines.notes())

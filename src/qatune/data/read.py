@@ -212,6 +212,19 @@ class RowSink:
             )
         self.rows.append(RawRow(row, q, a, problem))
 
+    def table(self, fmt: str, header: Header, **extra: Any) -> Table:
+        """The collected rows as a Table read with `header` (`extra`: sheet, notes)."""
+        return Table(
+            path=self.path,
+            format=fmt,
+            rows=self.rows,
+            question_col=header.question_col,
+            answer_col=header.answer_col,
+            header_row=header.row,
+            blank_rows=self.blank,
+            **extra,
+        )
+
 
 def tabular_rows(sink: RowSink, rows: Iterable[tuple[int, Sequence[Any]]], header: Header, convert: Converter) -> None:
     """Feed the data rows under `header` into the sink."""

@@ -130,16 +130,7 @@ def read_json(path: Path, cols: Columns, *, sheet: str | None, max_rows: int, fm
         plural = {"a string": "strings", "a number": "numbers"}.get(_kind(first), "true/false values")
         raise QatuneError(f"{_SHAPE}, found a list of {plural}", path=path)
     notes = [f"{path.name}: {note}"] if note else []
-    return Table(
-        path=path,
-        format="json",
-        rows=sink.rows,
-        question_col=header.question_col,
-        answer_col=header.answer_col,
-        header_row=header.row,
-        blank_rows=sink.blank,
-        notes=notes,
-    )
+    return sink.table("json", header, notes=notes)
 
 
 def _add_record(sink: RowSink, number: int, item: Any, header: Header, what: str) -> None:
@@ -178,16 +169,7 @@ def read_jsonl(path: Path, cols: Columns, *, sheet: str | None, max_rows: int, f
             sink.add(number, None, None, _json_text, problem=problem)
         else:
             _add_record(sink, number, obj, header, "line")
-    return Table(
-        path=path,
-        format="jsonl",
-        rows=sink.rows,
-        question_col=header.question_col,
-        answer_col=header.answer_col,
-        header_row=None,
-        blank_rows=sink.blank,
-        notes=lines.notes(),
-    )
+    return sink.table("jsonl", header, notes=lines.notes())
 
 
 def read_parquet(path: Path, cols: Columns, *, sheet: str | None, max_rows: int, fmt: str) -> Table:

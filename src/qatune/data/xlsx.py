@@ -179,13 +179,4 @@ def read_workbook(path: Path, cols: Columns, *, sheet: str | None, max_rows: int
             raise QatuneError(
                 f"the workbook is damaged near row {last[0]} ({_short(exc)}); {_RESAVE}", path=path
             ) from None
-    return Table(
-        path=path,
-        format="xlsx",
-        rows=sink.rows,
-        question_col=header.question_col,
-        answer_col=header.answer_col,
-        header_row=header.row,
-        sheet=ws.title,
-        blank_rows=sink.blank,
-    )
+    return sink.table("xlsx", header, sheet=ws.title)

@@ -54,12 +54,12 @@ def _switch_off(lever: str) -> None:
     """Undo one of qatune's decoding levers, to measure what it buys."""
     import functools
 
-    from qatune import decode, generate
+    from qatune.generate import decoding, engine
 
     if lever == "lookup":  # the lone row decodes one token per pass
-        generate.greedy_decode = functools.partial(decode.greedy_decode, lookup=False)
+        engine.greedy_decode = functools.partial(decoding.greedy_decode, lookup=False)
     elif lever == "prefill-index":  # the prompt pass slices its last position (a strided view)
-        decode.prompt_logits_index = lambda input_ids: 1
+        decoding.prompt_logits_index = lambda input_ids: 1
 
 
 def side_qatune(args: argparse.Namespace, questions: list[str]) -> dict:
@@ -69,9 +69,9 @@ def side_qatune(args: argparse.Namespace, questions: list[str]) -> dict:
     if args.without:
         _switch_off(args.without)
     if args.draft_rows:
-        from qatune import decode
+        from qatune.generate import decoding
 
-        decode.DRAFT_ROWS = args.draft_rows
+        decoding.DRAFT_ROWS = args.draft_rows
 
     model, tokenizer, placement = _load(args.model_path, args.adapter, args.precision)
     engine = Engine(model, tokenizer, ["ft"] if args.adapter else [], placement.device)

@@ -1,5 +1,5 @@
-"""CPU training levers one at a time, with qatune's own building blocks (qatune.batching collation,
-qatune.loss.AnswerLoss / full_logits_loss) on the default model: a ladder from the seed's batches to qatune's,
+"""CPU training levers one at a time, with qatune's own building blocks (qatune.train.batching collation,
+qatune.train.loss.AnswerLoss / full_logits_loss) on the default model: a ladder from the seed's batches to qatune's,
 each rung changing one thing, timed over the same examples in one process. Rungs that must not change the
 loss (answer-only logits, shared prefix, packing) are checked against their reference.
 
@@ -23,8 +23,8 @@ import workload  # noqa: E402
 
 
 def _examples(tokenizer, pairs):
-    from qatune.batching import Example
     from qatune.prompts import encode_pair
+    from qatune.train.batching import Example
 
     return [
         Example(str(i), e.input_ids, e.labels)
@@ -54,7 +54,7 @@ def _seed_batches(tokenizer, pairs, bs: int, dynamic: bool):
 
 
 def _qatune_batches(examples, bs: int, pad_id: int, prefix: int, packed: bool):
-    from qatune.batching import collate
+    from qatune.train.batching import collate
 
     return [
         (collate(examples[i : i + bs], pad_id, prefix, packed), len(examples[i : i + bs]))
@@ -87,8 +87,8 @@ def _time(model, loss_fn, batches, bf16: bool = False) -> tuple[float, float]:
 def rungs(model, tokenizer, pairs, bs: int) -> list[tuple[str, float, float | None, str]]:
     import torch
 
-    from qatune.batching import shared_prefix_len
-    from qatune.loss import AnswerLoss, full_logits_loss
+    from qatune.train.batching import shared_prefix_len
+    from qatune.train.loss import AnswerLoss, full_logits_loss
 
     examples = _examples(tokenizer, pairs)
     pad = tokenizer.pad_token_id

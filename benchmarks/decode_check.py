@@ -28,22 +28,23 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
 
     from qatune import config as cfg
-    from qatune import decode, generate
+    from qatune.generate import decoding, load_engine
+    from qatune.generate import engine as engine_module
     from qatune.prompts import messages_for
     from qatune.rundir import RunDir
     from qatune.storage import read_jsonl
 
     if args.draft_rows:
-        decode.DRAFT_ROWS = args.draft_rows
+        decoding.DRAFT_ROWS = args.draft_rows
     rundir = RunDir(args.run)
     overrides = {"train": {"precision": args.precision}} if args.precision else {}
-    engine = generate.load_engine(args.run, cfg.load(args.run / "config.yaml", overrides))
+    engine = load_engine(args.run, cfg.load(args.run / "config.yaml", overrides))
     conversations = [messages_for(row["question"]) for row in read_jsonl(rundir.split_file("test"))]
     rows = {}
     for name in args.models.split(",") if args.models else engine.names:
         answers, seconds = {}, {}
         for lookup in (False, True):
-            generate.greedy_decode = functools.partial(decode.greedy_decode, lookup=lookup)
+            engine_module.greedy_decode = functools.partial(decoding.greedy_decode, lookup=lookup)
             start = time.perf_counter()
             answers[lookup] = [g.text for g in engine.generate(name, conversations, max_new_tokens=256)]
             seconds[lookup] = time.perf_counter() - start
@@ -61,7 +62,8 @@ def main(argv: list[str] | None = None) -> None:
         )
     total = sum(r["equal"] for r in rows.values()), sum(r["questions"] for r in rows.values())
     print(
-        f"{total[0]}/{total[1]} answers equal (draft rows {decode.DRAFT_ROWS}, precision {args.precision or 'the run'})"
+        f"{total[0]}/{total[1]} answers equal "
+        f"(draft rows {decoding.DRAFT_ROWS}, precision {args.precision or 'the run'})"
     )
     if args.save:
         path = record.save(
@@ -69,7 +71,7 @@ def main(argv: list[str] | None = None) -> None:
             {
                 "command": " ".join(sys.argv),
                 "run": str(args.run),
-                "draft_rows": decode.DRAFT_ROWS,
+                "draft_rows": decoding.DRAFT_ROWS,
                 "precision": args.precision or "run's",
                 "rows": rows,
             },

@@ -1,7 +1,7 @@
 """GPU benchmark on one CUDA GPU, Mistral-7B shape with random weights (throughput does not depend on weight
 values): the seed's QLoRA recipe vs qatune's training path (qatune.model.load_base/attach_lora,
-qatune.batching planning and collation, qatune.loss.AnswerLoss, Liger kernels and FlexAttention when present)
-in QLoRA and LoRA-bf16 mode, and the seed's beam-5 one-at-a-time generation vs qatune.generate.Engine.
+qatune.train.batching planning and collation, qatune.train.loss.AnswerLoss, Liger kernels and FlexAttention when
+present) in QLoRA and LoRA-bf16 mode, and the seed's beam-5 one-at-a-time generation vs qatune.generate.Engine.
 
     PYTHONPATH=src python3 benchmarks/gpu_bench.py            # CUDA: under 10 minutes on an H200
     .venv/bin/python benchmarks/gpu_bench.py --tiny           # CPU dry run of every code path, tiny model
@@ -30,11 +30,11 @@ HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent / "src")]
 from gpu_data import LENS, PROMPT, build_model_dir, examples, question_text, seed_batches  # noqa: E402
 
-from qatune.batching import auto_batch_size, collate, plan_batches, to_device  # noqa: E402
 from qatune.generate import Engine  # noqa: E402
-from qatune.loss import AnswerLoss  # noqa: E402
 from qatune.model import Placement, attach_lora, load_base, load_tokenizer, lora_config  # noqa: E402
 from qatune.prompts import messages_for  # noqa: E402
+from qatune.train.batching import auto_batch_size, collate, plan_batches, to_device  # noqa: E402
+from qatune.train.loss import AnswerLoss  # noqa: E402
 
 GOALS = {"qlora_vs_seed": 25.0, "lora_long_mfu": 0.55, "eval_vs_seed": 100.0}
 
@@ -211,7 +211,7 @@ class Bench:
 
     # ---------------------------------------------------------------- qatune
     def qatune_phase(self, label: str, quant: bool, plan: list[tuple | int]) -> None:
-        """Load the base as qatune.trainsetup does (load_base for training, use_cache off, Liger on the instance, LoRA
+        """Load the base as qatune.train.setup does (load_base for training, use_cache off, Liger on the instance, LoRA
         r8/alpha16/dropout 0.1 on q/v, AnswerLoss with fused cross-entropy under Liger), then run the plan in
         order, most important first: a tuple is a training variant, an int an eval batch size."""
         mode = "4bit" if quant and self.quant else "none"
@@ -277,8 +277,8 @@ class Bench:
                 self.free()
 
     def qatune_train(self, name: str, loss_module, data: str, packed: bool, tokens: int, fixed_bs: int | None) -> None:
-        """Mirrors qatune.fit.train_step: loss = summed answer-token cross-entropy / the step's answer tokens,
-        batches from qatune.batching (auto_batch_size over a token budget, plan_batches, collate)."""
+        """Mirrors qatune.train.loop.train_step: loss = summed answer-token cross-entropy / the step's answer tokens,
+        batches from qatune.train.batching (auto_batch_size over a token budget, plan_batches, collate)."""
         ex = self.short if data == "short" else self.long
         lengths = [len(e.input_ids) for e in ex]
         bs = fixed_bs or auto_batch_size(lengths, tokens, n_min_steps=1)
@@ -351,7 +351,7 @@ class Bench:
     def run(self) -> None:
         only = set(filter(None, self.a.only.split(",")))
         tiny = self.a.tiny
-        budget = 256 if tiny else 16384  # qatune.trainsetup.GPU_TOKEN_BUDGET: tokens per micro-batch on CUDA
+        budget = 256 if tiny else 16384  # qatune.train.setup.GPU_TOKEN_BUDGET: tokens per micro-batch on CUDA
         short_row, long_row = (128, 512) if tiny else (4096, 8192)
         # (name, data, packed, tokens per micro-batch, fixed batch size, FlexAttention when available)
         ev = (lambda *bs: [4]) if tiny else (lambda *bs: list(bs))  # noqa: E731

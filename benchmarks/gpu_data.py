@@ -1,6 +1,6 @@
 """Inputs of the GPU benchmark: a Mistral-7B-shaped model with random weights and a word-level tokenizer
 (one word per token id, an [INST] chat template) saved once as a model folder, and synthetic examples with
-the seed's sequence and prompt lengths (or 128-512 tokens) as qatune.batching.Example objects."""
+the seed's sequence and prompt lengths (or 128-512 tokens) as qatune.train.batching.Example objects."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from pathlib import Path
 
 import torch
 
-from qatune.batching import Example
 from qatune.prompts import IGNORE_INDEX
+from qatune.train.batching import Example
 
 # Token and prompt lengths of the seed's 159 QA pairs in Mistral's [INST] template (from ../shared/bench).
 # fmt: off

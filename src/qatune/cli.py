@@ -167,7 +167,7 @@ def train(
         early_stopping_patience=early_stopping_patience,
     )
     overrides.update(model=model, trust_remote_code=trust_remote_code, allow_pickle=allow_pickle)
-    from qatune.fit import TrainingInterrupted
+    from qatune.train.loop import TrainingInterrupted
 
     try:
         run_train(run, cfg.load_for_run(run, config, overrides), resume=resume)

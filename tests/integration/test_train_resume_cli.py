@@ -10,9 +10,9 @@ import sys
 import time
 from pathlib import Path
 
-from qatune import checkpoint
 from qatune import train as train_mod
 from qatune.rundir import RunDir
+from qatune.train import checkpoint
 from train_runs import assert_same_adapter, config, write_config, write_data
 
 SETTINGS = {"epochs": [1, 3], "checkpoint_steps": 5, "batch_size": 1}

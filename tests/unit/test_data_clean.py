@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from qatune.data.clean import clean_rows, clean_text, length_warnings, question_key, token_counter
-from qatune.data.read import RawRow
+from qatune.data.table import RawRow
 
 
 def test_clean_text_spaces_and_line_breaks():

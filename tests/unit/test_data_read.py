@@ -348,9 +348,9 @@ def test_a_data_row_mentioning_questions_is_not_taken_for_a_header(tmp_path):
 
 
 def test_total_text_is_bounded(tmp_path, monkeypatch):
-    from qatune.data import read
+    from qatune.data import table
 
-    monkeypatch.setattr(read, "MAX_TEXT_CHARS", 1000)
+    monkeypatch.setattr(table, "MAX_TEXT_CHARS", 1000)
     path = write_csv(tmp_path / "t.csv", [["Question", "Answer"]] + [[f"Q{i}?", "x" * 100] for i in range(20)])
     with pytest.raises(QatuneError, match=r"t.csv, row 11: holds more than"):
         read_table(path)

@@ -7,7 +7,8 @@ import threading
 import pytest
 import torch
 
-from qatune.generate import BASE, Engine, _cut_at_stop
+from qatune.generate import BASE, Engine
+from qatune.generate.engine import _cut_at_stop
 from qatune.model import attach_lora, choose_placement, load_base, load_tokenizer, lora_config
 from qatune.prompts import messages_for
 
@@ -88,7 +89,7 @@ def test_stop_strings_cut_the_text():
 
 def test_pruned_greedy_decoding_equals_hf_generate(lively_model_dir):
     """Rows that finish early leave the batch; every row still gets exactly HF generate's greedy tokens."""
-    from qatune.decode import greedy_decode
+    from qatune.generate.decoding import greedy_decode
     from qatune.prompts import prompt_ids
 
     engine = _engine(lively_model_dir)

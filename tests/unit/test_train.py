@@ -9,12 +9,13 @@ import pytest
 import torch
 
 from qatune import train as train_mod
-from qatune import trainsetup
 from qatune.config import load
 from qatune.console import QatuneError
 from qatune.model import cpu_has_native_bf16
 from qatune.rundir import RunDir
 from qatune.storage import read_jsonl
+from qatune.train import setup as train_setup
+from qatune.train import stage
 from train_runs import adapter, assert_same_adapter, config, write_data
 
 SUMMARY_KEYS = {
@@ -120,7 +121,7 @@ def test_every_lora_tensor_changed(trained, tiny_model_dir):
 
     cfg = config(tiny_model_dir)
     initial = get_peft_model_state_dict(
-        trainsetup.load_model(cfg, str(tiny_model_dir), choose_placement("none", "fp32"), {"liger": False})
+        train_setup.load_model(cfg, str(tiny_model_dir), choose_placement("none", "fp32"), {"liger": False})
     )
     final = adapter(RunDir(trained[0]).model_dir("epoch-2"))
     assert initial.keys() == final.keys() and len(final) == 2 * 2 * 2  # 2 layers x q,v x A,B
@@ -139,7 +140,7 @@ def test_a_finished_run_is_not_retrained(trained, tiny_model_dir, monkeypatch):
     run, summary = trained
     cfg = config(tiny_model_dir)
     assert train_mod.is_current(run, cfg)
-    monkeypatch.setattr(train_mod, "setup", lambda *a, **k: pytest.fail("retrained a finished run"))
+    monkeypatch.setattr(stage, "setup", lambda *a, **k: pytest.fail("retrained a finished run"))
     assert train_mod.train(run, cfg) == summary
     assert not train_mod.is_current(run, config(tiny_model_dir, lr=1e-3))
 
@@ -157,10 +158,10 @@ def test_independent_sweep_trains_one_run_per_count(tiny_model_dir, tmp_path):
 
 
 def test_early_stopping_reports_epochs_not_reached(tiny_model_dir, tmp_path, monkeypatch):
-    from qatune import fit
+    from qatune.train import loop
 
     losses = iter([1.0, 2.0, 3.0, 4.0])
-    monkeypatch.setattr(fit, "evaluate", lambda s: next(losses))
+    monkeypatch.setattr(loop, "evaluate", lambda s: next(losses))
     run = write_data(tmp_path / "run", n_train=6, n_val=2)
     summary = train_mod.train(run, config(tiny_model_dir, epochs=[1, 2, 4], early_stopping_patience=1))
     assert summary["epochs_run"] == 2 and summary["stopped_early"]

@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from qatune.batching import collate, load_examples, shared_prefix_len
-from qatune.loss import AnswerLoss, full_logits_loss
 from qatune.model import attach_lora, choose_placement, load_base, load_tokenizer, lora_config
 from qatune.prompts import IGNORE_INDEX
+from qatune.train.batching import collate, load_examples, shared_prefix_len
+from qatune.train.loss import AnswerLoss, full_logits_loss
 from train_runs import write_data
 
 

@@ -9,12 +9,12 @@ import errno
 import pytest
 import torch
 
-from qatune import checkpoint, fit
 from qatune import train as train_mod
 from qatune.console import QatuneError
-from qatune.loss import AnswerLoss
 from qatune.rundir import RunDir
 from qatune.storage import read_jsonl
+from qatune.train import checkpoint, loop
+from qatune.train.loss import AnswerLoss
 from train_runs import assert_same_adapter, config, write_data
 
 SETTINGS = {"epochs": [1, 2], "checkpoint_steps": 3}
@@ -34,7 +34,7 @@ def _stop_after(monkeypatch, n_steps):
         calls["n"] += 1
         return calls["n"] >= n_steps
 
-    monkeypatch.setattr(fit.StopRequest, "agreed", agreed)
+    monkeypatch.setattr(loop.StopRequest, "agreed", agreed)
 
 
 @pytest.mark.parametrize("stop_at", [4, 10])  # mid-epoch 1; last step of epoch 1 (stops after its checkpoint)
@@ -44,7 +44,7 @@ def test_interrupt_then_resume_gives_the_uninterrupted_adapter(
     run = write_data(tmp_path / "run")
     cfg = config(tiny_model_dir, **SETTINGS)
     _stop_after(monkeypatch, stop_at)
-    with pytest.raises(fit.TrainingInterrupted, match="--resume"):
+    with pytest.raises(loop.TrainingInterrupted, match="--resume"):
         train_mod.train(run, cfg)
     rundir = RunDir(run)
     assert checkpoint.latest(rundir.checkpoints_dir) is not None and not rundir.train_summary_json.exists()
@@ -62,7 +62,7 @@ def test_interrupt_then_resume_gives_the_uninterrupted_adapter(
 def test_resume_refuses_a_checkpoint_of_other_settings(tiny_model_dir, tmp_path, monkeypatch, capsys):
     run = write_data(tmp_path / "run")
     _stop_after(monkeypatch, 4)
-    with pytest.raises(fit.TrainingInterrupted):
+    with pytest.raises(loop.TrainingInterrupted):
         train_mod.train(run, config(tiny_model_dir, **SETTINGS))
     monkeypatch.undo()
     changed = config(tiny_model_dir, **SETTINGS, lr=1e-3)
@@ -123,7 +123,7 @@ def test_independent_sweep_resumes_inside_its_second_run(tiny_model_dir, tmp_pat
     train_mod.train(reference, config(tiny_model_dir, **settings))
     run = write_data(tmp_path / "run")
     _stop_after(monkeypatch, 15)  # run "1" has 10 steps; stop in the first epoch of run "2"
-    with pytest.raises(fit.TrainingInterrupted):
+    with pytest.raises(loop.TrainingInterrupted):
         train_mod.train(run, config(tiny_model_dir, **settings))
     assert RunDir(run).model_dir("epoch-1").exists() and not RunDir(run).model_dir("epoch-2").exists()
     monkeypatch.undo()

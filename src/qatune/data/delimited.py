@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from qatune.console import QatuneError
-from qatune.data.read import (
+from qatune.data.table import (
     HEADER_SCAN_ROWS,
     Columns,
     RowSink,

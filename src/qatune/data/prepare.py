@@ -11,9 +11,10 @@ from qatune.config import Config, save_config, section_hash
 from qatune.console import QatuneError
 from qatune.data.augment import augment_pairs
 from qatune.data.clean import Cleaned, clean_rows, length_warnings, question_key
-from qatune.data.read import Table, read_table
+from qatune.data.read import read_table
 from qatune.data.split import Splits, split_pairs, split_with_test
 from qatune.data.summary import markdown, print_summary
+from qatune.data.table import Table
 from qatune.rundir import RunDir
 from qatune.storage import atomic_dir, atomic_write_json, atomic_write_text, file_sha256, read_json, write_jsonl
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from qatune.console import QatuneError
 from qatune.data.delimited import TextLines
-from qatune.data.read import (
+from qatune.data.table import (
     Columns,
     Header,
     RowSink,

@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from qatune.console import QatuneError
-from qatune.data.read import (
+from qatune.data.sniff import check_zip
+from qatune.data.table import (
     Columns,
     Header,
     RawRow,
@@ -25,7 +26,6 @@ from qatune.data.read import (
     tabular_rows,
     to_text,
 )
-from qatune.data.sniff import check_zip
 
 _MERGE = re.compile(rb'<(?:\w+:)?mergeCell\s[^>]*?ref="([A-Za-z]{1,3}\d{1,7}):([A-Za-z]{1,3}\d{1,7})"')
 MAX_MERGED = 100_000

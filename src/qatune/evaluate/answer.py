@@ -158,7 +158,7 @@ def _twins(prints: dict[str, str]) -> dict[str, str]:
 
 def _load_engine(run: Path, config: Config, adapters: list[str]) -> Any:
     if config.eval.engine == "vllm":
-        from qatune.generate_vllm import load_vllm_engine
+        from qatune.generate.vllm import load_vllm_engine
 
         return load_vllm_engine(run, config, adapters)
     from qatune.generate import load_engine

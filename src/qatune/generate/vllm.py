@@ -1,4 +1,4 @@
-"""Optional vLLM backend for eval on a GPU (`--engine vllm`): the same calls as generate.Engine, with
+"""Optional vLLM backend for eval on a GPU (`--engine vllm`): the same calls as engine.Engine, with
 each adapter served as a LoRARequest on one base. Imported only when that engine is asked for."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from qatune.console import QatuneError, info
-from qatune.generate import BASE, Generation
+from qatune.generate.engine import BASE, Generation
 from qatune.prompts import IGNORE_INDEX, encode_pair, ensure_chat_template, prompt_ids, stop_token_ids
 
 if TYPE_CHECKING:

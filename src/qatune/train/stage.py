@@ -8,14 +8,15 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from qatune import checkpoint, manifest
+from qatune import manifest
 from qatune.config import Config, section_hash
 from qatune.console import QatuneError, info, warn
-from qatune.fit import Setup, StopRequest, TrainingInterrupted, epoch_steps, fit, new_progress
 from qatune.rundir import RunDir
 from qatune.storage import atomic_write_json, file_sha256, read_json
-from qatune.trainlog import TrainLog
-from qatune.trainsetup import seed_all, setup
+from qatune.train import checkpoint
+from qatune.train.loop import Setup, StopRequest, TrainingInterrupted, epoch_steps, fit, new_progress
+from qatune.train.setup import seed_all, setup
+from qatune.train.telemetry import TrainLog
 
 
 def input_hash(run: Path, config: Config) -> str:

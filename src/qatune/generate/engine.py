@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from qatune.console import QatuneError
-from qatune.decode import greedy_decode
+from qatune.generate.decoding import greedy_decode
 from qatune.prompts import IGNORE_INDEX, encode_pair, ensure_chat_template, prompt_ids, stop_token_ids
 
 if TYPE_CHECKING:

@@ -12,13 +12,13 @@ from dataclasses import replace
 from typing import Any
 
 from qatune import __version__, console, manifest
-from qatune.batching import auto_batch_size, describe, load_examples, shared_prefix_len
 from qatune.config import Config, TrainConfig
 from qatune.console import QatuneError, info, warn
-from qatune.fit import Setup
 from qatune.rundir import RunDir
 from qatune.storage import atomic_dir, atomic_write_json
-from qatune.trainlog import TrainLog
+from qatune.train.batching import auto_batch_size, describe, load_examples, shared_prefix_len
+from qatune.train.loop import Setup
+from qatune.train.telemetry import TrainLog
 
 CPU_TOKEN_BUDGET = 1024  # tokens per micro-batch on CPU: throughput is flat beyond this
 GPU_TOKEN_BUDGET = 16384
@@ -88,9 +88,9 @@ def setup(rundir: RunDir, config: Config, key: str, fresh: bool) -> tuple[Setup,
     """Load tokenizer, data and model; choose placement, batch size and speed-ups; print the memory plan."""
     import torch
 
-    from qatune.loss import AnswerLoss
     from qatune.model import choose_placement, load_tokenizer, resolve_model
     from qatune.prompts import ensure_chat_template
+    from qatune.train.loss import AnswerLoss
 
     tc = config.train
     placement = choose_placement(tc.quant, tc.precision, cpu_bf16=True)
@@ -153,7 +153,7 @@ def _verified_prefix(loss: Any, examples: list, pad_id: int, prefix: int, device
     cannot be shared across a batch falls back to full rows)."""
     import torch
 
-    from qatune.batching import collate, to_device
+    from qatune.train.batching import collate, to_device
 
     if not prefix:
         return 0

@@ -12,12 +12,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from qatune import checkpoint
-from qatune.batching import Example, batch_tokens, collate, plan_batches, to_device
 from qatune.config import TrainConfig
 from qatune.console import QatuneError
 from qatune.rundir import RunDir
-from qatune.trainlog import TrainLog
+from qatune.train import checkpoint
+from qatune.train.batching import Example, batch_tokens, collate, plan_batches, to_device
+from qatune.train.telemetry import TrainLog
 
 
 class TrainingInterrupted(QatuneError):

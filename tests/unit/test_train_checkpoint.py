@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from qatune import checkpoint
+from qatune.train import checkpoint
 
 
 def _objects(seed=0):

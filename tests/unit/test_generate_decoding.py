@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from qatune.decode import greedy_decode, lookup_draft
+from qatune.generate.decoding import greedy_decode, lookup_draft
 from qatune.model import choose_placement, load_base, load_tokenizer
 from qatune.prompts import messages_for, prompt_ids
 
@@ -72,7 +72,7 @@ def _oracle(greedy: dict[tuple[int, ...], list[int]], vocab: int):
 def test_verified_drafts_keep_exactly_the_greedy_tokens(lively_model_dir, monkeypatch):
     """Accepted, partly accepted and rejected drafts (the rejected part cropped from the KV cache, positions
     moved on by what was kept) leave exactly the tokens of plain greedy decoding, in fewer passes."""
-    from qatune import decode
+    from qatune.generate import decoding
 
     model, tok = _model(lively_model_dir)
     prompt = prompt_ids(tok, messages_for("How is the grade computed?"))
@@ -80,7 +80,7 @@ def test_verified_drafts_keep_exactly_the_greedy_tokens(lively_model_dir, monkey
     with torch.inference_mode():
         (plain,) = greedy_decode(model, ids, torch.ones_like(ids), 60, [], lookup=False)
         drafter, drafts = _oracle({tuple(prompt): plain}, model.config.vocab_size)
-        monkeypatch.setattr(decode, "lookup_draft", drafter)
+        monkeypatch.setattr(decoding, "lookup_draft", drafter)
         (got,) = greedy_decode(model, ids, torch.ones_like(ids), 60, [])
     assert got == plain == _hf_greedy(model, tok, ids, 60, None)
     assert len(drafts) < 30
@@ -94,7 +94,7 @@ def test_drafted_rows_stop_where_greedy_decoding_stops(lively_model_dir, monkeyp
     """Left-padded rows (six start undrafted and are drafted once four are left) each keep their own count of
     drafted tokens per pass, the rest of their draft masked out of the cache, and each ends at its stop token
     wherever it falls in a draft: every row gets HF generate's tokens for its prompt alone."""
-    from qatune import decode
+    from qatune.generate import decoding
 
     model, tok = _model(lively_model_dir)
     prompts = [prompt_ids(tok, messages_for(q)) for q in QUESTIONS[:rows]]
@@ -105,7 +105,7 @@ def test_drafted_rows_stop_where_greedy_decoding_stops(lively_model_dir, monkeyp
     with torch.inference_mode():
         free = greedy_decode(model, ids, mask, 50, [], lookup=False)
         drafter, _ = _oracle({tuple(p): f for p, f in zip(prompts, free, strict=True)}, model.config.vocab_size)
-        monkeypatch.setattr(decode, "lookup_draft", drafter)
+        monkeypatch.setattr(decoding, "lookup_draft", drafter)
         for shift in range(0, 12, 3):
             stop = sorted({f[(5 + 7 * i + shift) % 45] for i, f in enumerate(free)})
             got = greedy_decode(model, ids, mask, 50, stop)

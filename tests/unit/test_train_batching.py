@@ -8,11 +8,11 @@ import json
 import pytest
 import torch
 
-from qatune import batching
-from qatune.batching import Example, collate, epoch_order, load_examples, plan_batches, shared_prefix_len
 from qatune.console import QatuneError
 from qatune.model import load_tokenizer
 from qatune.prompts import IGNORE_INDEX
+from qatune.train import batching
+from qatune.train.batching import Example, collate, epoch_order, load_examples, plan_batches, shared_prefix_len
 from train_runs import pairs, write_data
 
 

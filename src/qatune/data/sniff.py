@@ -28,6 +28,11 @@ _RESAVE = {
 OLE_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
 ZIP_MAGIC = b"PK\x03\x04"
 PARQUET_MAGIC = b"PAR1"
+_ENCRYPTED_PACKAGE = "EncryptedPackage".encode("utf-16-le")
+_BIFF8_GLOBALS_BOF = b"\x09\x08\x10\x00\x00\x06\x05\x00"  # BOF record, 16 bytes, BIFF8, workbook globals
+_FILEPASS = b"\x2f\x00"  # record type of FilePass, which follows the 20-byte BOF record when encrypted
+_MINI_SECTOR = 64  # streams start on 64-byte (mini) or 512/4096-byte sector boundaries
+_OLE_CHUNK = 1 << 20  # a multiple of every sector size, so no record check spans two chunks
 
 # Limits on what a workbook may expand to before any of it is parsed.
 MAX_UNZIPPED_BYTES = 1 << 30
@@ -110,13 +115,10 @@ def _looks_binary(head: bytes) -> bool:
 
 
 def _ole_message(path: Path) -> str:
-    """An OLE2 container is either an encrypted xlsx or an old binary .xls."""
+    """An OLE2 container is either an encrypted xlsx or an old binary .xls (itself maybe encrypted)."""
     try:
-        import msoffcrypto
-
-        with open(path, "rb") as handle:
-            encrypted = msoffcrypto.OfficeFile(handle).is_encrypted()
-    except Exception:  # any failure means "not a readable encrypted workbook"
+        encrypted = _ole_encrypted(path)
+    except OSError:
         encrypted = False
     if encrypted:
         return (
@@ -124,6 +126,24 @@ def _ole_message(path: Path) -> str:
             "(File > Info > Protect Workbook > Encrypt), save, and try again"
         )
     return "this is an old Excel 97-2003 (.xls) or other Office binary file: open it and save it as .xlsx"
+
+
+def _ole_encrypted(path: Path) -> bool:
+    """Signs of encryption in an OLE2 file, without parsing it: an encrypted xlsx is the OLE container Office
+    wraps around an "EncryptedPackage" stream (its name is stored in UTF-16LE in the directory); an encrypted
+    .xls has a FilePass record right after the BOF record that opens its Workbook stream (at a sector start)."""
+    with open(path, "rb") as handle:
+        carry = b""
+        while chunk := handle.read(_OLE_CHUNK):
+            if _ENCRYPTED_PACKAGE in carry + chunk:
+                return True
+            at = chunk.find(_BIFF8_GLOBALS_BOF)
+            while at != -1:
+                if at % _MINI_SECTOR == 0 and chunk.startswith(_FILEPASS, at + 20):
+                    return True
+                at = chunk.find(_BIFF8_GLOBALS_BOF, at + 1)
+            carry = chunk[-len(_ENCRYPTED_PACKAGE) :]
+    return False
 
 
 def check_zip(path: Path) -> None:

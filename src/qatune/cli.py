@@ -9,9 +9,11 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from pydantic import BaseModel
+from rich.markup import escape
 
 from qatune import __version__, console
-from qatune.config import EvalConfig, PrepareConfig, TrainConfig, help_for, parse_list
+from qatune.config import Config, EvalConfig, PrepareConfig, TrainConfig, help_for, parse_list
 
 app = typer.Typer(
     add_completion=False,
@@ -22,24 +24,34 @@ app = typer.Typer(
 
 _DEBUG = {"on": False}
 
-RunOpt = Annotated[Path, typer.Option("--run", help="Run directory.")]
-ConfigOpt = Annotated[Path | None, typer.Option("--config", help="YAML config file (flags override it).")]
-QuietOpt = Annotated[bool, typer.Option("--quiet", help="No progress bars or chatter (CI, logs).")]
-ModelOpt = Annotated[str | None, typer.Option("--model", help="Base model: 'default', a hub id, a folder or a .gguf.")]
-TrustOpt = Annotated[bool | None, typer.Option("--trust-remote-code", help="Allow model code from the model folder.")]
-PickleOpt = Annotated[bool | None, typer.Option("--allow-pickle", help="Allow pickle-based .bin/.pt weights.")]
+
+def _help(section: type[BaseModel], field: str) -> str:
+    """A config-backed flag's help: the field's description and default (escaped: Typer reads rich markup)."""
+    return escape(help_for(section, field))
+
+
+def _c(field: str) -> str:
+    return _help(Config, field)
 
 
 def _p(field: str) -> str:
-    return help_for(PrepareConfig, field)
+    return _help(PrepareConfig, field)
 
 
 def _t(field: str) -> str:
-    return help_for(TrainConfig, field)
+    return _help(TrainConfig, field)
 
 
 def _e(field: str) -> str:
-    return help_for(EvalConfig, field)
+    return _help(EvalConfig, field)
+
+
+RunOpt = Annotated[Path, typer.Option("--run", help="Run directory.")]
+ConfigOpt = Annotated[Path | None, typer.Option("--config", help="YAML config file (flags override it).")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", help="No progress bars or chatter (CI, logs).")]
+ModelOpt = Annotated[str | None, typer.Option("--model", help=_c("model"))]
+TrustOpt = Annotated[bool | None, typer.Option("--trust-remote-code", help=_c("trust_remote_code"))]
+PickleOpt = Annotated[bool | None, typer.Option("--allow-pickle", help=_c("allow_pickle"))]
 
 
 def _auto_int(value: str | None) -> int | str | None:
@@ -124,7 +136,7 @@ def train(
     run: RunOpt,
     config: ConfigOpt = None,
     model: ModelOpt = None,
-    epochs: Annotated[str | None, typer.Option(help=_t("epochs") + " e.g. 3,4,6,8")] = None,
+    epochs: Annotated[str | None, typer.Option(help=_t("epochs"))] = None,
     sweep: Annotated[str | None, typer.Option(help=_t("sweep"))] = None,
     lora_r: Annotated[int | None, typer.Option(help=_t("lora_r"))] = None,
     lora_alpha: Annotated[float | None, typer.Option(help=_t("lora_alpha"))] = None,
@@ -244,7 +256,9 @@ def run_(
     precision: Annotated[str | None, typer.Option(help=_t("precision"))] = None,
     max_length: Annotated[int | None, typer.Option(help=_t("max_length"))] = None,
     early_stopping_patience: Annotated[int | None, typer.Option(help=_t("early_stopping_patience"))] = None,
-    seed: Annotated[int | None, typer.Option(help="Seed for split and training.")] = None,
+    seed: Annotated[
+        int | None, typer.Option(help=f"Sets both seeds. Split: {_p('seed')} Training: {_t('seed')}")
+    ] = None,
     augment: Annotated[int | None, typer.Option(help=_p("augment"))] = None,
     max_new_tokens: Annotated[int | None, typer.Option(help=_e("max_new_tokens"))] = None,
     trust_remote_code: TrustOpt = None,

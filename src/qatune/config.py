@@ -54,7 +54,7 @@ class TrainConfig(_Section):
     lora_dropout: float = Field(0.1, ge=0.0, lt=1.0, description="Dropout on the LoRA input.")
     target_modules: list[str] = Field(
         default_factory=lambda: ["q_proj", "v_proj"],
-        description="Modules LoRA attaches to, or ['all-linear'].",
+        description="Modules LoRA attaches to, or all-linear (every linear layer except the output layer).",
     )
     lr: float = Field(2e-4, gt=0, description="AdamW learning rate.")
     weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay.")
@@ -62,10 +62,14 @@ class TrainConfig(_Section):
     batch_size: int | Literal["auto"] = Field("auto", description="Examples per step, or 'auto'.")
     grad_accum: int = Field(1, ge=1, description="Gradient accumulation steps.")
     quant: Literal["auto", "4bit", "8bit", "none"] = Field(
-        "auto", description="Base weight quantization: auto = 4-bit NF4 on CUDA, none on CPU."
+        "auto",
+        description="Base weight quantization: auto = 4-bit NF4 on CUDA (none when bitsandbytes is not installed), "
+        "none on CPU.",
     )
     precision: Literal["auto", "bf16", "fp16", "fp32"] = Field(
-        "auto", description="Compute precision: auto = bf16 on CUDA (fp16 if unsupported), fp32 on CPU."
+        "auto",
+        description="Compute precision: auto = bf16 on CUDA (fp16 if unsupported); on CPU bf16 where the CPU has "
+        "native bf16 (AVX512-BF16/AMX), else fp32.",
     )
     max_length: int = Field(512, ge=16, description="Longest tokenized example; longer ones are truncated.")
     seed: int = Field(42, description="Training seed (weights init, shuffling, dropout).")
@@ -188,10 +192,24 @@ def section_hash(section: BaseModel, *extra: object) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
-def help_for(section: type[BaseModel], field: str) -> str:
+def default_text(section: type[BaseModel], field: str) -> str | None:
+    """A field's default as its flag takes it (lists comma-separated, booleans on/off); None when unset."""
     info = section.model_fields[field]
     default = info.default_factory() if info.default_factory else info.default  # type: ignore[call-arg]
-    return f"{info.description} [default: {default}]"
+    if default is None:
+        return None
+    if isinstance(default, bool):
+        return "on" if default else "off"
+    if isinstance(default, list):
+        return ",".join(str(v) for v in default)
+    return str(default)
+
+
+def help_for(section: type[BaseModel], field: str) -> str:
+    """The help of the flag that sets `field`: its description and default, so the two never drift apart."""
+    description = section.model_fields[field].description or ""
+    default = default_text(section, field)
+    return description if default is None else f"{description} [default: {default}]"
 
 
 def parse_list(value: str | None, cast: type = str) -> list | None:

@@ -97,7 +97,7 @@ def test_report_shows_data_training_comparisons_and_warning(full_report):
     for needle in (
         "valid question/answer pairs",
         "Dropped rows (2)",
-        "peak memory",
+        "Peak memory",
         "1.40 GiB",
         "2 min 5 s",
         "Validation loss by epoch",
@@ -109,6 +109,57 @@ def test_report_shows_data_training_comparisons_and_warning(full_report):
         assert needle in text, needle
     rec = json.loads((run / "report" / "recommendation.json").read_text())
     assert rec["model"] == "epoch-2" and rec["reason"] in text
+
+
+def _training_table(page: str) -> dict[str, str]:
+    rows = _doc(page).xpath("//table[contains(@class, 'training')]//tr")
+    return {r.xpath("string(th)").strip(): " ".join(r.xpath("string(td)").split()) for r in rows}
+
+
+def test_training_summary_is_labelled_with_units(full_report):
+    _, page = full_report
+    rows = _training_table(page)
+    assert rows["Device"] == "cpu" and rows["Precision"] == "fp32"
+    assert rows["Training time"] == "2 min 5 s (of which 8.0 s validating)"
+    assert rows["Examples per second"] == "0.64 examples/s"
+    assert rows["Tokens per second"] == "910 tokens/s"
+    assert rows["Peak memory"] == "1.40 GiB (process resident memory)"
+    assert rows["Epochs run / requested"] == "2 of 2; sweep one-pass"
+    assert rows["Best epoch"] == "epoch 2, chosen by lowest validation loss (1.4000)"
+    assert rows["Saved models"] == "epoch-1, epoch-2"
+    assert rows["LoRA"] == "rank 8, alpha 16, dropout 0.1, on q_proj, v_proj"
+    assert rows["Training data"].startswith("40 training pairs, 5 validation; 80 examples seen; 5,120 tokens")
+
+
+def test_raw_summary_keys_appear_only_in_the_collapsed_json(full_report):
+    run, page = full_report
+    doc = _doc(page)
+    (raw,) = doc.xpath("//details[contains(@class, 'raw')]")
+    assert raw.get("open") is None
+    assert json.loads(raw.xpath("string(pre)")) == json.loads((run / "train" / "summary.json").read_text())
+    raw.drop_tree()
+    rest = doc.text_content()
+    for key in ("input_hash", "finished_at", "eval_seconds", "peak_memory_bytes", "model_path"):
+        assert key not in rest, key
+
+
+def test_best_epoch_shows_why_it_was_chosen(tmp_path):
+    run = make_run(tmp_path, evals=())
+    path = run / "train" / "summary.json"
+    summary = json.loads(path.read_text())
+    summary.update(selected_by=f"highest recall ROUGE-L {XSS[1]}", device="cuda:0 (H200)", peak_memory_bytes=3 << 20)
+    summary.update(quantization="4bit", precision="bf16", tokens_per_second="fast", epochs="broken")
+    path.write_text(json.dumps(summary), encoding="utf-8")
+    page = build(run).read_text(encoding="utf-8")
+    rows = _training_table(page)
+    assert rows["Best epoch"] == f"epoch 2, chosen by highest recall ROUGE-L {XSS[1]}"
+    assert not _doc(page).xpath("//img[@onerror]")
+    assert rows["Peak memory"] == "3.00 MiB (GPU memory allocated)"
+    assert rows["Precision"] == "bf16, base weights 4bit"
+    assert "Tokens per second" not in rows and "Saved models" not in rows  # unreadable values are left out
+    summary["best_reason"] = "lowest loss on unseen facts"
+    path.write_text(json.dumps(summary), encoding="utf-8")
+    assert _training_table(build(run).read_text(encoding="utf-8"))["Best epoch"].endswith("lowest loss on unseen facts")
 
 
 def test_partial_run_without_eval_still_builds(tmp_path):

@@ -58,6 +58,26 @@ def test_loss_curves_handle_resume_and_independent_sweep():
     assert plots.loss_curves([], None) is None
 
 
+def test_moving_average_is_debiased_and_follows_the_loss():
+    assert plots.smooth([2.0] * 5, 0.9) == pytest.approx([2.0] * 5)  # no pull towards zero at the start
+    steps = plots.smooth([1.0] * 10 + [0.0] * 10, 0.5)
+    assert steps[9] == pytest.approx(1.0) and 0 < steps[10] < 1 and steps[-1] == pytest.approx(0, abs=1e-3)
+    assert plots.smoothing_weight(10) == 0 and 0 < plots.smoothing_weight(50) < plots.smoothing_weight(500) <= 0.98
+
+
+def test_loss_plot_draws_the_smoothed_line_over_the_raw_one():
+    records = [{"step": s, "epoch": s / 25, "loss": 2.0 / s + (0.3 if s % 2 else 0)} for s in range(1, 101)]
+    ax = plots.loss_figure(records, None).axes[0]
+    lines = {line.get_label(): line for line in ax.get_lines()}
+    raw, ema = lines["train loss per step"], lines["train loss, EMA"]
+    assert list(raw.get_xdata()) == list(ema.get_xdata()) == list(range(1, 101))
+    assert raw.get_alpha() < 1 and ema.get_linewidth() > raw.get_linewidth()
+    jumps = [abs(a - b) for a, b in zip(ema.get_ydata()[50:], ema.get_ydata()[51:], strict=False)]
+    assert max(jumps) < 0.3 / 2  # the alternating 0.3 wiggle is smoothed out
+    short = plots.loss_figure(records[:8], None).axes[0]
+    assert [line.get_label() for line in short.get_lines()][0] == "train loss"  # too few steps to smooth
+
+
 def test_heatmap_accepts_markup_math_and_many_questions():
     gens = [
         {

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from qatune import __version__
-from qatune.report import plots, tables
+from qatune.report import plots, tables, training
 from qatune.report.load import EvalSet, RunData, kind_of, load_run, model_order, number
 from qatune.report.recommend import SMALL_N, recommend
 from qatune.storage import atomic_dir, atomic_write_bytes, atomic_write_json, atomic_write_text
@@ -17,36 +17,6 @@ from qatune.storage import atomic_dir, atomic_write_bytes, atomic_write_json, at
 MAX_DROPPED_SHOWN = 200
 MAX_QUESTIONS_SHOWN = 500
 ANSWER_METRICS = ("rougeL", "bleu", "semantic", "token_f1")
-_SUMMARY_FIELDS = [
-    ("device", "device / placement"),
-    ("placement", "placement"),
-    ("precision", "precision"),
-    ("quantization", "quantization"),
-    ("sweep", "sweep"),
-    ("epochs", "saved epoch counts"),
-    ("epochs_run", "epochs run"),
-    ("best_epoch", "best epoch (lowest validation loss)"),
-    ("train_seconds", "train time"),
-    ("tokens_per_second", "tokens / s"),
-    ("peak_memory_bytes", "peak memory"),
-    ("train_examples", "training examples"),
-    ("train_tokens", "training tokens"),
-    ("answer_tokens", "answer (labelled) tokens"),
-]
-
-
-def _duration(seconds: float) -> str:
-    minutes, sec = divmod(int(round(seconds)), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours} h {minutes} min" if hours else f"{minutes} min {sec} s" if minutes else f"{seconds:.1f} s"
-
-
-def _size(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
-        n /= 1024
-    return str(n)
 
 
 def _plain(value: Any) -> str:
@@ -59,30 +29,6 @@ def _plain(value: Any) -> str:
     return "–" if value is None else str(value)
 
 
-def _summary_rows(summary: dict[str, Any]) -> list[tuple[str, str]]:
-    rows = []
-    for key, name in _SUMMARY_FIELDS:
-        if key not in summary or summary[key] is None:
-            continue
-        value, num = summary[key], number(summary[key])
-        if key == "train_seconds" and num is not None:
-            text = _duration(num)
-        elif key == "peak_memory_bytes" and num is not None:
-            text = _size(num)
-        elif key == "tokens_per_second" and num is not None:
-            text = f"{num:,.0f}"
-        else:
-            text = _plain(value)
-        rows.append((name, text))
-    known = {k for k, _ in _SUMMARY_FIELDS} | {"eval_loss_by_epoch"}
-    rows += [
-        (k, _plain(v))
-        for k, v in summary.items()
-        if k not in known and (v is None or isinstance(v, str | int | float | bool | list))
-    ]
-    return rows
-
-
 def _flatten(config: dict[str, Any], prefix: str = "") -> list[tuple[str, str]]:
     rows = []
     for key, value in config.items():
@@ -91,13 +37,6 @@ def _flatten(config: dict[str, Any], prefix: str = "") -> list[tuple[str, str]]:
         else:
             rows.append((f"{prefix}{key}", _plain(value)))
     return rows
-
-
-def _val_losses(summary: dict[str, Any]) -> list[dict[str, Any]]:
-    raw = summary.get("eval_loss_by_epoch") or {}
-    points = sorted((int(k), number(v)) for k, v in raw.items() if str(k).isdigit() and number(v) is not None)
-    low = min((v for _, v in points), default=None)
-    return [{"epoch": e, "loss": f"{v:.4f}", "best": v == low} for e, v in points]
 
 
 def _data_view(report: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -248,8 +187,9 @@ def _context(data: RunData, rec: dict[str, Any], images: dict[str, bytes]) -> di
         "data": _data_view(data.data_report),
         "model": _plain(config.get("model")) if config else None,
         "config_rows": _flatten({k: v for k, v in config.items() if k != "eval"}),
-        "summary_rows": _summary_rows(summary) if summary else None,
-        "val_losses": _val_losses(summary) if summary else [],
+        "summary_rows": training.summary_rows(summary) if summary else None,
+        "summary_json": training.raw_json(summary) if summary else None,
+        "val_losses": training.val_losses(summary) if summary else [],
         "loss_uri": _uri(loss_png) if loss_png else None,
         "evals": [_eval_view(ev, summary, images) for ev in data.evals],
     }

@@ -1,5 +1,5 @@
-"""The report's charts as PNG bytes (matplotlib Agg, imported inside): loss curves, metrics vs epoch with
-CI bands, the seed-style grouped ROUGE bars (averaged over questions, with CIs) and a per-question heatmap."""
+"""The report's charts as PNG bytes (matplotlib Agg, imported inside): loss curves (per-step train loss with an
+EMA over it), metrics vs epoch with CI bands, grouped ROUGE bars (averaged over questions, with CIs) and a heatmap."""
 
 from __future__ import annotations
 
@@ -69,9 +69,30 @@ def _series(records: list[dict[str, Any]], field: str) -> dict[str, list[tuple[f
     return {k: sorted(v.values()) for k, v in groups.items()}
 
 
+def smooth(values: list[float], weight: float) -> list[float]:
+    """Exponential moving average with bias correction (as TensorBoard smooths): the first points are not
+    pulled towards zero, and a constant series stays constant."""
+    out, average = [], 0.0
+    for i, value in enumerate(values, start=1):
+        average = weight * average + (1 - weight) * value
+        out.append(average / (1 - weight**i))
+    return out
+
+
+def smoothing_weight(points: int) -> float:
+    """About a tenth of the run per averaging window (window ~ 1 / (1 - weight)); 0 (no smoothing) when short."""
+    window = points / 10
+    return 0.0 if window < 2 else min(0.98, 1 - 1 / window)
+
+
 def loss_curves(metrics: list[dict[str, Any]], summary: dict[str, Any] | None) -> bytes | None:
-    """Train loss per logging step and validation loss per evaluation, one pair of lines per sweep run,
-    with a dashed line at each epoch boundary and the saved epoch counts labelled."""
+    fig = loss_figure(metrics, summary)
+    return _png(fig) if fig is not None else None
+
+
+def loss_figure(metrics: list[dict[str, Any]], summary: dict[str, Any] | None) -> Figure | None:
+    """Train loss per logging step (faint) with its moving average, and validation loss per evaluation, one set
+    of lines per sweep run, with a dashed line at each epoch boundary and the saved epoch counts labelled."""
     train, val = _series(metrics, "loss"), _series(metrics, "eval_loss")
     if not train and not val:
         return None
@@ -83,7 +104,12 @@ def loss_curves(metrics: list[dict[str, Any]], summary: dict[str, Any] | None) -
         color = f"C{i}"
         if key in train:
             steps, _, loss = zip(*train[key], strict=True)
-            ax.plot(steps, loss, color=color, alpha=0.85, lw=1.2, label="train loss" + suffix)
+            weight = smoothing_weight(len(loss))
+            if weight:
+                ax.plot(steps, loss, color=color, alpha=0.3, lw=0.8, label="train loss per step" + suffix)
+                ax.plot(steps, smooth(list(loss), weight), color=color, lw=1.8, label="train loss, EMA" + suffix)
+            else:
+                ax.plot(steps, loss, color=color, alpha=0.85, lw=1.2, label="train loss" + suffix)
         if key in val:
             steps, _, loss = zip(*val[key], strict=True)
             ax.plot(steps, loss, "o--", color=color, ms=5, lw=1.6, label="validation loss" + suffix)
@@ -96,7 +122,7 @@ def loss_curves(metrics: list[dict[str, Any]], summary: dict[str, Any] | None) -
     ax.set_title("Training and validation loss (dashed lines: epoch ends; labelled: saved models)")
     ax.grid(alpha=0.3)
     ax.legend(loc="best", fontsize=8)
-    return _png(fig)
+    return fig
 
 
 def _epoch_markers(ax: Any, points: list[tuple[float, float, float]], saved: set[int]) -> None:

@@ -19,18 +19,21 @@ from qatune.data.prepare import example_data_path, is_current, load_questions, p
 from qatune.rundir import RunDir
 from qatune.storage import file_sha256, read_jsonl
 
-REPORT_KEYS = {"valid_pairs", "splits", "dropped", "warnings", "source"}
+REPORT_KEYS = {"valid_pairs", "splits", "test_kind", "dropped", "warnings", "source"}
+SPLIT_KEYS = {"train", "val", "test", "unseen", "train_augmented", "val_paraphrase", "val_generated", "val_unseen"}
 SOURCE_KEYS = {"path", "sha256", "sheet", "question_col", "answer_col", "header_row"}
 HAS_WORDNET = (augment.SYSTEM_WORDNET / "data.noun").is_file()
 
 
 def _config(**prepare_fields) -> Config:
+    prepare_fields.setdefault("augment", 0)
+    prepare_fields.setdefault("augment_method", "rules")  # no WordNet needed
     return load(None, {"prepare": prepare_fields, "model": "no-such-org/no-such-model"})
 
 
 def _splits(run: Path) -> dict[str, list[dict]]:
     rundir = RunDir(run)
-    return {name: read_jsonl(rundir.split_file(name)) for name in ("train", "val", "test")}
+    return {name: read_jsonl(rundir.split_file(name)) for name in ("train", "val", "test", "unseen")}
 
 
 def _messy_workbook(path: Path) -> Path:
@@ -79,11 +82,21 @@ def test_outputs_follow_the_run_directory_contract(tmp_path):
     assert json.loads(rundir.data_report_json.read_text()) == report
     splits = _splits(run)
     counts = {name: len(rows) for name, rows in splits.items()}
-    assert report["splits"] == {**counts, "train_augmented": 0}
-    assert sum(counts.values()) == report["valid_pairs"]
-    for rows in splits.values():
-        for row in rows:
-            assert set(row) == {"id", "question", "answer", "source_row"}
+    assert set(report["splits"]) == SPLIT_KEYS and report["test_kind"] == "generated"
+    assert {k: report["splits"][k] for k in counts} == counts and report["splits"]["train_augmented"] == 0
+    unseen_facts = [r for r in splits["val"] if r["kind"] == "unseen"] + splits["unseen"]
+    assert len(splits["train"]) + len(unseen_facts) == report["valid_pairs"]  # every pair trains or is held out
+    for row in splits["train"]:
+        assert set(row) == {"id", "question", "answer", "source_row"}
+    # validation and test ask about trained facts in other words; unseen rows are facts never trained
+    trained = {r["id"]: r for r in splits["train"]}
+    for row in [r for r in splits["val"] if r["kind"] == "generated"] + splits["test"]:
+        assert row["kind"] == "generated" and row["answer"] == trained[row["augmented_from"]]["answer"]
+        assert question_key(row["question"]) != question_key(trained[row["augmented_from"]]["question"])
+    assert {r["kind"] for r in splits["unseen"]} == {"unseen"}
+    assert not {question_key(r["answer"]) for r in unseen_facts} & {question_key(r["answer"]) for r in trained.values()}
+    keys = [question_key(r["question"]) for rows in splits.values() for r in rows]
+    assert len(keys) == len(set(keys))  # no question in two places
     ids = [r["id"] for rows in splits.values() for r in rows]
     assert len(ids) == len(set(ids))
     saved = load(rundir.config_yaml)
@@ -114,7 +127,8 @@ def test_explicit_test_file(tmp_path):
     assert [r["id"] for r in splits["test"]] == ["test-2", "test-4"]
     assert {"row": 5, "reason": "same question as test file row 2 (kept out of training)"} in report["dropped"]
     assert {"row": 3, "reason": "test file: empty answer"} in report["dropped"]
-    assert report["splits"]["train"] + report["splits"]["val"] == 29 and report["splits"]["val"] == 3
+    assert report["splits"]["train"] + report["splits"]["val_unseen"] == 29 and report["splits"]["val_unseen"] == 3
+    assert report["test_kind"] == "file" and splits["unseen"] == []
     assert "q3" not in {question_key(r["question"]) for r in splits["train"] + splits["val"]}
     assert not is_current(tmp_path / "run", data, _config(val_frac=0.1))
     assert is_current(tmp_path / "run", data, _config(val_frac=0.1), test)
@@ -122,15 +136,14 @@ def test_explicit_test_file(tmp_path):
 
 @pytest.mark.skipif(not HAS_WORDNET, reason="WordNet files not installed")
 def test_augmentation_only_touches_train_and_never_leaks(seed_dir, tmp_path):
-    report = prepare(seed_dir / "QA_pair.xlsx", tmp_path / "run", _config(augment=2))
+    report = prepare(seed_dir / "QA_pair.xlsx", tmp_path / "run", _config(augment=2, augment_method="mixed"))
     splits = _splits(tmp_path / "run")
     augmented = [r for r in splits["train"] if "augmented_from" in r]
     assert report["splits"]["train_augmented"] == len(augmented) > 80
     assert len(splits["train"]) == report["splits"]["train"] + len(augmented)
-    assert all("augmented_from" not in r for r in splits["val"] + splits["test"])
     train_ids = {r["id"] for r in splits["train"] if "augmented_from" not in r}
     assert {r["augmented_from"] for r in augmented} <= train_ids
-    held_out = {question_key(r["question"]) for r in splits["val"] + splits["test"]}
+    held_out = {question_key(r["question"]) for r in splits["val"] + splits["test"] + splits["unseen"]}
     assert not held_out & {question_key(r["question"]) for r in splits["train"]}
 
 

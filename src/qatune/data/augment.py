@@ -1,7 +1,7 @@
-"""WordNet synonym variants of training questions (1-2 words each), offline and deterministic by seed.
-
-Numbers, dates, times, course codes and capitalized names are never touched; answers are kept as they are.
-WordNet comes from Debian's wordnet-base files, arranged once into an NLTK corpus folder under QATUNE_HOME."""
+"""Question rewordings, offline and deterministic by seed: rule-based rewrites of the question's form
+(`reword.py`) combined with WordNet synonyms (1-2 words). Numbers, dates, times, course codes and
+capitalized names are never touched; answers are kept as they are. WordNet comes from Debian's
+wordnet-base files, arranged once into an NLTK corpus folder under QATUNE_HOME."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from typing import Any
 
 from qatune.console import QatuneError
 from qatune.data.clean import question_key
+from qatune.data.reword import rewrite
 from qatune.storage import atomic_dir, atomic_write_text
 
 SYSTEM_WORDNET = Path("/usr/share/wordnet")
@@ -141,23 +142,39 @@ def variant(text: str, rng: random.Random) -> str | None:
     return text
 
 
-def augment_pairs(train: list[dict], n: int, seed: int, held_out: set[str]) -> list[dict]:
-    """Up to `n` variants per pair (question reworded, answer unchanged); a variant whose normalized
-    question matches a held-out question is discarded, so nothing leaks."""
-    if n <= 0 or not train:
+METHODS = ("mixed", "rules", "wordnet")
+
+
+def reword(question: str, rng: random.Random, method: str = "mixed") -> str | None:
+    """One rewording: WordNet synonyms and/or a rewrite of the question's form, per `method` (synonyms
+    first, so the words a rewrite adds are never swapped)."""
+    text: str | None = question
+    if method == "wordnet" or (method == "mixed" and rng.random() < 0.5):
+        text = variant(question, rng) or (question if method == "mixed" else None)
+    if text is not None and method in ("mixed", "rules"):
+        text = rewrite(text, rng) or (text if method == "mixed" else None)
+    return text if text and question_key(text) != question_key(question) else None
+
+
+def rewordings(
+    pairs: list[dict], n: int, seed: int, taken: set[str], *, method: str = "mixed", tag: str = "aug"
+) -> list[dict]:
+    """Up to `n` new wordings per pair (answer unchanged); a wording whose normalized form is in `taken`
+    (training, held-out or earlier generated questions) is skipped, and each one made is added to it."""
+    if n <= 0 or not pairs:
         return []
-    wordnet()
+    if method != "rules":
+        wordnet()
     out = []
-    taken = {question_key(p["question"]) for p in train} | set(held_out)
-    for pair in train:
-        rng = random.Random(f"{seed}:{pair['id']}")
+    for pair in pairs:
+        rng = random.Random(f"{seed}:{tag}:{pair['id']}")
         made = 0
-        for _ in range(n * 4):
+        for _ in range(n * 6):
             if made == n:
                 break
-            text = variant(pair["question"], rng)
+            text = reword(pair["question"], rng, method)
             if text is None:
-                break
+                continue
             key = question_key(text)
             if key in taken:
                 continue
@@ -165,7 +182,7 @@ def augment_pairs(train: list[dict], n: int, seed: int, held_out: set[str]) -> l
             made += 1
             out.append(
                 {
-                    "id": f"{pair['id']}-aug{made}",
+                    "id": f"{pair['id']}-{tag}{made}",
                     "question": text,
                     "answer": pair["answer"],
                     "source_row": pair["source_row"],
@@ -173,3 +190,9 @@ def augment_pairs(train: list[dict], n: int, seed: int, held_out: set[str]) -> l
                 }
             )
     return out
+
+
+def augment_pairs(train: list[dict], n: int, seed: int, held_out: set[str], method: str = "mixed") -> list[dict]:
+    """Up to `n` rewordings per training pair; none equals a training or held-out question, so nothing leaks."""
+    taken = {question_key(p["question"]) for p in train} | set(held_out)
+    return rewordings(train, n, seed, taken, method=method)

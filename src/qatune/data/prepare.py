@@ -1,5 +1,9 @@
-"""The prepare stage: read -> clean -> split -> augment (train only) -> RUN/data/{train,val,test}.jsonl,
-report.json, report.md and stamp.json, all written at once. Also the question-file reader eval uses."""
+"""The prepare stage: read -> clean -> split -> hold out rewordings -> augment (train only) ->
+RUN/data/{train,val,test,unseen}.jsonl, report.json, report.md and stamp.json, all written at once.
+
+Validation asks about trained facts in other words (natural paraphrases in the data, generated rewordings);
+without --test the test set is generated rewordings of trained questions, and the pairs whose facts are
+held out of training become the separate `unseen` eval set. Also the question-file reader eval uses."""
 
 from __future__ import annotations
 
@@ -9,17 +13,17 @@ from pathlib import Path
 
 from qatune.config import Config, save_config, section_hash
 from qatune.console import QatuneError
-from qatune.data.augment import augment_pairs
+from qatune.data.augment import rewordings
 from qatune.data.clean import Cleaned, clean_rows, length_warnings, question_key
 from qatune.data.read import read_table
-from qatune.data.split import Splits, split_pairs, split_with_test
+from qatune.data.split import Splits, paraphrase_holdout, split_pairs, split_with_test
 from qatune.data.summary import markdown, print_summary
 from qatune.data.table import Table
 from qatune.rundir import RunDir
 from qatune.storage import atomic_dir, atomic_write_json, atomic_write_text, file_sha256, read_json, write_jsonl
 
-DATA_FORMAT = 1
-SPLITS = ("train", "val", "test")
+DATA_FORMAT = 2
+SPLITS = ("train", "val", "test", "unseen")
 
 
 def example_data_path() -> Path:
@@ -118,11 +122,30 @@ def prepare(data: Path | None, out: Path, config: Config, test_file: Path | None
     """Stage entry: returns the report (the dict written to RUN/data/report.json)."""
     run = RunDir(out)
     _check_out(run)
+    p = config.prepare
     source = Path(data) if data is not None else example_data_path()
-    table, cleaned = _ingest(source, config, sheet=config.prepare.sheet)
+    table, cleaned = _ingest(source, config, sheet=p.sheet)
     splits, test_clean = _split(cleaned, config, test_file)
-    held_out = {question_key(p["question"]) for p in splits.val + splits.test}
-    augmented = augment_pairs(splits.train, config.prepare.augment, config.prepare.seed, held_out)
+    unseen = [] if test_clean is not None else [{**q, "kind": "unseen"} for q in splits.test]
+    train, paraphrases = paraphrase_holdout(splits.train, p.recall_val, p.seed)
+    taken = {question_key(q["question"]) for q in train + splits.val + splits.test + paraphrases}
+    generated_val = rewordings(
+        _sample(train, p.recall_val - len(paraphrases), p.seed, "val"),
+        1,
+        p.seed,
+        taken,
+        method=p.augment_method,
+        tag="val",
+    )
+    val = [{**q, "kind": "unseen"} for q in splits.val] + paraphrases
+    val += [{**q, "kind": "generated"} for q in generated_val]
+    test = splits.test
+    if test_clean is None:
+        made = rewordings(
+            _sample(train, p.test_rewordings, p.seed, "test"), 1, p.seed, taken, method=p.augment_method, tag="test"
+        )
+        test = [{**q, "kind": "generated"} for q in made]
+    augmented = rewordings(train, p.augment, p.seed, taken, method=p.augment_method)
     dropped = sorted(cleaned.dropped + splits.dropped, key=lambda d: d["row"])
     warnings = list(cleaned.warnings)
     if test_clean is not None:
@@ -133,11 +156,16 @@ def prepare(data: Path | None, out: Path, config: Config, test_file: Path | None
     report = {
         "valid_pairs": len(cleaned.pairs),
         "splits": {
-            "train": len(splits.train),
-            "val": len(splits.val),
-            "test": len(splits.test),
+            "train": len(train),
+            "val": len(val),
+            "test": len(test),
+            "unseen": len(unseen),
             "train_augmented": len(augmented),
+            "val_paraphrase": len(paraphrases),
+            "val_generated": len(generated_val),
+            "val_unseen": len(splits.val),
         },
+        "test_kind": "file" if test_clean is not None else "generated",
         "dropped": dropped,
         "warnings": warnings,
         "source": {
@@ -149,10 +177,21 @@ def prepare(data: Path | None, out: Path, config: Config, test_file: Path | None
             "header_row": table.header_row,
         },
     }
+    rows = {"train": _with_variants(train, augmented), "val": val, "test": test, "unseen": unseen}
     blank = cleaned.blank_rows + (test_clean.blank_rows if test_clean else 0)
-    _write(run, _with_variants(splits.train, augmented), splits, report, blank, data, config, test_file)
+    _write(run, rows, report, blank, data, config, test_file)
     print_summary(report, blank, str(run.data_dir))
     return report
+
+
+def _sample(pairs: list[dict], n: int, seed: int, tag: str) -> list[dict]:
+    """Up to n pairs, a seeded choice kept in data order."""
+    import random
+
+    if n >= len(pairs):
+        return list(pairs)
+    chosen = set(random.Random(f"{seed}:{tag}").sample(range(len(pairs)), max(n, 0)))
+    return [q for i, q in enumerate(pairs) if i in chosen]
 
 
 def _with_variants(train: list[dict], augmented: list[dict]) -> list[dict]:
@@ -165,15 +204,13 @@ def _with_variants(train: list[dict], augmented: list[dict]) -> list[dict]:
 
 def _write(
     run: RunDir,
-    train: list[dict],
-    splits: Splits,
+    rows: dict[str, list[dict]],
     report: dict,
     blank: int,
     data: Path | None,
     config: Config,
     test_file: Path | None,
 ) -> None:
-    rows = {"train": train, "val": splits.val, "test": splits.test}
     test = str(Path(test_file).resolve()) if test_file is not None else None
     try:
         with atomic_dir(run.data_dir) as tmp:

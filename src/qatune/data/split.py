@@ -26,10 +26,42 @@ def _target(n: int, frac: float, groups: int) -> int:
 
 
 def _groups(pairs: list[dict]) -> dict[str, list[dict]]:
+    """Fact groups: pairs sharing a normalized question or a normalized answer (transitively) stay
+    together, so a held-out split never asks about a fact that another wording trains."""
+    parent: dict[str, str] = {}
+
+    def find(key: str) -> str:
+        while parent.setdefault(key, key) != key:
+            parent[key] = parent[parent[key]]
+            key = parent[key]
+        return key
+
+    for pair in pairs:
+        a, b = find("q:" + question_key(pair["question"])), find("a:" + question_key(pair["answer"]))
+        if a != b:
+            parent[max(a, b)] = min(a, b)
     groups: dict[str, list[dict]] = defaultdict(list)
     for pair in pairs:
-        groups[question_key(pair["question"])].append(pair)
+        groups[find("q:" + question_key(pair["question"]))].append(pair)
     return groups
+
+
+def paraphrase_holdout(train: list[dict], limit: int, seed: int) -> tuple[list[dict], list[dict]]:
+    """Natural paraphrase groups (one answer asked with several questions): one wording of each stays in
+    training and one other is held out to validate recall of a trained fact. Returns (train, held out)."""
+    by_answer: dict[str, list[dict]] = defaultdict(list)
+    for pair in train:
+        by_answer[question_key(pair["answer"])].append(pair)
+    groups = [g for g in by_answer.values() if len({question_key(p["question"]) for p in g}) > 1]
+    random.Random(f"{seed}:paraphrase").shuffle(groups)
+    held: list[dict] = []
+    for group in groups[:limit]:
+        kept = question_key(group[0]["question"])
+        other = next(p for p in group if question_key(p["question"]) != kept)
+        held.append({**other, "kind": "paraphrase"})
+    ids = {id(p) for p in held}
+    held_ids = {p["id"] for p in held}
+    return [p for p in train if p["id"] not in held_ids and id(p) not in ids], held
 
 
 def _assign(pairs: list[dict], targets: dict[str, int], seed: int) -> dict[str, list[dict]]:

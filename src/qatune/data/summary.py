@@ -18,13 +18,22 @@ def counts(report: dict, blank_rows: int) -> list[tuple[str, int]]:
     return [
         ("valid pairs", report["valid_pairs"]),
         ("train", splits["train"]),
-        ("train, augmented variants", splits["train_augmented"]),
-        ("validation", splits["val"]),
-        ("test", splits["test"]),
+        ("train, reworded questions added", splits["train_augmented"]),
+        ("validation: paraphrases of trained facts", splits.get("val_paraphrase", 0)),
+        ("validation: generated rewordings of trained questions", splits.get("val_generated", 0)),
+        ("validation: unseen facts (shown only)", splits.get("val_unseen", splits["val"])),
+        (_test_label(report), splits["test"]),
+        ("unseen: facts never trained (eval set 'unseen')", splits.get("unseen", 0)),
         ("dropped rows", len(report["dropped"])),
         ("blank rows skipped", blank_rows),
         ("warnings", len(report["warnings"])),
     ]
+
+
+def _test_label(report: dict) -> str:
+    if report.get("test_kind") == "generated":
+        return "test: generated rewordings of trained questions"
+    return "test"
 
 
 def markdown(report: dict, blank_rows: int, test_file: str | None = None) -> str:
@@ -42,8 +51,9 @@ def markdown(report: dict, blank_rows: int, test_file: str | None = None) -> str
     lines += [f"| {name} | {value} |" for name, value in counts(report, blank_rows)]
     lines += [
         "",
-        "The train split holds the original pairs; augmented variants (reworded training questions) "
-        "are added to train.jsonl after the split, so no held-out question leaks into training.",
+        "The train split holds the original pairs; reworded training questions are added to train.jsonl "
+        "after the split, and no held-out question (validation, test, unseen) is ever trained on. Validation "
+        "asks about trained facts in other words, so it measures recall of facts, not wording.",
     ]
     if report["dropped"]:
         lines += ["", "## Dropped rows", "", "| row | reason |", "|---:|---|"]

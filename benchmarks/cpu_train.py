@@ -63,6 +63,7 @@ def side_qatune(args: argparse.Namespace, pairs: list[tuple[str, str]], work: Pa
         "precision": args.precision,
         "threads": args.threads,
         "early_stopping_patience": 0,
+        "grounded": False,  # the same closed-book pairs on both sides
     }
     config = cfg.load(None, {"model": args.model_path, "train": train_opts})
     start = time.perf_counter()

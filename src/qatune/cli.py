@@ -102,6 +102,7 @@ def prepare(
     test_frac: Annotated[float | None, typer.Option(help=_p("test_frac"))] = None,
     seed: Annotated[int | None, typer.Option(help=_p("seed"))] = None,
     augment: Annotated[int | None, typer.Option(help=_p("augment"))] = None,
+    augment_method: Annotated[str | None, typer.Option(help=_p("augment_method"))] = None,
     question_col: Annotated[str | None, typer.Option(help=_p("question_col"))] = None,
     answer_col: Annotated[str | None, typer.Option(help=_p("answer_col"))] = None,
     sheet: Annotated[str | None, typer.Option(help=_p("sheet"))] = None,
@@ -115,6 +116,7 @@ def prepare(
 
     console.set_quiet(quiet)
     overrides = _prepare_overrides(val_frac, test_frac, seed, augment, question_col, answer_col, sheet)
+    overrides["prepare"]["augment_method"] = augment_method
     overrides["model"] = model
     run_prepare(data, out, cfg.load(config, overrides), test_file=test)
 
@@ -151,6 +153,8 @@ def train(
     max_length: Annotated[int | None, typer.Option(help=_t("max_length"))] = None,
     seed: Annotated[int | None, typer.Option(help=_t("seed"))] = None,
     early_stopping_patience: Annotated[int | None, typer.Option(help=_t("early_stopping_patience"))] = None,
+    grounded: Annotated[bool | None, typer.Option("--grounded/--no-grounded", help=_t("grounded"))] = None,
+    rag_k: Annotated[int | None, typer.Option(help=_t("rag_k"))] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from the last checkpoint.")] = False,
     trust_remote_code: TrustOpt = None,
     allow_pickle: PickleOpt = None,
@@ -177,6 +181,8 @@ def train(
         max_length=max_length,
         seed=seed,
         early_stopping_patience=early_stopping_patience,
+        grounded=grounded,
+        rag_k=rag_k,
     )
     overrides.update(model=model, trust_remote_code=trust_remote_code, allow_pickle=allow_pickle)
     from qatune.train.loop import TrainingInterrupted
@@ -256,10 +262,13 @@ def run_(
     precision: Annotated[str | None, typer.Option(help=_t("precision"))] = None,
     max_length: Annotated[int | None, typer.Option(help=_t("max_length"))] = None,
     early_stopping_patience: Annotated[int | None, typer.Option(help=_t("early_stopping_patience"))] = None,
+    grounded: Annotated[bool | None, typer.Option("--grounded/--no-grounded", help=_t("grounded"))] = None,
+    rag_k: Annotated[int | None, typer.Option(help=_t("rag_k"))] = None,
     seed: Annotated[
         int | None, typer.Option(help=f"Sets both seeds. Split: {_p('seed')} Training: {_t('seed')}")
     ] = None,
     augment: Annotated[int | None, typer.Option(help=_p("augment"))] = None,
+    augment_method: Annotated[str | None, typer.Option(help=_p("augment_method"))] = None,
     max_new_tokens: Annotated[int | None, typer.Option(help=_e("max_new_tokens"))] = None,
     trust_remote_code: TrustOpt = None,
     allow_pickle: PickleOpt = None,
@@ -285,8 +294,10 @@ def run_(
         max_length=max_length,
         early_stopping_patience=early_stopping_patience,
         seed=seed,
+        grounded=grounded,
+        rag_k=rag_k,
     )
-    overrides["prepare"] = {"seed": seed, "augment": augment}
+    overrides["prepare"] = {"seed": seed, "augment": augment, "augment_method": augment_method}
     overrides["eval"] = {"max_new_tokens": max_new_tokens}
     overrides.update(model=model, trust_remote_code=trust_remote_code, allow_pickle=allow_pickle)
     pipeline.run(
@@ -297,13 +308,16 @@ def run_(
 @app.command()
 def chat(
     run: RunOpt,
-    model: Annotated[str, typer.Option("--model", help="best, epoch-N or base.")] = "best",
+    model: Annotated[str, typer.Option("--model", help="best, epoch-N or base (add +rag for grounded).")] = "best",
     max_new_tokens: Annotated[int, typer.Option(help="Longest answer, in new tokens.")] = 256,
+    rag: Annotated[
+        bool, typer.Option("--rag", help="Answer with the top-k retrieved training pairs in the prompt.")
+    ] = False,
 ) -> None:
     """Chat with a fine-tuned model in the terminal (reads stdin line by line when not a TTY)."""
     from qatune.chat import chat as run_chat
 
-    run_chat(run, model, max_new_tokens=max_new_tokens)
+    run_chat(run, model, max_new_tokens=max_new_tokens, rag=rag)
 
 
 @app.command()

@@ -23,12 +23,37 @@ class _Section(BaseModel):
 
 
 class PrepareConfig(_Section):
-    val_frac: float = Field(0.1, ge=0.0, lt=0.9, description="Share of pairs held out for validation.")
+    val_frac: float = Field(
+        0.0,
+        ge=0.0,
+        lt=0.9,
+        description="Share of pairs (facts) held out of training as unseen-fact validation; shown, never used "
+        "to pick a model (recall of trained facts is).",
+    )
     test_frac: float = Field(
-        0.1, ge=0.0, lt=0.9, description="Share of pairs held out for testing (ignored with --test FILE)."
+        0.1,
+        ge=0.0,
+        lt=0.9,
+        description="Without --test: share of pairs (facts) held out of training as the 'unseen' eval set.",
     )
     seed: int = Field(42, description="Seed for the deterministic split and augmentation.")
-    augment: int = Field(0, ge=0, le=10, description="WordNet synonym variants per training pair (train split only).")
+    augment: int = Field(
+        2, ge=0, le=10, description="Rewordings per training question added to training (answers unchanged)."
+    )
+    augment_method: Literal["mixed", "rules", "wordnet"] = Field(
+        "mixed",
+        description="How questions are reworded: rules (question-form rewrites, moved phrases), wordnet "
+        "(synonyms), or mixed (both).",
+    )
+    recall_val: int = Field(
+        32,
+        ge=0,
+        description="Validation questions about trained facts: natural paraphrases in the data plus generated "
+        "rewordings, held out of training (they pick the best epoch).",
+    )
+    test_rewordings: int = Field(
+        50, ge=0, description="Without --test: generated rewordings of training questions in the test set."
+    )
     question_col: str | None = Field(None, description="Question column name (found automatically if unset).")
     answer_col: str | None = Field(None, description="Answer column name (found automatically if unset).")
     sheet: str | None = Field(None, description="Workbook sheet to read (found automatically if unset).")
@@ -43,20 +68,20 @@ class PrepareConfig(_Section):
 
 class TrainConfig(_Section):
     epochs: list[int] = Field(
-        default_factory=lambda: [3, 4, 6, 8], description="Epoch counts to save a model at (the sweep)."
+        default_factory=lambda: [3, 5], description="Epoch counts to save a model at (the sweep)."
     )
     sweep: Literal["one-pass", "independent"] = Field(
         "one-pass",
         description="one-pass: train once to the largest count, saving each; independent: one run per count.",
     )
-    lora_r: int = Field(8, ge=1, le=1024, description="LoRA rank.")
-    lora_alpha: float = Field(16, gt=0, description="LoRA alpha (scale = alpha / r).")
-    lora_dropout: float = Field(0.1, ge=0.0, lt=1.0, description="Dropout on the LoRA input.")
+    lora_r: int = Field(32, ge=1, le=1024, description="LoRA rank.")
+    lora_alpha: float = Field(32, gt=0, description="LoRA alpha (scale = alpha / r).")
+    lora_dropout: float = Field(0.0, ge=0.0, lt=1.0, description="Dropout on the LoRA input.")
     target_modules: list[str] = Field(
-        default_factory=lambda: ["q_proj", "v_proj"],
+        default_factory=lambda: ["all-linear"],
         description="Modules LoRA attaches to, or all-linear (every linear layer except the output layer).",
     )
-    lr: float = Field(2e-4, gt=0, description="AdamW learning rate.")
+    lr: float = Field(1e-3, gt=0, description="AdamW learning rate.")
     weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay.")
     warmup_steps: int = Field(5, ge=0, description="Linear warm-up steps; the rate is constant afterwards.")
     batch_size: int | Literal["auto"] = Field("auto", description="Examples per step, or 'auto'.")
@@ -81,6 +106,12 @@ class TrainConfig(_Section):
     checkpoint_steps: int = Field(
         0, ge=0, description="Also checkpoint every N optimizer steps (0: at epoch ends and every 10 minutes)."
     )
+    grounded: bool = Field(
+        True,
+        description="Also train with the top-k retrieved training pairs in the prompt (retrieval-aware), so the "
+        "model answers closed-book and grounded ('+rag' models).",
+    )
+    rag_k: int = Field(3, ge=1, le=10, description="Retrieved training pairs in a grounded prompt.")
     gradient_checkpointing: bool = Field(False, description="Trade compute for memory (large models).")
     packing: bool = Field(False, description="Pack examples into rows (GPU; attention kept per example).")
     liger: bool | Literal["auto"] = Field("auto", description="Use Liger kernels on CUDA when installed.")

@@ -231,3 +231,32 @@ def test_two_trainings_with_different_precision_in_one_process(tmp_path, tiny_mo
         run = write_data(tmp_path / precision, n_train=6, n_val=2)
         summary = train_mod.train(run, config(tiny_model_dir, epochs=[1], precision=precision))
         assert summary["precision"] == precision
+
+
+def test_best_is_the_saved_epoch_that_recalls_trained_facts_best(tiny_model_dir, tmp_path, monkeypatch):
+    """Validation rows that reword trained questions pick `best` by greedy ROUGE-L at the saved epochs,
+    whatever the loss says; pairs whose facts were never trained are only shown."""
+    from qatune.storage import read_jsonl, write_jsonl
+    from qatune.train import recall
+
+    run = write_data(tmp_path / "run", n_train=6, n_val=2)
+    trained = read_jsonl(run / "data" / "train.jsonl")
+    unseen = [{**r, "kind": "unseen"} for r in read_jsonl(run / "data" / "val.jsonl")]
+    reworded = [
+        {**r, "id": f"{r['id']}-val1", "question": "Say: " + r["question"], "kind": "generated"} for r in trained[:3]
+    ]
+    write_jsonl(run / "data" / "val.jsonl", unseen + reworded)
+    scores = iter([0.2, 0.6, 0.4])
+    asked: list[list[str]] = []
+
+    def scorer(model, tokenizer, rows, device, autocast):
+        asked.append([r["question"] for r in rows])
+        return lambda: next(scores)
+
+    monkeypatch.setattr(recall, "recall_scorer", scorer)
+    summary = train_mod.train(run, config(tiny_model_dir, epochs=[1, 2, 3], early_stopping_patience=0))
+    assert asked == [[r["question"] for r in reworded]]
+    assert summary["best_epoch"] == 2 and summary["recall_rougeL_by_epoch"] == {"1": 0.2, "2": 0.6, "3": 0.4}
+    assert "ROUGE-L on held-out rewordings of trained questions" in summary["selected_by"]
+    assert set(summary["unseen_loss_by_epoch"]) == {"1", "2", "3"} and summary["val_pairs"] == 3
+    assert_same_adapter(RunDir(run).model_dir("best"), RunDir(run).model_dir("epoch-2"))

@@ -35,7 +35,8 @@ class Setup:
     loss: Any  # AnswerLoss, wrapped for DDP when distributed
     params: dict[str, Any]  # trainable parameters by name
     train: list[Example]
-    val: list[Example]
+    val: list[Example]  # rewordings of trained questions (recall): picks the best epoch, drives early stopping
+    val_unseen: list[Example]  # pairs whose facts are never trained: shown, never used to pick a model
     pad_id: int
     batch_size: int
     prefix_len: int
@@ -43,6 +44,7 @@ class Setup:
     save_adapter: Callable[[str, dict], None]
     log: TrainLog
     initial: dict[str, Any] = field(default_factory=dict)  # LoRA weights at initialisation
+    recall_score: Callable[[], float | None] = lambda: None  # greedy ROUGE-L on the recall questions
 
     @property
     def world(self) -> int:
@@ -102,6 +104,7 @@ def new_progress(input_hash: str) -> dict[str, Any]:
         "saved": [],
         "best_epoch": None,
         "best_loss": None,
+        "best_rouge": None,
         "bad_epochs": 0,
         "stopped_early": False,
     }
@@ -166,21 +169,23 @@ def train_step(s: Setup, micro: list[list[int]], optimizer: Any, scheduler: Any,
     }
 
 
-def evaluate(s: Setup) -> float | None:
-    """Mean validation loss per answer token (dropout off), split across processes."""
+def evaluate(s: Setup, examples: list[Example] | None = None) -> float | None:
+    """Mean loss per answer token (dropout off) over `examples` (default: the recall validation set),
+    split across processes."""
     import torch
 
-    if not s.val:
+    examples = s.val if examples is None else examples
+    if not examples:
         return None
     module = s.accelerator.unwrap_model(s.loss)
     module.eval()
-    order = sorted(range(len(s.val)), key=lambda i: len(s.val[i].input_ids))[s.rank :: s.world]
+    order = sorted(range(len(examples)), key=lambda i: len(examples[i].input_ids))[s.rank :: s.world]
     size = max(1, s.batch_size * 2)
     total = torch.zeros((), device=s.accelerator.device)
     count = torch.zeros((), device=s.accelerator.device)
     with torch.no_grad(), s.accelerator.autocast():
         for i in range(0, len(order), size):
-            chunk = [s.val[j] for j in order[i : i + size]]
+            chunk = [examples[j] for j in order[i : i + size]]
             loss_sum, n = module(**to_device(collate(chunk, s.pad_id, s.prefix_len, s.packed), s.accelerator.device))
             total, count = total + loss_sum.float(), count + n
     module.train()
@@ -227,24 +232,42 @@ def _record(s: Setup, progress: dict, stats: dict, seconds: float, epoch: int, i
 
 
 def _end_epoch(s: Setup, progress: dict, epoch: int, saves: list[int], run: int, final: bool) -> bool:
-    """Evaluate, save requested/best models, update early stopping. True when training should stop."""
+    """Evaluate, save requested/best models, update early stopping. True when training should stop.
+
+    `best` is the saved epoch whose greedy answers to the recall questions score the highest ROUGE-L
+    (ties: lower recall loss); without recall questions, the epoch with the lowest validation loss."""
     start = time.perf_counter()
     val = evaluate(s)
+    unseen = evaluate(s, s.val_unseen) if s.val_unseen else None
+    rouge = s.recall_score() if epoch in saves and (final or not run) else None
     progress["eval_seconds"] += time.perf_counter() - start
     train_loss = progress["epoch_loss_sum"] / max(progress["epoch_targets"], 1)
-    progress["history"].append({"run": run, "epoch": epoch, "train_loss": train_loss, "eval_loss": val})
+    entry = {"run": run, "epoch": epoch, "train_loss": train_loss, "eval_loss": val}
+    entry.update(unseen_loss=unseen, recall_rouge=rouge)
+    progress["history"].append(entry)
     row = {"step": progress["global_step"], "epoch": epoch, "eval_loss": val}
+    row.update({k: v for k, v in (("unseen_loss", unseen), ("recall_rougeL", rouge)) if v is not None})
     s.log.evaluation({**row, "run": run} if run else row)
     info = {"epoch": epoch, "eval_loss": val, "train_loss": train_loss, "step": progress["global_step"]}
+    if rouge is not None:
+        info["recall_rougeL"] = rouge
     if epoch in saves:
         s.save_adapter(f"epoch-{epoch}", info)
         progress["saved"] = sorted(set(progress["saved"]) | {epoch})
-    best = progress["best_loss"]
-    improved = val is None or best is None or val < best
-    if improved and (final or not run):  # independent runs compare their final epochs only
+    best_loss = progress["best_loss"]
+    lower = val is None or best_loss is None or val < best_loss
+    counts = final or not run  # independent runs compare their final epochs only
+    if rouge is not None or progress.get("best_rouge") is not None:
+        top = progress.get("best_rouge")
+        better = rouge is not None and (top is None or rouge > top + 1e-9 or (abs(rouge - top) <= 1e-9 and lower))
+    else:
+        better = lower and counts
+    if better:
         s.save_adapter("best", info)
-        progress["best_epoch"], progress["best_loss"] = epoch, val
-    progress["bad_epochs"] = 0 if improved else progress["bad_epochs"] + 1
+        progress["best_epoch"], progress["best_rouge"] = epoch, rouge
+    if lower and counts:
+        progress["best_loss"] = val
+    progress["bad_epochs"] = 0 if lower else progress["bad_epochs"] + 1
     progress.update(epoch=epoch + 1, step_in_epoch=0, epoch_loss_sum=0.0, epoch_targets=0)
     patience = s.tc.early_stopping_patience
     stop = bool(not run and patience and val is not None and progress["bad_epochs"] >= patience)

@@ -103,14 +103,14 @@ def setup(rundir: RunDir, config: Config, key: str, fresh: bool) -> tuple[Setup,
     model_path = resolve_model(config.model)
     tokenizer = load_tokenizer(model_path, trust_remote_code=config.trust_remote_code)
     ensure_chat_template(tokenizer)
-    train_ex, val_ex = _load_splits(rundir, tokenizer, tc.max_length, model_path)
+    train_ex, val_ex, unseen_ex, recall_rows = _load_splits(rundir, tokenizer, tc, model_path)
     gpu = _gpu_options(tc, placement.device)
     model = load_model(config, model_path, placement, gpu)
     params = {n: p for n, p in model.named_parameters() if p.requires_grad}
     lengths = [len(e.input_ids) for e in train_ex]
     budget = (GPU_TOKEN_BUDGET if placement.device.startswith("cuda") else CPU_TOKEN_BUDGET) * acc.num_processes
     batch_size = tc.batch_size if isinstance(tc.batch_size, int) else auto_batch_size(lengths, budget)
-    prefix = 0 if tc.packing or tc.gradient_checkpointing else shared_prefix_len(train_ex + val_ex)
+    prefix = 0 if tc.packing or tc.gradient_checkpointing else shared_prefix_len(train_ex + val_ex + unseen_ex)
     loss = AnswerLoss(model, fused_ce=gpu["liger"])
     prefix = _verified_prefix(loss, train_ex, tokenizer.pad_token_id, prefix, placement.device)
     # load_base already placed the weights (k-bit ones must not be moved again)
@@ -122,6 +122,7 @@ def setup(rundir: RunDir, config: Config, key: str, fresh: bool) -> tuple[Setup,
         "model_path": model_path,
         "train": describe(train_ex),
         "val": describe(val_ex),
+        "val_unseen": describe(unseen_ex),
         "trainable": sum(p.numel() for p in params.values()),
     }
     _announce(config, meta, batch_size, acc.num_processes, prefix)
@@ -136,6 +137,7 @@ def setup(rundir: RunDir, config: Config, key: str, fresh: bool) -> tuple[Setup,
         params=params,
         train=train_ex,
         val=val_ex,
+        val_unseen=unseen_ex,
         pad_id=tokenizer.pad_token_id,
         batch_size=batch_size,
         prefix_len=prefix,
@@ -145,6 +147,9 @@ def setup(rundir: RunDir, config: Config, key: str, fresh: bool) -> tuple[Setup,
         initial={n: p.detach().clone() for n, p in params.items()},
     )
     s.save_adapter = lambda name, extra: _save_adapter(s, tokenizer, config, key, name, extra)
+    from qatune.train.recall import recall_scorer  # every process scores, so all agree on `best`
+
+    s.recall_score = recall_scorer(model, tokenizer, recall_rows, placement.device, acc.autocast)
     return s, meta
 
 
@@ -173,20 +178,35 @@ def _verified_prefix(loss: Any, examples: list, pad_id: int, prefix: int, device
     return prefix if ok else 0
 
 
-def _load_splits(rundir: RunDir, tokenizer: Any, max_length: int, model_path: str) -> tuple[list, list]:
-    cache = rundir.token_cache_dir
-    train_ex = load_examples(rundir.split_file("train"), tokenizer, max_length, cache, model_path)
-    val_path = rundir.split_file("val")
-    val_ex = load_examples(val_path, tokenizer, max_length, cache, model_path) if val_path.exists() else []
+def _load_splits(rundir: RunDir, tokenizer: Any, tc: TrainConfig, model_path: str) -> tuple[list, list, list, list]:
+    """Training examples (plus grounded ones), recall validation, unseen-fact validation, recall rows."""
+    from qatune.storage import read_jsonl
+    from qatune.train.recall import RECALL_KINDS
+
+    cache, length = rundir.token_cache_dir, tc.max_length
+    train_ex = load_examples(rundir.split_file("train"), tokenizer, length, cache, model_path)
     if not train_ex:
         raise QatuneError(
             "no usable training pairs; check the data or raise --max-length", path=rundir.split_file("train")
         )
+    if tc.grounded:
+        from qatune.train.grounded import write_grounded_split
+
+        train_ex += load_examples(write_grounded_split(rundir, tc.seed, tc.rag_k), tokenizer, length, cache, model_path)
+    val_path = rundir.split_file("val")
+    val_rows = read_jsonl(val_path) if val_path.exists() else []
+    val_ex = load_examples(val_path, tokenizer, length, cache, model_path) if val_rows else []
+    recall_ids = {str(r["id"]) for r in val_rows if r.get("kind") in RECALL_KINDS}
+    recall = [e for e in val_ex if e.id in recall_ids]
+    unseen = [e for e in val_ex if e.id not in recall_ids]
     if len(train_ex) < FEW_PAIRS:
         warn(f"only {len(train_ex)} training pairs: expect a weak or over-fitted model (aim for 100+)")
     if not val_ex:
-        warn("no validation pairs: no early stopping, and 'best' is the last epoch")
-    return train_ex, val_ex
+        warn("no validation questions: no early stopping, and 'best' is the last epoch")
+    elif not recall:
+        warn("no reworded questions about trained facts to validate on: 'best' is chosen by unseen-fact loss")
+    recall_rows = [r for r in val_rows if str(r["id"]) in recall_ids]
+    return train_ex, (recall or unseen), (unseen if recall else []), recall_rows
 
 
 def _announce(config: Config, meta: dict[str, Any], batch_size: int, processes: int, prefix: int) -> None:

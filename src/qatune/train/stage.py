@@ -192,6 +192,14 @@ def _summary(s: Setup, meta: dict, progress: dict, config: Config, key: str) -> 
         "sweep": tc.sweep,
         "best_epoch": progress["best_epoch"],
         "best_eval_loss": progress["best_loss"],
+        "best_recall_rougeL": progress.get("best_rouge"),
+        "selected_by": _selected_by(progress, meta),
+        "recall_rougeL_by_epoch": {
+            str(h[label]): h["recall_rouge"] for h in finals if h.get("recall_rouge") is not None
+        },
+        "unseen_loss_by_epoch": {str(h[label]): h["unseen_loss"] for h in finals if h.get("unseen_loss") is not None},
+        "grounded": tc.grounded,
+        "rag_k": tc.rag_k,
         "eval_loss_by_epoch": {str(h[label]): h["eval_loss"] for h in finals},
         "train_loss_by_epoch": {str(h[label]): h["train_loss"] for h in finals},
         "batch_size": s.batch_size,
@@ -201,6 +209,7 @@ def _summary(s: Setup, meta: dict, progress: dict, config: Config, key: str) -> 
         "shared_prefix_tokens": s.prefix_len,
         "train_pairs": meta["train"]["examples"],
         "val_pairs": meta["val"]["examples"],
+        "val_unseen_pairs": meta["val_unseen"]["examples"],
         "model": config.model,
         "model_path": meta["model_path"],
         "lora": {
@@ -216,6 +225,17 @@ def _summary(s: Setup, meta: dict, progress: dict, config: Config, key: str) -> 
     if summary["epochs_not_reached"]:
         warn(f"epochs {summary['epochs_not_reached']} not reached (early stopping after epoch {len(hist)})")
     return summary
+
+
+def _selected_by(progress: dict[str, Any], meta: dict[str, Any]) -> str:
+    if progress.get("best_rouge") is not None:
+        return (
+            "highest greedy ROUGE-L on held-out rewordings of trained questions "
+            f"({meta['val']['examples']} recall questions)"
+        )
+    if meta["val"]["examples"]:
+        return "lowest validation loss (pairs whose facts were not trained)"
+    return "last epoch (no validation questions)"
 
 
 def _report(summary: dict[str, Any]) -> None:

@@ -1,0 +1,45 @@
+"""Retrieval-aware training examples (grounded models): each training pair asked once more with the top-k
+retrieved training pairs in its prompt, the pair itself among them in most examples and only distractors in
+the rest, in shuffled order, so one adapter answers both closed-book and with retrieved context."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+from qatune.generate.context import DEFAULT_K, grounded_question, run_index
+from qatune.rundir import RunDir
+from qatune.storage import read_jsonl, write_jsonl
+
+ORACLE_SHARE = 0.8  # examples whose context holds the right pair; the rest hold distractors only
+
+
+def write_grounded_split(rundir: RunDir, seed: int, k: int = DEFAULT_K) -> Path:
+    """RUN/train/grounded.jsonl, built from RUN/data/train.jsonl and the run's retrieval index.
+
+    A pair is asked in a reworded form when prepare made one (retrieval then works as it will for a
+    user's question) and the answer is always the trained one, also when the context lacks it."""
+    from qatune.evaluate.embeddings import load_embedder
+
+    embedder = load_embedder()
+    index = run_index(rundir, embedder)
+    rows = read_jsonl(rundir.split_file("train"))
+    reworded: dict[str, dict] = {}
+    for row in rows:
+        if row.get("augmented_from"):
+            reworded.setdefault(str(row["augmented_from"]), row)
+    asked = [reworded.get(str(row["id"]), row) for row in rows if not row.get("augmented_from")]
+    hits = index.search(embedder, [r["question"] for r in asked], k + 1)
+    out = []
+    for row, found in zip(asked, hits, strict=True):
+        own = str(row.get("augmented_from") or row["id"])
+        rng = random.Random(f"{seed}:grounded:{own}")
+        others = [index.pairs[j] for j, _ in found if index.pairs[j]["id"] != own]
+        mine = [p for p in index.pairs if p["id"] == own]
+        context = mine + others[: k - 1] if mine and rng.random() < ORACLE_SHARE else others[:k]
+        rng.shuffle(context)
+        question = grounded_question(row["question"], context)
+        out.append({"id": f"{own}-rag", "question": question, "answer": row["answer"], "grounded": True})
+    path = rundir.train_dir / "grounded.jsonl"
+    write_jsonl(path, out)
+    return path

@@ -91,10 +91,20 @@ def chat(
     model_name: str = "best",
     max_new_tokens: int = 256,
     *,
+    rag: bool = False,
     stdin: TextIO | None = None,
     stdout: TextIO | None = None,
 ) -> None:
-    session = Session(_load(run, model_name), model_name, max_new_tokens)
+    """`rag`: answer with the top-k retrieved training pairs in the prompt (model `NAME+rag`)."""
+    engine = _load(run, model_name)
+    if rag:
+        model_name = model_name if model_name.endswith("+rag") else model_name + "+rag"
+        if model_name not in engine.names:
+            raise QatuneError(
+                f"--rag needs the run's retrieval index ({run}/index), written by `qatune train` with grounded "
+                "training (the default); train again, or chat without --rag"
+            )
+    session = Session(engine, model_name, max_new_tokens)
     stdin, stdout = stdin or sys.stdin, stdout or sys.stdout
     if stdin.isatty() and stdout.isatty():
         interactive(session, stdin, stdout)
@@ -111,7 +121,8 @@ def _load(run: Path, model_name: str) -> Any:
     if not rundir.root.is_dir():
         raise QatuneError("run directory not found; check --run", path=rundir.root)
     available = rundir.adapter_names()
-    if model_name != BASE and check_name(model_name, "model name") not in available:
+    closed = check_name(model_name, "model name").removesuffix("+rag")
+    if closed != BASE and closed not in available:
         raise QatuneError(f"no model {model_name!r} in {rundir.models_dir}; available: {', '.join([BASE, *available])}")
     return load_engine(rundir.root, load_for_run(rundir.root, None, {}, save=False))
 

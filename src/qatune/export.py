@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import html
 import re
+import shutil
 from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -34,6 +35,7 @@ def export(run: Path, model_name: str = "best", out: Path | None = None, dtype: 
         raise QatuneError("run directory not found; check --run", path=rundir.root)
     if dtype not in DTYPES:
         raise QatuneError(f"--dtype {dtype!r} is not one of {', '.join(DTYPES)} (4-bit weights are never exported)")
+    model_name = model_name.removesuffix("+rag")  # one set of weights answers both ways
     adapter = _adapter_dir(rundir, model_name)
     if out is None:
         raise QatuneError("give the folder to write with --out DIR")
@@ -45,6 +47,9 @@ def export(run: Path, model_name: str = "best", out: Path | None = None, dtype: 
         merged.save_pretrained(str(tmp), safe_serialization=True)
         tokenizer.save_pretrained(str(tmp))
         del merged
+        grounded = (rundir.index_dir / "index.json").exists()
+        if grounded:  # the retrieval index travels with the model: grounded answers need it
+            shutil.copytree(rundir.index_dir, tmp / "index")
         atomic_write_text(tmp / "README.md", model_card(rundir, model_name, dtype, config, target.name))
         atomic_write_json(
             tmp / MARKER,
@@ -169,6 +174,7 @@ def model_card(rundir: RunDir, model_name: str, dtype: str, config: Config, fold
         f"'{_md(rundir.root.name)}' merged into a {dtype} copy of {_md(_base_label(config.model))}. "
         "It loads with plain transformers; no peft or qatune needed.\n",
         _usage(folder),
+        _grounded_usage(folder) if (rundir.index_dir / "index.json").exists() else "",
         _data_section(rundir),
         _training_section(rundir, config, model_name),
         _eval_section(rundir),
@@ -192,6 +198,30 @@ output = model.generate(**inputs, max_new_tokens=256, do_sample=False)
 print(tokenizer.decode(output[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True))
 ```
 Prompts must go through the chat template (saved with the tokenizer): the model was trained on it.
+"""
+
+
+def _grounded_usage(folder: str) -> str:
+    return f"""## Grounded answers (retrieved context)
+
+The model was also trained to answer with retrieved training pairs in its prompt; `index/` holds them
+(`pairs.jsonl`) with their all-MiniLM-L6-v2 embeddings (`vectors.safetensors`, unit length). Embed the
+question, take the top 3 pairs by dot product and put them in the user turn:
+
+```python
+import json
+from safetensors.numpy import load_file
+from sentence_transformers import SentenceTransformer
+
+pairs = [json.loads(line) for line in open("{folder}/index/pairs.jsonl")]
+vectors = load_file("{folder}/index/vectors.safetensors")["vectors"]
+embedder = SentenceTransformer("sentence-transformers/all-MiniLM-L6-v2")
+question = "Your question"
+top = (vectors @ embedder.encode([question], normalize_embeddings=True)[0]).argsort()[::-1][:3]
+refs = "\\n".join(f"Q: {{pairs[i]['question']}}\\nA: {{pairs[i]['answer']}}" for i in top)
+messages = [{{"role": "user", "content": f"Reference Q&A:\\n{{refs}}\\n\\nQuestion: {{question}}"}}]
+```
+then generate as above. Without the context it answers closed-book, from what it learned.
 """
 
 

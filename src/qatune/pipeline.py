@@ -48,8 +48,10 @@ def run(
             fresh.skip()
         else:
             train.train(rundir.root, config, resume=train.can_resume(rundir.root, config))
-    for questions in [None, *(question_files or [])]:
-        name = Path(questions).stem if questions else "test"
+    sets: list[tuple[Path | None, str]] = [(None, "test")]
+    if _has_rows(rundir.split_file("unseen")):
+        sets.append((None, "unseen"))  # facts never trained: shows whether models invent answers
+    for questions, name in sets + [(Path(q), Path(q).stem) for q in question_files or []]:
         with _timed(seconds, f"eval:{name}") as fresh:
             if answer.is_current(rundir.root, config, name, questions):
                 fresh.skip()
@@ -60,6 +62,10 @@ def run(
 
     _print_summary(rundir, report_path, seconds)
     return seconds
+
+
+def _has_rows(path: Path) -> bool:
+    return path.is_file() and path.stat().st_size > 0
 
 
 class _Stage:

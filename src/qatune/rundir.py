@@ -87,6 +87,11 @@ class RunDir:
     def token_cache_dir(self) -> Path:
         return self.train_dir / "cache"
 
+    @property
+    def index_dir(self) -> Path:
+        """The retrieval index of the training pairs (grounded models and the retrieval baseline)."""
+        return self.root / "index"
+
     # eval
     @property
     def eval_root(self) -> Path:

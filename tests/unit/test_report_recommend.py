@@ -137,3 +137,40 @@ def test_report_writes_the_decision_for_real_files(tmp_path):
     assert rec["model"] is None and rec["reason"].startswith("Ship nothing yet")
     assert rec["verdict"] == "retrieval-beats-fine-tuning"
     assert "Ship nothing yet — retrieval beats fine-tuning" in (run / "report" / "report.html").read_text()
+
+
+def _with_retrieval(scores: dict, mean: float, vs: dict[str, tuple[float, float, float]]) -> dict:
+    """Adds the retrieval baseline (mean ROUGE-L `mean`) and each model's paired (diff, lo, hi) against it."""
+    scores["models"]["retrieval"] = {
+        m: {"mean": mean, "ci95": [mean - 0.1, mean + 0.1]} for m in ("rougeL", "semantic")
+    }
+    scores["kinds"]["retrieval"] = "baseline"
+    scores["vs_retrieval"] = {m: {"rougeL": {"diff": d, "ci95": [lo, hi], "p": 0.01}} for m, (d, lo, hi) in vs.items()}
+    return scores
+
+
+def test_retrieval_is_recommended_when_it_beats_the_best_model_significantly():
+    scores = _scores({"epoch-3": {"rougeL": (0.40, 0.1, 0.3), "semantic": (0.5, 0.1, 0.4)}})
+    rec = recommend(_with_retrieval(scores, 0.70, {"epoch-3": (-0.30, -0.4, -0.2)}), _summary({3: 1.0}))
+    assert rec["model"] is None and rec["verdict"] == "retrieval-beats-fine-tuning"
+    assert rec["reason"].startswith("Ship retrieval") and "-0.30" in rec["reason"]
+
+
+def test_a_model_ships_when_retrieval_is_ahead_only_within_the_noise():
+    scores = _scores({"epoch-3": {"rougeL": (0.60, 0.3, 0.5), "semantic": (0.5, 0.1, 0.4)}})
+    rec = recommend(_with_retrieval(scores, 0.65, {"epoch-3": (-0.05, -0.15, 0.05)}), _summary({3: 1.0}))
+    assert rec["model"] == "epoch-3" and rec["verdict"] == "ship"
+    assert "retrieval beats fine-tuning on mean ROUGE-L" in rec["reason"]
+
+
+def test_a_grounded_model_can_be_the_one_to_ship_and_the_reason_says_how_it_answers():
+    scores = _scores(
+        {
+            "epoch-3": {"rougeL": (0.45, 0.2, 0.3), "semantic": (0.5, 0.1, 0.4)},
+            "best+rag": {"rougeL": (0.80, 0.5, 0.7), "semantic": (0.8, 0.5, 0.7)},
+        }
+    )
+    rec = recommend(_with_retrieval(scores, 0.70, {"best+rag": (0.10, 0.02, 0.18)}), _summary({3: 1.0}, best=3))
+    assert rec["model"] == "best+rag" and rec["verdict"] == "ship"
+    assert "grounded: it answers with retrieved training pairs" in rec["reason"]
+    assert {c["model"]: c["grounded"] for c in rec["evidence"]["candidates"]} == {"epoch-3": False, "best+rag": True}

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from qatune.evaluate.embeddings import PairCosine
 
 __all__ = ["evaluate", "is_current"]
+UNSEEN = "unseen"  # the split of pairs whose facts were held out of training
 VLLM_CHUNK = 256  # vLLM schedules its own batches; this only sets how often answers are saved
 
 
@@ -70,9 +71,10 @@ def _pairs(models: list[str], qset: QuestionSet) -> set[tuple[str, str]]:
 def load_question_set(rundir: RunDir, config: Config, questions: Path | None, name: str | None) -> QuestionSet:
     """The run's test split (name `test`) or a questions file read by prepare's rules (name = its stem)."""
     if questions is None:
-        source = rundir.require(rundir.split_file("test"), "run qatune prepare first (or pass --questions FILE)")
+        split = UNSEEN if name == UNSEEN else "test"
+        source = rundir.require(rundir.split_file(split), "run qatune prepare first (or pass --questions FILE)")
         try:
-            rows, default = read_jsonl(source), "test"
+            rows, default = read_jsonl(source), split
         except ValueError as exc:
             raise QatuneError(f"unreadable line ({exc}); run qatune prepare again", path=source) from None
     else:

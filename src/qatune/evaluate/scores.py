@@ -11,13 +11,16 @@ from qatune.evaluate.metrics import BLEU_NOTE, LOWER_IS_BETTER, METRICS, corpus_
 from qatune.evaluate.retrieval import RETRIEVAL
 from qatune.evaluate.state import QuestionSet
 from qatune.generate import BASE
+from qatune.generate.context import RAG_SUFFIX
 
 STOP_RATE_WARN = 0.5
 TABLE_DIFFS = ("rougeL", "semantic", "token_f1", "answer_nll")
+VS_RETRIEVAL = ("rougeL", "semantic")
 
 
 def kind_of(model: str) -> str:
-    return {BASE: "base", RETRIEVAL: "baseline"}.get(model, "fine-tuned")
+    """base; baselines (retrieval, the base model with retrieved context); fine-tuned (closed-book or grounded)."""
+    return {BASE: "base", RETRIEVAL: "baseline", BASE + RAG_SUFFIX: "baseline"}.get(model, "fine-tuned")
 
 
 def _row(by_key: dict, model: str, qid: str) -> dict:
@@ -53,6 +56,11 @@ def build_scores(
         for m in models
         if m != BASE
     }
+    vs_retrieval = {
+        m: _present({k: paired_difference(values(m, k), values(RETRIEVAL, k), resamples) for k in VS_RETRIEVAL})
+        for m in models
+        if RETRIEVAL in models and kind_of(m) != "base" and m != RETRIEVAL
+    }
     stop_rate = {m: sum(bool(_row(by_key, m, q)["stopped"]) for q in ids) / len(ids) for m in models}
     bleu = {
         m: corpus_bleu([_row(by_key, m, q)["answer"] for q in ids], [_row(by_key, m, q)["reference"] for q in ids])
@@ -66,6 +74,7 @@ def build_scores(
         "models": table,
         "kinds": {m: kind_of(m) for m in models},
         "comparisons": comparisons,
+        "vs_retrieval": vs_retrieval,
         "stop_rate": stop_rate,
         "corpus_bleu": bleu,
         "unavailable": dict(unavailable or {}),
@@ -76,6 +85,7 @@ def build_scores(
             "ci95": f"percentile bootstrap of the mean, {resamples} resamples, seed {SEED}",
             "comparisons": "model minus base on the same questions: paired bootstrap CI of the mean "
             "difference; p from a two-sided paired sign-flip permutation test",
+            "vs_retrieval": "model minus the retrieval baseline, paired the same way",
         },
     }
 

@@ -14,6 +14,7 @@ from qatune.console import QatuneError, info
 from qatune.evaluate.metrics import METRICS
 from qatune.evaluate.retrieval import RETRIEVAL
 from qatune.generate import BASE
+from qatune.generate.context import RAG_SUFFIX, closed_book, is_grounded
 from qatune.rundir import RunDir, check_name
 from qatune.storage import atomic_write_json, file_sha256, read_json, read_jsonl, write_jsonl
 
@@ -42,12 +43,13 @@ def questions_key(source: Path, config: Config, is_split: bool) -> str:
 def wanted_models(rundir: RunDir, config: Config) -> list[str]:
     """`base`, `retrieval`, then each saved adapter (or the --models list, base always kept for comparisons)."""
     saved = rundir.adapter_names()
-    if config.eval.models is None:
-        return [BASE, RETRIEVAL, *saved]
+    grounded = [n + RAG_SUFFIX for n in (BASE, *saved)] if (rundir.index_dir / "index.json").exists() else []
+    if config.eval.models is None:  # grounded by default: the base model and `best` (epoch-N+rag on request)
+        return [BASE, RETRIEVAL, *saved, *[g for g in grounded if closed_book(g) in (BASE, "best")]]
     names = list(dict.fromkeys(check_name(m, "model name") for m in config.eval.models))
-    unknown = [m for m in names if m not in (BASE, RETRIEVAL, *saved)]
+    unknown = [m for m in names if m not in (BASE, RETRIEVAL, *saved, *grounded)]
     if unknown:
-        available = ", ".join([BASE, RETRIEVAL, *saved])
+        available = ", ".join([BASE, RETRIEVAL, *saved, *grounded])
         raise QatuneError(f"no model {unknown[0]!r} in {rundir.models_dir}; available: {available}")
     if BASE not in names:
         names.insert(0, BASE)  # every model is compared with it
@@ -67,8 +69,12 @@ def model_fingerprints(rundir: RunDir, config: Config, models: list[str]) -> dic
         }
     )
     prints: dict[str, str] = {}
+    index = rundir.index_dir / "vectors.safetensors"
     for name in models:
-        if name == BASE:
+        if is_grounded(name):
+            closed = model_fingerprints(rundir, config, [closed_book(name)])[closed_book(name)]
+            prints[name] = _sha([closed, RAG_SUFFIX, file_sha256(index) if index.exists() else None])
+        elif name == BASE:
             prints[name] = base
         elif name == RETRIEVAL:
             train = rundir.split_file("train")
@@ -139,7 +145,7 @@ def sync(rundir: RunDir, qset: QuestionSet, prints: dict[str, str]) -> list[dict
 
 
 def _is_split(rundir: RunDir, source: Path) -> bool:
-    return Path(source).resolve() == rundir.split_file("test").resolve()
+    return Path(source).resolve() in (rundir.split_file(s).resolve() for s in ("test", "unseen"))
 
 
 def scoring_key(models: list[str], config: Config) -> dict[str, Any]:
@@ -164,7 +170,7 @@ def is_current(run: Path, config: Config, name: str, questions: Path | None = No
     if questions is not None:
         source = Path(questions).expanduser().resolve()
     else:
-        source = rundir.split_file("test") if name == "test" else Path(state.get("source") or "")
+        source = rundir.split_file(name) if name in ("test", "unseen") else Path(state.get("source") or "")
     if not state or not source.is_file() or not rundir.eval_scores(name).exists():
         return False
     try:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from qatune.console import QatuneError
+from qatune.generate.context import RAG_SUFFIX, closed_book, grounded_question, is_grounded
 from qatune.generate.decoding import greedy_decode
 from qatune.prompts import IGNORE_INDEX, encode_pair, ensure_chat_template, prompt_ids, stop_token_ids
 
@@ -36,11 +37,12 @@ class Engine:
     """One base in memory; `name` picks an adapter or `base`. A lock keeps adapter switches from
     interleaving between concurrent callers (serve)."""
 
-    def __init__(self, model: Any, tokenizer: Any, adapters: list[str], device: str):
+    def __init__(self, model: Any, tokenizer: Any, adapters: list[str], device: str, retriever: Any = None):
         self.model = model
         self.tokenizer = tokenizer
         self.adapters = list(adapters)
         self.device = device
+        self.retriever = retriever  # Retriever: with it, every model also answers grounded as `NAME+rag`
         self.lock = threading.RLock()
         self.stop_ids = stop_token_ids(tokenizer)
         ensure_chat_template(tokenizer)
@@ -49,13 +51,28 @@ class Engine:
 
     @property
     def names(self) -> list[str]:
-        return [BASE, *self.adapters]
+        closed = [BASE, *self.adapters]
+        return closed + [n + RAG_SUFFIX for n in closed] if self.retriever is not None else closed
+
+    def grounded(self, name: str, conversations: list[list[dict]]) -> list[list[dict]]:
+        """For a `+rag` model, each conversation's last user turn carries the retrieved training pairs."""
+        if not is_grounded(name):
+            return conversations
+        if self.retriever is None:
+            raise QatuneError(f"model {name!r} needs the run's retrieval index; available: {', '.join(self.names)}")
+        questions = [conv[-1]["content"] for conv in conversations]
+        contexts = self.retriever.contexts(questions)
+        return [
+            [*conv[:-1], {**conv[-1], "content": grounded_question(q, ctx)}]
+            for conv, q, ctx in zip(conversations, questions, contexts, strict=True)
+        ]
 
     @contextlib.contextmanager
     def use(self, name: str) -> Iterator[Any]:
         """Hold the lock and activate adapter `name` (or none for base) for the duration."""
         if name not in self.names:
             raise QatuneError(f"unknown model {name!r}; available: {', '.join(self.names)}")
+        name = closed_book(name)
         with self.lock:
             if name == BASE:
                 ctx = self.model.disable_adapter() if self.adapters else contextlib.nullcontext()
@@ -92,7 +109,7 @@ class Engine:
         """Answer every conversation; batches hold prompts of similar length to keep padding low."""
         import torch
 
-        encoded = [prompt_ids(self.tokenizer, conv) for conv in conversations]
+        encoded = [prompt_ids(self.tokenizer, conv) for conv in self.grounded(name, conversations)]
         order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
         results: list[Generation | None] = [None] * len(encoded)
         with self.use(name) as model, torch.inference_mode():
@@ -143,7 +160,7 @@ class Engine:
             def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> bool:
                 return cancel.is_set()
 
-        ids = torch.tensor([prompt_ids(self.tokenizer, messages)], device=self.device)
+        ids = torch.tensor([prompt_ids(self.tokenizer, self.grounded(name, [messages])[0])], device=self.device)
         streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
         failure: list[BaseException] = []
         counts: dict[str, Any] = {"new_tokens": 0, "stopped": False}
@@ -196,7 +213,10 @@ class Engine:
         """Mean negative log-likelihood per reference-answer token, teacher-forced (no generation noise)."""
         import torch
 
-        encoded = [encode_pair(self.tokenizer, q, a, max_length) for q, a in pairs]
+        asked = [
+            conv[-1]["content"] for conv in self.grounded(name, [[{"role": "user", "content": q}] for q, _ in pairs])
+        ]
+        encoded = [encode_pair(self.tokenizer, q, a, max_length) for q, (_, a) in zip(asked, pairs, strict=True)]
         values: list[float | None] = [None] * len(pairs)
         todo = [i for i, e in enumerate(encoded) if e is not None and e.answer_tokens > 0]
         pad = self.tokenizer.pad_token_id
@@ -239,7 +259,8 @@ def load_engine(run: Path, config: Config, names: list[str] | None = None) -> En
     from qatune.rundir import RunDir
 
     rundir = RunDir(run)
-    wanted = [n for n in (names or rundir.adapter_names()) if n != BASE]
+    wanted = list(dict.fromkeys(closed_book(n) for n in (names or rundir.adapter_names())))
+    wanted = [n for n in wanted if n != BASE]
     missing = [n for n in wanted if n not in rundir.adapter_names()]
     if missing:
         raise QatuneError(
@@ -253,4 +274,30 @@ def load_engine(run: Path, config: Config, names: list[str] | None = None) -> En
         model_path, placement, trust_remote_code=config.trust_remote_code, allow_pickle=config.allow_pickle
     )
     model = load_adapters(base, {n: rundir.model_dir(n) for n in wanted}, allow_pickle=config.allow_pickle)
-    return Engine(model, tokenizer, wanted, placement.device)
+    return Engine(model, tokenizer, wanted, placement.device, run_retriever(rundir))
+
+
+class Retriever:
+    """The run's index of training pairs with the MiniLM embedder: top-k context for grounded answers."""
+
+    def __init__(self, index: Any, embedder: Any, k: int):
+        self.index, self.embedder, self.k = index, embedder, k
+
+    def contexts(self, questions: list[str]) -> list[list[dict]]:
+        return self.index.contexts(self.embedder, questions, self.k)
+
+
+def run_retriever(rundir: Any) -> Retriever | None:
+    """The retriever of a run trained with grounded examples (RUN/index exists), else None."""
+    from qatune.generate.context import load_index
+    from qatune.storage import read_json
+
+    if not (rundir.index_dir / "index.json").exists():
+        return None
+    from qatune.evaluate.embeddings import load_embedder
+
+    try:
+        k = int(read_json(rundir.train_summary_json).get("rag_k") or 3)
+    except (OSError, ValueError):
+        k = 3
+    return Retriever(load_index(rundir.index_dir), load_embedder(), k)

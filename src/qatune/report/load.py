@@ -67,6 +67,7 @@ def comparison(
 
 def epoch_of(model: str, summary: dict[str, Any] | None = None) -> int | None:
     """Epoch count of `epoch-N`; for `best`, the training summary's best epoch."""
+    model = model.removesuffix("+rag")
     m = _EPOCH.fullmatch(model)
     if m:
         return int(m.group(1))
@@ -80,21 +81,23 @@ def kind_of(scores: dict[str, Any], model: str) -> str:
     kind = (scores.get("kinds") or {}).get(model)
     if kind in ("base", "baseline", "fine-tuned"):
         return kind
-    return {"base": "base", "retrieval": "baseline"}.get(model, "fine-tuned")
+    return {"base": "base", "retrieval": "baseline", "base+rag": "baseline"}.get(model, "fine-tuned")
 
 
 def model_order(models: list[str]) -> list[str]:
-    """base, retrieval, epoch-N by N, best, then anything else by name."""
+    """base, retrieval, epoch-N by N, best, then the grounded (`+rag`) ones in the same order, then the rest."""
 
     def key(name: str) -> tuple[int, int, str]:
-        m = _EPOCH.fullmatch(name)
-        if name == "base":
-            return (0, 0, name)
-        if name == "retrieval":
+        grounded = 5 if name.endswith("+rag") else 0
+        closed = name.removesuffix("+rag")
+        m = _EPOCH.fullmatch(closed)
+        if closed == "base":
+            return (grounded, 0, name)
+        if closed == "retrieval":
             return (1, 0, name)
         if m:
-            return (2, int(m.group(1)), name)
-        return (3 if name == "best" else 4, 0, name)
+            return (grounded + 2, int(m.group(1)), name)
+        return (grounded + (3 if closed == "best" else 4), 0, name)
 
     return sorted(dict.fromkeys(models), key=key)
 

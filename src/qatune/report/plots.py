@@ -173,13 +173,17 @@ def metrics_vs_epoch(scores: dict[str, Any], summary: dict[str, Any] | None) -> 
 def _epoch_panel(
     ax: Any, scores: dict[str, Any], summary: dict[str, Any] | None, models: list[str], metric: str
 ) -> None:
-    pts = [(epoch_of(m), stat(scores, m, metric)) for m in models]
-    pts = sorted((e, s) for e, s in pts if e is not None and s is not None)
-    if pts:
-        xs = [e for e, _ in pts]
-        ax.plot(xs, [s[0] for _, s in pts], "o-", color="C0", label="fine-tuned (epoch-N)")
-        if all(s[1] is not None and s[2] is not None for _, s in pts):
-            ax.fill_between(xs, [s[1] for _, s in pts], [s[2] for _, s in pts], color="C0", alpha=0.2, label="95% CI")
+    pts: list = []
+    for grounded, color, name in ((False, "C0", "closed-book (epoch-N)"), (True, "C2", "grounded (epoch-N+rag)")):
+        line = [(epoch_of(m), stat(scores, m, metric)) for m in models if m.endswith("+rag") == grounded]
+        line = sorted((e, s) for e, s in line if e is not None and s is not None)
+        if not line:
+            continue
+        pts += line
+        xs = [e for e, _ in line]
+        ax.plot(xs, [s[0] for _, s in line], "o-", color=color, label=name)
+        if all(s[1] is not None and s[2] is not None for _, s in line):
+            ax.fill_between(xs, [s[1] for _, s in line], [s[2] for _, s in line], color=color, alpha=0.15)
     base = stat(scores, "base", metric)
     if base:
         ax.axhline(base[0], color=BASE_COLOR, lw=1.5, label="base model")

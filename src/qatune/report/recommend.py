@@ -25,8 +25,11 @@ def _candidate(scores: dict[str, Any], summary: dict[str, Any] | None, model: st
     means = {m: stat(scores, model, m) for m in PRIMARY}
     losses = (summary or {}).get("eval_loss_by_epoch") or {}
     epochs = epoch_of(model, summary)
+    vs_retrieval = ((scores.get("vs_retrieval") or {}).get(model) or {}).get("rougeL")
     return {
         "model": model,
+        "grounded": model.endswith("+rag"),
+        "vs_retrieval": vs_retrieval if isinstance(vs_retrieval, dict) else None,
         "epochs": epochs,
         **{m: None if s is None else {"mean": s[0], "ci95": [s[1], s[2]]} for m, s in means.items()},
         "vs_base": vs_base,
@@ -90,7 +93,12 @@ def _change(c: dict[str, Any], metric: str = "rougeL") -> str:
 def _dedupe_best(cands: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """`best` is a copy of one epoch-N: keep the explicit epoch name when both were scored."""
     names = {c["model"] for c in cands}
-    return [c for c in cands if not (c["model"] == "best" and f"epoch-{c['epochs']}" in names)]
+    rag = "+rag"
+    return [
+        c
+        for c in cands
+        if not (c["model"].removesuffix(rag) == "best" and c["model"].replace("best", f"epoch-{c['epochs']}") in names)
+    ]
 
 
 def _notes(scores: dict[str, Any], summary: dict[str, Any] | None, chosen: dict[str, Any] | None) -> list[str]:
@@ -141,11 +149,21 @@ def recommend(
     if significant:
         chosen, tie = _pick(significant)
         reason = (
-            f"Ship {chosen['model']}: it beats base on {_held(scores)} held-out questions "
+            f"Ship {chosen['model']}{_how(chosen)}: it beats base on {_held(scores)} held-out questions "
             f"({eval_set}) with ROUGE-L {_change(chosen)}, semantic similarity {_change(chosen, 'semantic')}"
             f"; mean ROUGE-L {fmt(_mean(chosen, 'rougeL'))} vs base {fmt(base[0] if base else None)}."
         )
         verdict = "ship"
+        if retrieval and _retrieval_wins(chosen, retrieval):
+            verdict = "retrieval-beats-fine-tuning"
+            reason = (
+                f"Ship retrieval (a lookup of the training answers): it scores mean ROUGE-L "
+                f"{fmt(_mean(retrieval, 'rougeL'))} vs {fmt(_mean(chosen, 'rougeL'))} for the best model, "
+                f"{chosen['model']}, whose paired difference {_vs_retrieval(chosen)} excludes zero. "
+                f"{chosen['model']} still beats base (ROUGE-L {_change(chosen)})."
+            )
+            evidence["notes"] = tie + _notes(scores, summary, chosen) + _elsewhere(chosen, summary, others or {})
+            return {"model": None, "verdict": verdict, "reason": reason, "evidence": evidence}
         if retrieval and _mean(retrieval, "rougeL") > _mean(chosen, "rougeL"):
             reason += (
                 f" Note: retrieval beats fine-tuning on mean ROUGE-L ({fmt(_mean(retrieval, 'rougeL'))}"
@@ -154,6 +172,26 @@ def recommend(
         evidence["notes"] = tie + _notes(scores, summary, chosen) + _elsewhere(chosen, summary, others or {})
         return {"model": chosen["model"], "verdict": verdict, "reason": reason, "evidence": evidence}
     return _nothing(scores, summary, cands, retrieval, evidence)
+
+
+def _how(c: dict[str, Any]) -> str:
+    return " (grounded: it answers with retrieved training pairs in its prompt)" if c["grounded"] else ""
+
+
+def _vs_retrieval(c: dict[str, Any]) -> str:
+    comp = c.get("vs_retrieval") or {}
+    ci = comp.get("ci95") or [None, None]
+    if number(comp.get("diff")) is None:
+        return "unavailable"
+    sign = "+" if comp["diff"] >= 0 else ""
+    return f"{sign}{fmt_stat((comp['diff'], number(ci[0]), number(ci[1])))}"
+
+
+def _retrieval_wins(chosen: dict[str, Any], retrieval: dict[str, Any]) -> bool:
+    """Retrieval is better on mean ROUGE-L and the paired CI of (model - retrieval) lies below zero."""
+    comp = chosen.get("vs_retrieval") or {}
+    high = number((comp.get("ci95") or [None, None])[1])
+    return _mean(retrieval, "rougeL") > _mean(chosen, "rougeL") and high is not None and high < 0
 
 
 def _elsewhere(chosen: dict[str, Any], summary: dict[str, Any] | None, others: dict[str, dict[str, Any]]) -> list[str]:

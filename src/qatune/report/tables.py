@@ -45,8 +45,9 @@ def models_of(ev: EvalSet) -> list[str]:
 
 def display_name(model: str, summary: dict[str, Any] | None) -> str:
     """`best` shows which epoch it is a copy of."""
-    epoch = epoch_of(model, summary) if model == "best" else None
-    return f"best (= epoch-{epoch})" if epoch is not None else model
+    rag = "+rag" if model.endswith("+rag") else ""
+    epoch = epoch_of(model, summary) if model.removesuffix(rag) == "best" else None
+    return f"best{rag} (= epoch-{epoch}{rag})" if epoch is not None else model
 
 
 def model_label(model: str, kind: str, summary: dict[str, Any] | None) -> str:

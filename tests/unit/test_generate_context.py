@@ -1,0 +1,97 @@
+"""Grounded answers: the retrieval index (search, save/load round trip, rebuilt when training data
+changes), the grounded user turn, and the engine's `NAME+rag` models answering with retrieved context."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from qatune.console import QatuneError
+from qatune.generate import BASE, Engine
+from qatune.generate.context import (
+    Index,
+    build_index,
+    closed_book,
+    grounded_question,
+    is_grounded,
+    load_index,
+    run_index,
+)
+from qatune.generate.engine import Retriever
+from qatune.model import choose_placement, load_base, load_tokenizer
+from qatune.prompts import messages_for
+from qatune.rundir import RunDir
+from qatune.storage import write_jsonl
+
+WORDS = ["room", "teacher", "credits", "exam", "lab"]
+
+
+class BagOfWords:
+    """A stand-in for the MiniLM embedder with the same call shape: one dimension per known word."""
+
+    def encode(self, texts, **_):
+        rows = np.array([[float(w in t.lower()) for w in WORDS] + [0.1] for t in texts], dtype=np.float32)
+        return rows / np.linalg.norm(rows, axis=1, keepdims=True)
+
+
+PAIRS = [
+    {"id": "p1", "question": "Which room is the course in?", "answer": "Room 214.", "source_row": 2},
+    {"id": "p2", "question": "Who is the teacher?", "answer": "Prof. Okafor.", "source_row": 3},
+    {"id": "p3", "question": "How many credits?", "answer": "4 credits.", "source_row": 4},
+    {"id": "p1-aug1", "question": "Room?", "answer": "Room 214.", "source_row": 2, "augmented_from": "p1"},
+]
+
+
+def _run(tmp_path):
+    rundir = RunDir(tmp_path / "run")
+    write_jsonl(rundir.split_file("train"), PAIRS)
+    return rundir
+
+
+def test_index_holds_training_originals_and_finds_the_nearest(tmp_path):
+    rundir = _run(tmp_path)
+    index = build_index(BagOfWords(), rundir.split_file("train"))
+    assert [p["id"] for p in index.pairs] == ["p1", "p2", "p3"]  # rewordings repeat a pair: left out
+    hits = index.search(BagOfWords(), ["what room?", "the teacher's name"], k=2)
+    assert [h[0][0] for h in hits] == [0, 1] and len(hits[0]) == 2 and hits[0][0][1] >= hits[0][1][1]
+    assert index.contexts(BagOfWords(), ["exam credits"], k=1) == [[index.pairs[2]]]
+
+
+def test_index_round_trip_and_rebuild_when_training_data_changes(tmp_path):
+    rundir = _run(tmp_path)
+    first = run_index(rundir, BagOfWords())
+    loaded = load_index(rundir.index_dir)
+    assert loaded.pairs == first.pairs and np.array_equal(loaded.vectors, first.vectors)
+    write_jsonl(rundir.split_file("train"), PAIRS[:2])
+    assert [p["id"] for p in run_index(rundir, BagOfWords()).pairs] == ["p1", "p2"]
+    (rundir.index_dir / "vectors.safetensors").write_bytes(b"broken")
+    with pytest.raises(QatuneError, match="retrieval index unreadable"):
+        load_index(rundir.index_dir)
+
+
+def test_grounded_names_and_prompt():
+    assert is_grounded("best+rag") and closed_book("epoch-4+rag") == "epoch-4" and closed_book("best") == "best"
+    text = grounded_question("Where?", [{"question": "Which room?", "answer": "Room 214."}])
+    assert text == "Reference Q&A:\nQ: Which room?\nA: Room 214.\n\nQuestion: Where?"
+
+
+def test_engine_answers_grounded_models_with_retrieved_context(lively_model_dir):
+    index = Index(PAIRS[:3], BagOfWords().encode([p["question"] for p in PAIRS[:3]]))
+    tok = load_tokenizer(str(lively_model_dir))
+    model = load_base(str(lively_model_dir), choose_placement())
+    engine = Engine(model, tok, [], "cpu", Retriever(index, BagOfWords(), k=1))
+    assert engine.names == [BASE, BASE + "+rag"]
+    convs = [messages_for("Which room is it?"), messages_for("Who is the teacher?")]
+    grounded = engine.grounded("base+rag", convs)
+    assert grounded[0][-1]["content"] == grounded_question("Which room is it?", [PAIRS[0]])
+    assert engine.grounded(BASE, convs) == convs
+    plain = engine.generate(BASE, convs, max_new_tokens=8)
+    with_context = engine.generate("base+rag", convs, max_new_tokens=8)
+    assert [g.text for g in with_context] == [g.text for g in engine.generate(BASE, grounded, max_new_tokens=8)]
+    assert [g.text for g in with_context] != [g.text for g in plain]
+    nll = engine.answer_nll("base+rag", [("Which room is it?", "Room 214.")])
+    assert nll == engine.answer_nll(BASE, [(grounded[0][-1]["content"], "Room 214.")])
+    closed = Engine(model, tok, [], "cpu")
+    assert closed.names == [BASE]
+    with pytest.raises(QatuneError, match="needs the run's retrieval index"):
+        closed.generate("base+rag", convs)

@@ -174,3 +174,66 @@ def test_a_grounded_model_can_be_the_one_to_ship_and_the_reason_says_how_it_answ
     assert rec["model"] == "best+rag" and rec["verdict"] == "ship"
     assert "grounded: it answers with retrieved training pairs" in rec["reason"]
     assert {c["model"]: c["grounded"] for c in rec["evidence"]["candidates"]} == {"epoch-3": False, "best+rag": True}
+
+
+def test_a_ci_that_touches_zero_is_not_significant():
+    """Significant means the paired CI's low end is above zero: exactly 0 is not enough."""
+    touching = _scores({"epoch-2": {"rougeL": (0.5, 0.0, 0.4), "semantic": (0.5, 0.0, 0.3)}})
+    rec = recommend(touching, None)
+    assert rec["verdict"] == "ship-nothing" and rec["model"] is None
+    assert rec["evidence"]["candidates"][0]["significant"] is False
+    above = _scores({"epoch-2": {"rougeL": (0.5, 1e-9, 0.4), "semantic": (0.5, 0.0, 0.3)}})
+    assert recommend(above, None)["model"] == "epoch-2"
+
+
+def test_a_ci_high_of_exactly_zero_is_not_significantly_worse():
+    scores = _scores({"epoch-2": {"rougeL": (0.5, 0.1, 0.4), "semantic": (0.18, -0.1, 0.0)}})
+    assert recommend(scores, None)["model"] == "epoch-2"
+    scores = _scores({"epoch-2": {"rougeL": (0.5, 0.1, 0.4), "semantic": (0.18, -0.1, -1e-9)}})
+    assert recommend(scores, None)["model"] is None
+
+
+def test_near_tie_boundary_is_a_rouge_l_gap_below_0_01():
+    """A gap of 0.01 is a real difference (the better mean ships even with the higher validation loss);
+    0.0099 is a tie, settled by validation loss."""
+    summary = _summary({4: 0.80, 8: 0.95})
+    ahead = {"rougeL": (0.50, 0.1, 0.4), "semantic": (0.5, 0.1, 0.4)}
+    for behind, expected in ((0.49, "epoch-8"), (0.4901, "epoch-4")):
+        scores = _scores({"epoch-4": {"rougeL": (behind, 0.1, 0.4), "semantic": (0.5, 0.1, 0.4)}, "epoch-8": ahead})
+        rec = recommend(scores, summary)
+        assert rec["model"] == expected, behind
+        tie_notes = [n for n in rec["evidence"]["notes"] if "within 0.01 ROUGE-L" in n]
+        assert bool(tie_notes) == (expected == "epoch-4")
+
+
+def test_without_a_fine_tuned_model_nothing_ships_even_when_retrieval_scores_well():
+    scores = _scores({"retrieval": {"rougeL": (0.6, 0.3, 0.5), "semantic": (0.6, 0.3, 0.5)}})
+    rec = recommend(scores, None)
+    assert rec["model"] is None and rec["verdict"] == "ship-nothing"
+    assert "no fine-tuned model was evaluated" in rec["reason"]
+    assert rec["evidence"]["candidates"] == [] and rec["evidence"]["retrieval"]["model"] == "retrieval"
+
+
+def test_other_eval_sets_add_notes_but_never_change_the_decision():
+    main = _scores({"epoch-4": {"rougeL": (0.45, 0.1, 0.4), "semantic": (0.5, 0.1, 0.4)}})
+    unseen = _scores({"epoch-4": {"rougeL": (0.15, -0.2, 0.1), "semantic": (0.2, -0.1, 0.1)}}, n=12)
+    reworded = _scores({"epoch-4": {"rougeL": (0.35, 0.05, 0.25), "semantic": (0.3, 0.0, 0.2)}}, n=20)
+    other_model = _scores({"epoch-9": {"rougeL": (0.9, 0.5, 0.9), "semantic": (0.9, 0.5, 0.9)}})
+    alone = recommend(main, None)
+    rec = recommend(main, None, others={"unseen": unseen, "reworded": reworded, "other": other_model})
+    assert (rec["model"], rec["verdict"], rec["reason"]) == (alone["model"], alone["verdict"], alone["reason"])
+    notes = [n for n in rec["evidence"]["notes"] if n.startswith("on '")]
+    assert len(notes) == 2  # none for a set that did not score the chosen model
+    assert notes[0].startswith("on 'unseen' (12 questions) epoch-4 scores ROUGE-L -0.05 [-0.20, 0.10] (p ")
+    assert notes[0].endswith(") vs base (not significant)")
+    assert notes[1].startswith("on 'reworded' (20 questions) epoch-4 scores ROUGE-L +0.15 [0.05, 0.25] (p ")
+    assert notes[1].endswith(") vs base (significant)")
+
+
+def test_retrieval_ahead_by_a_paired_ci_touching_zero_still_ships_with_the_note():
+    scores = _scores({"epoch-3": {"rougeL": (0.60, 0.3, 0.5), "semantic": (0.5, 0.1, 0.4)}})
+    rec = recommend(_with_retrieval(scores, 0.70, {"epoch-3": (-0.10, -0.2, 0.0)}), _summary({3: 1.0}))
+    assert rec["model"] == "epoch-3" and rec["verdict"] == "ship"
+    assert rec["reason"].endswith("a plain lookup of training answers may be enough.")
+    level = recommend(_with_retrieval(scores, 0.60, {"epoch-3": (0.0, -0.1, 0.1)}), _summary({3: 1.0}))
+    assert level["verdict"] == "ship" and "retrieval beats" not in level["reason"].lower()

@@ -121,7 +121,7 @@ def _load(run: Path, model_name: str) -> Any:
     if not rundir.root.is_dir():
         raise QatuneError("run directory not found; check --run", path=rundir.root)
     available = rundir.adapter_names()
-    closed = check_name(model_name, "model name").removesuffix("+rag")
+    closed = check_name(model_name.removesuffix("+rag"), "model name")
     if closed != BASE and closed not in available:
         raise QatuneError(f"no model {model_name!r} in {rundir.models_dir}; available: {', '.join([BASE, *available])}")
     return load_engine(rundir.root, load_for_run(rundir.root, None, {}, save=False))

@@ -46,7 +46,8 @@ def wanted_models(rundir: RunDir, config: Config) -> list[str]:
     grounded = [n + RAG_SUFFIX for n in (BASE, *saved)] if (rundir.index_dir / "index.json").exists() else []
     if config.eval.models is None:  # grounded by default: the base model and `best` (epoch-N+rag on request)
         return [BASE, RETRIEVAL, *saved, *[g for g in grounded if closed_book(g) in (BASE, "best")]]
-    names = list(dict.fromkeys(check_name(m, "model name") for m in config.eval.models))
+    names = [check_name(closed_book(m), "model name") + m[len(closed_book(m)) :] for m in config.eval.models]
+    names = list(dict.fromkeys(names))
     unknown = [m for m in names if m not in (BASE, RETRIEVAL, *saved, *grounded)]
     if unknown:
         available = ", ".join([BASE, RETRIEVAL, *saved, *grounded])

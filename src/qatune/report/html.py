@@ -116,7 +116,24 @@ def _uri(png: bytes) -> str:
     return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
 
-def _eval_view(ev: EvalSet, summary: dict[str, Any] | None, images: dict[str, bytes]) -> dict[str, Any]:
+def _about(name: str, report: dict[str, Any] | None) -> str | None:
+    """What an eval set asks: generated rewordings of trained questions, facts never trained, or a file."""
+    if name == "unseen":
+        return (
+            "Questions whose facts were held out of training: no model can know them, so this set shows "
+            "whether a model says so or invents an answer."
+        )
+    if name == "test" and (report or {}).get("test_kind") == "generated":
+        return (
+            "Generated rewordings of training questions (held out of training): does the model recall "
+            "trained facts when asked in other words? Give your own questions with --test for a stronger check."
+        )
+    return None
+
+
+def _eval_view(
+    ev: EvalSet, summary: dict[str, Any] | None, images: dict[str, bytes], about: str | None = None
+) -> dict[str, Any]:
     charts = []
     for key, title, png in (
         ("rouge_bars", "ROUGE F1 by model (averaged over questions)", plots.rouge_bars(ev.scores, summary)),
@@ -150,6 +167,8 @@ def _eval_view(ev: EvalSet, summary: dict[str, Any] | None, images: dict[str, by
         "has_corpus_bleu": any(r["corpus_bleu"] is not None for r in results),
         "notes": [(k, _plain(v)) for k, v in _mapping(ev.scores.get("notes")).items()],
         "comparisons": tables.comparison_rows(ev, summary),
+        "vs_retrieval": tables.retrieval_rows(ev, summary),
+        "about": about,
         "charts": charts,
         "answers": _answers(ev, summary),
         "answer_metric_labels": [tables.label(m) for m in ANSWER_METRICS],
@@ -191,7 +210,7 @@ def _context(data: RunData, rec: dict[str, Any], images: dict[str, bytes]) -> di
         "summary_json": training.raw_json(summary) if summary else None,
         "val_losses": training.val_losses(summary) if summary else [],
         "loss_uri": _uri(loss_png) if loss_png else None,
-        "evals": [_eval_view(ev, summary, images) for ev in data.evals],
+        "evals": [_eval_view(ev, summary, images, _about(ev.name, data.data_report)) for ev in data.evals],
     }
 
 

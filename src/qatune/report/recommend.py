@@ -73,7 +73,10 @@ def val_loss_trend(summary: dict[str, Any] | None) -> str | None:
     best_epoch, best = min(points, key=lambda p: p[1])
     last_epoch, last = points[-1]
     first_epoch, first = points[0]
-    text = f"validation loss went from {first:.3f} (epoch {first_epoch}) to a low of {best:.3f} (epoch {best_epoch})"
+    what = "validation loss"
+    if (summary or {}).get("recall_rougeL_by_epoch"):
+        what = "validation loss (reworded questions about trained facts)"
+    text = f"{what} went from {first:.3f} (epoch {first_epoch}) to a low of {best:.3f} (epoch {best_epoch})"
     if last_epoch != best_epoch and last > best * 1.02:
         return text + f", then rose to {last:.3f} by epoch {last_epoch}: later epochs overfit"
     if last_epoch == best_epoch:

@@ -126,6 +126,30 @@ def verdict(metric: str, diff: float, lo: float | None, hi: float | None) -> str
     return "better" if up != (metric in LOWER_IS_BETTER) else "worse"
 
 
+def retrieval_rows(ev: EvalSet, summary: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """Closed-book and grounded models against the retrieval baseline (paired ROUGE-L and semantic
+    similarity differences with 95% CIs), from scores.json's `vs_retrieval`."""
+    table = ev.scores.get("vs_retrieval") or {}
+    rows = []
+    for model in models_of(ev):
+        entry = table.get(model)
+        if not isinstance(entry, dict):
+            continue
+        cells = {}
+        for m in ("rougeL", "semantic"):
+            c = entry.get(m)
+            diff = number(c.get("diff")) if isinstance(c, dict) else None
+            if diff is None:
+                cells[m] = None
+                continue
+            lo, hi = (list(c.get("ci95") or []) + [None, None])[:2]
+            head, ci = stat_parts((diff, number(lo), number(hi)), signed=True)
+            cells[m] = {"head": head, "ci": ci, "verdict": verdict(m, diff, number(lo), number(hi))}
+        style = "grounded (retrieved context)" if model.endswith("+rag") else "closed-book"
+        rows.append({"name": display_name(model, summary), "style": style, "cells": cells})
+    return rows
+
+
 def comparison_rows(ev: EvalSet, summary: dict[str, Any] | None) -> list[dict[str, Any]]:
     """Each model vs base (paired): {metric: {text, p, verdict}} for the HTML comparisons table."""
     metrics = metric_columns(ev.scores)

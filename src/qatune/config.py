@@ -68,7 +68,7 @@ class PrepareConfig(_Section):
 
 class TrainConfig(_Section):
     epochs: list[int] = Field(
-        default_factory=lambda: [3, 5], description="Epoch counts to save a model at (the sweep)."
+        default_factory=lambda: [2, 3], description="Epoch counts to save a model at (the sweep)."
     )
     sweep: Literal["one-pass", "independent"] = Field(
         "one-pass",
@@ -111,7 +111,7 @@ class TrainConfig(_Section):
         description="Also train with the top-k retrieved training pairs in the prompt (retrieval-aware), so the "
         "model answers closed-book and grounded ('+rag' models).",
     )
-    rag_k: int = Field(3, ge=1, le=10, description="Retrieved training pairs in a grounded prompt.")
+    rag_k: int = Field(2, ge=1, le=10, description="Retrieved training pairs in a grounded prompt.")
     gradient_checkpointing: bool = Field(False, description="Trade compute for memory (large models).")
     packing: bool = Field(False, description="Pack examples into rows (GPU; attention kept per example).")
     liger: bool | Literal["auto"] = Field("auto", description="Use Liger kernels on CUDA when installed.")

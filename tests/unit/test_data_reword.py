@@ -99,3 +99,19 @@ def test_held_out_facts_never_share_an_answer_with_training():
     trained = {p["answer"] for p in splits.train}
     assert splits.val and splits.test
     assert not trained & {p["answer"] for p in splits.val + splits.test}
+
+
+def test_mixed_rewording_falls_back_to_rules_without_wordnet(monkeypatch, capsys):
+    from qatune import data
+    from qatune.console import QatuneError
+
+    def missing():
+        raise QatuneError("WordNet is not installed")
+
+    monkeypatch.setattr(data.augment, "wordnet", missing)
+    monkeypatch.setattr(data.augment, "_warned", [])
+    pairs = [{"id": "r0", "question": "When are the lectures held?", "answer": "Tuesdays.", "source_row": 2}]
+    made = rewordings(pairs, 2, seed=0, taken=set(), method="mixed")
+    assert made and "rewording questions by rules only" in capsys.readouterr().err
+    with pytest.raises(QatuneError, match="WordNet is not installed"):
+        rewordings(pairs, 1, seed=0, taken=set(), method="wordnet")

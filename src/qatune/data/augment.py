@@ -13,7 +13,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from qatune.console import QatuneError
+from qatune.console import QatuneError, warn
 from qatune.data.clean import question_key
 from qatune.data.reword import rewrite
 from qatune.storage import atomic_dir, atomic_write_text
@@ -60,7 +60,7 @@ _EDGE = "\"'()[]{},.;:!?"
 
 
 def nltk_data_dir() -> Path:
-    from qatune.model import qatune_home
+    from qatune.embedded import qatune_home
 
     return qatune_home() / "nltk_data"
 
@@ -145,6 +145,21 @@ def variant(text: str, rng: random.Random) -> str | None:
 METHODS = ("mixed", "rules", "wordnet")
 
 
+def _wordnet_available() -> bool:
+    """WordNet can be read; without it `mixed` rewording falls back to the rules, with a warning once."""
+    try:
+        wordnet()
+    except QatuneError as exc:
+        if not _warned:
+            _warned.append(True)
+            warn(f"rewording questions by rules only: {exc}")
+        return False
+    return True
+
+
+_warned: list[bool] = []
+
+
 def reword(question: str, rng: random.Random, method: str = "mixed") -> str | None:
     """One rewording: WordNet synonyms and/or a rewrite of the question's form, per `method` (synonyms
     first, so the words a rewrite adds are never swapped)."""
@@ -163,7 +178,9 @@ def rewordings(
     (training, held-out or earlier generated questions) is skipped, and each one made is added to it."""
     if n <= 0 or not pairs:
         return []
-    if method != "rules":
+    if method == "mixed" and not _wordnet_available():
+        method = "rules"
+    elif method == "wordnet":
         wordnet()
     out = []
     for pair in pairs:

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 
 RAG_SUFFIX = "+rag"
 INDEX_FORMAT = 1
-DEFAULT_K = 3
+DEFAULT_K = 2
 
 
 def is_grounded(name: str) -> bool:

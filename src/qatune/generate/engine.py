@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from qatune.console import QatuneError
-from qatune.generate.context import RAG_SUFFIX, closed_book, grounded_question, is_grounded
+from qatune.generate.context import DEFAULT_K, RAG_SUFFIX, closed_book, grounded_question, is_grounded
 from qatune.generate.decoding import greedy_decode
 from qatune.prompts import IGNORE_INDEX, encode_pair, ensure_chat_template, prompt_ids, stop_token_ids
 
@@ -297,7 +297,7 @@ def run_retriever(rundir: Any) -> Retriever | None:
     from qatune.evaluate.embeddings import load_embedder
 
     try:
-        k = int(read_json(rundir.train_summary_json).get("rag_k") or 3)
+        k = int(read_json(rundir.train_summary_json).get("rag_k") or DEFAULT_K)
     except (OSError, ValueError):
-        k = 3
+        k = DEFAULT_K
     return Retriever(load_index(rundir.index_dir), load_embedder(), k)

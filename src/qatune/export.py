@@ -174,7 +174,7 @@ def model_card(rundir: RunDir, model_name: str, dtype: str, config: Config, fold
         f"'{_md(rundir.root.name)}' merged into a {dtype} copy of {_md(_base_label(config.model))}. "
         "It loads with plain transformers; no peft or qatune needed.\n",
         _usage(folder),
-        _grounded_usage(folder) if (rundir.index_dir / "index.json").exists() else "",
+        _grounded_usage(folder, rundir) if (rundir.index_dir / "index.json").exists() else "",
         _data_section(rundir),
         _training_section(rundir, config, model_name),
         _eval_section(rundir),
@@ -201,12 +201,13 @@ Prompts must go through the chat template (saved with the tokenizer): the model 
 """
 
 
-def _grounded_usage(folder: str) -> str:
+def _grounded_usage(folder: str, rundir: RunDir) -> str:
+    k = int((_read(rundir.index_dir / "index.json") or {}).get("k") or 2)
     return f"""## Grounded answers (retrieved context)
 
 The model was also trained to answer with retrieved training pairs in its prompt; `index/` holds them
 (`pairs.jsonl`) with their all-MiniLM-L6-v2 embeddings (`vectors.safetensors`, unit length). Embed the
-question, take the top 3 pairs by dot product and put them in the user turn:
+question, take the top {k} pairs by dot product and put them in the user turn:
 
 ```python
 import json
@@ -217,7 +218,7 @@ pairs = [json.loads(line) for line in open("{folder}/index/pairs.jsonl")]
 vectors = load_file("{folder}/index/vectors.safetensors")["vectors"]
 embedder = SentenceTransformer("sentence-transformers/all-MiniLM-L6-v2")
 question = "Your question"
-top = (vectors @ embedder.encode([question], normalize_embeddings=True)[0]).argsort()[::-1][:3]
+top = (vectors @ embedder.encode([question], normalize_embeddings=True)[0]).argsort()[::-1][:{k}]
 refs = "\\n".join(f"Q: {{pairs[i]['question']}}\\nA: {{pairs[i]['answer']}}" for i in top)
 messages = [{{"role": "user", "content": f"Reference Q&A:\\n{{refs}}\\n\\nQuestion: {{question}}"}}]
 ```

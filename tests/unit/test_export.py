@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from adapter_runs import QUESTIONS, make_run
@@ -111,6 +112,24 @@ def test_export_replaces_an_earlier_export_whole(run, tmp_path):
     export(run, "epoch-2", out, dtype="fp16")
     assert not (out / "stale.txt").exists()
     assert json.loads((out / MARKER).read_text())["model"] == "epoch-2"
+
+
+def test_a_grounded_run_exports_its_index_and_the_card_says_how_to_use_it(run, tmp_path):
+    import shutil
+
+    from qatune.generate.context import Index, load_index
+    from qatune.rundir import RunDir
+
+    index_dir = RunDir(run).index_dir
+    Index([{"id": "p1", "question": "Q?", "answer": "A."}], np.ones((1, 4), dtype=np.float32)).save(index_dir, k=2)
+    try:
+        out = export(run, "epoch-1+rag", tmp_path / "grounded", dtype="fp16")
+        assert load_index(out / "index").pairs == [{"id": "p1", "question": "Q?", "answer": "A."}]
+        card = (out / "README.md").read_text()
+        assert "## Grounded answers" in card and "take the top 2 pairs" in card and "[:2]" in card
+        assert json.loads((out / MARKER).read_text())["model"] == "epoch-1"  # one set of weights, both ways
+    finally:
+        shutil.rmtree(index_dir)
 
 
 @pytest.mark.parametrize(

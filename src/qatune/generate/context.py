@@ -59,7 +59,7 @@ class Index:
     def contexts(self, embedder: Any, questions: list[str], k: int = DEFAULT_K) -> list[list[dict]]:
         return [[self.pairs[j] for j, _ in hits] for hits in self.search(embedder, questions, k)]
 
-    def save(self, folder: Path) -> None:
+    def save(self, folder: Path, k: int = DEFAULT_K) -> None:
         from safetensors.numpy import save_file
 
         with atomic_dir(folder) as tmp:
@@ -72,8 +72,9 @@ class Index:
                     "embedder": "sentence-transformers/all-MiniLM-L6-v2",
                     "pairs": len(self.pairs),
                     "source_sha256": self.source_sha256,
+                    "k": k,
                     "how_to_use": "embed the question with all-MiniLM-L6-v2 (unit length), take the top "
-                    f"{DEFAULT_K} pairs by dot product, and ask the model the user turn "
+                    f"{k} pairs by dot product, and ask the model the user turn "
                     "'Reference Q&A:\\nQ: ...\\nA: ...\\n\\nQuestion: QUESTION' (see README.md)",
                 },
             )
@@ -103,14 +104,14 @@ def load_index(folder: Path) -> Index:
     return Index(pairs, vectors, meta.get("source_sha256", ""))
 
 
-def run_index(rundir: Any, embedder: Any) -> Index:
+def run_index(rundir: Any, embedder: Any, k: int = DEFAULT_K) -> Index:
     """RUN/index, rebuilt when missing or made from other training data."""
     train = rundir.split_file("train")
     folder = rundir.index_dir
     if (folder / "index.json").exists():
         index = load_index(folder)
-        if index.source_sha256 == file_sha256(train):
+        if index.source_sha256 == file_sha256(train) and read_json(folder / "index.json").get("k") == k:
             return index
     index = build_index(embedder, train)
-    index.save(folder)
+    index.save(folder, k)
     return index

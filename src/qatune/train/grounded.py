@@ -22,7 +22,7 @@ def write_grounded_split(rundir: RunDir, seed: int, k: int = DEFAULT_K) -> Path:
     from qatune.evaluate.embeddings import load_embedder
 
     embedder = load_embedder()
-    index = run_index(rundir, embedder)
+    index = run_index(rundir, embedder, k)
     rows = read_jsonl(rundir.split_file("train"))
     reworded: dict[str, dict] = {}
     for row in rows:

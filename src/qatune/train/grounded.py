@@ -14,6 +14,9 @@ from qatune.storage import read_jsonl, write_jsonl
 ORACLE_SHARE = 0.8  # examples whose context holds the right pair; the rest hold distractors only
 
 
+GROUNDED_FILE = "grounded.jsonl"
+
+
 def write_grounded_split(rundir: RunDir, seed: int, k: int = DEFAULT_K) -> Path:
     """RUN/train/grounded.jsonl, built from RUN/data/train.jsonl and the run's retrieval index.
 
@@ -40,6 +43,6 @@ def write_grounded_split(rundir: RunDir, seed: int, k: int = DEFAULT_K) -> Path:
         rng.shuffle(context)
         question = grounded_question(row["question"], context)
         out.append({"id": f"{own}-rag", "question": question, "answer": row["answer"], "grounded": True})
-    path = rundir.train_dir / "grounded.jsonl"
+    path = rundir.train_dir / GROUNDED_FILE
     write_jsonl(path, out)
     return path

@@ -103,7 +103,7 @@ def setup(rundir: RunDir, config: Config, key: str, fresh: bool) -> tuple[Setup,
     model_path = resolve_model(config.model)
     tokenizer = load_tokenizer(model_path, trust_remote_code=config.trust_remote_code)
     ensure_chat_template(tokenizer)
-    train_ex, val_ex, unseen_ex, recall_rows = _load_splits(rundir, tokenizer, tc, model_path)
+    train_ex, val_ex, unseen_ex, recall_rows = _load_splits(rundir, tokenizer, tc, model_path, acc)
     gpu = _gpu_options(tc, placement.device)
     model = load_model(config, model_path, placement, gpu)
     params = {n: p for n, p in model.named_parameters() if p.requires_grad}
@@ -178,7 +178,9 @@ def _verified_prefix(loss: Any, examples: list, pad_id: int, prefix: int, device
     return prefix if ok else 0
 
 
-def _load_splits(rundir: RunDir, tokenizer: Any, tc: TrainConfig, model_path: str) -> tuple[list, list, list, list]:
+def _load_splits(
+    rundir: RunDir, tokenizer: Any, tc: TrainConfig, model_path: str, acc: Any
+) -> tuple[list, list, list, list]:
     """Training examples (plus grounded ones), recall validation, unseen-fact validation, recall rows."""
     from qatune.storage import read_jsonl
     from qatune.train.recall import RECALL_KINDS
@@ -190,9 +192,13 @@ def _load_splits(rundir: RunDir, tokenizer: Any, tc: TrainConfig, model_path: st
             "no usable training pairs; check the data or raise --max-length", path=rundir.split_file("train")
         )
     if tc.grounded:
-        from qatune.train.grounded import write_grounded_split
+        from qatune.train.grounded import GROUNDED_FILE, write_grounded_split
 
-        train_ex += load_examples(write_grounded_split(rundir, tc.seed, tc.rag_k), tokenizer, length, cache, model_path)
+        if acc.is_main_process:  # one writer; the other processes read what it wrote
+            write_grounded_split(rundir, tc.seed, tc.rag_k)
+        acc.wait_for_everyone()
+        grounded = rundir.train_dir / GROUNDED_FILE
+        train_ex += load_examples(grounded, tokenizer, length, cache, model_path)
     val_path = rundir.split_file("val")
     val_rows = read_jsonl(val_path) if val_path.exists() else []
     val_ex = load_examples(val_path, tokenizer, length, cache, model_path) if val_rows else []

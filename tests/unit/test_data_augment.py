@@ -60,12 +60,17 @@ def test_variants_never_touch_numbers_times_dates_codes_or_names():
     assert changed >= 40
 
 
-def test_augment_pairs_is_deterministic_train_only_and_leak_free():
+def test_rewordings_are_deterministic_and_leak_free():
     train = [{"id": f"row-{i}", "question": q, "answer": f"A{i}.", "source_row": i} for i, q in enumerate(QUESTIONS)]
     held_out = {question_key("What happens if the homework is turned in 3 days late on 09/12?")}
-    first = augment.augment_pairs(train, 2, 42, held_out)
-    assert first == augment.augment_pairs(train, 2, 42, held_out)
-    assert first != augment.augment_pairs(train, 2, 43, held_out)
+
+    def made(seed: int, n: int = 2) -> list[dict]:
+        taken = {question_key(p["question"]) for p in train} | held_out
+        return augment.rewordings(train, n, seed, taken, method="wordnet")
+
+    first = made(42)
+    assert first == made(42)
+    assert first != made(43)
     by_id = {p["id"]: p for p in train}
     assert len(first) >= 8
     for row in first:
@@ -74,7 +79,7 @@ def test_augment_pairs_is_deterministic_train_only_and_leak_free():
         assert row["source_row"] == source["source_row"] and row["question"] != source["question"]
         assert question_key(row["question"]) not in held_out
     assert len({question_key(r["question"]) for r in first}) == len(first)
-    assert augment.augment_pairs(train, 0, 42, set()) == []
+    assert made(42, n=0) == []
 
 
 def test_missing_wordnet_is_a_clear_error(tmp_path, monkeypatch):

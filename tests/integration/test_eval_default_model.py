@@ -1,6 +1,6 @@
-"""The eval stage with the real default model (SmolLM2-135M-Instruct) on the seed's 5 questions, asked
-for a one-sentence answer so the check is about end-of-turn handling, not the untuned model's verbosity:
-answers carry no prompt echo and end at the model's end-of-turn token; retrieval finds training answers."""
+"""The eval stage with the real default model (SmolLM2-135M-Instruct) on 5 reworded questions about the example
+syllabus, asked for a one-sentence answer so the check is about end-of-turn handling, not the untuned model's
+verbosity: answers carry no prompt echo and end at the model's end-of-turn token; retrieval finds training answers."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import json
 import pytest
 import yaml
 
+from example_runs import example_pairs, reworded_questions
 from qatune.evaluate.answer import evaluate
 from qatune.rundir import RunDir
 from qatune.storage import read_jsonl
@@ -23,31 +24,14 @@ def _jsonl(path, rows):
     path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
 
 
-def test_default_model_eval_on_seed_questions(tmp_path, seed_dir):
+def test_default_model_eval_on_reworded_example_questions(tmp_path):
     from qatune import config as cfg
 
-    pairs = json.loads((seed_dir / "QA_dataset.json").read_text())[:100]  # the spreadsheet's 100 rows
-    held_out = json.loads((seed_dir / "eval_questions.json").read_text())
+    pairs = example_pairs(100)  # the whole example spreadsheet
+    held_out = reworded_questions(pairs, 5)
     run = tmp_path / "run"
-    _jsonl(
-        run / "data" / "train.jsonl",
-        [
-            {"id": f"tr{i}", "question": p["question"].strip(), "answer": p["answer"].strip(), "source_row": i + 2}
-            for i, p in enumerate(pairs)
-        ],
-    )
-    _jsonl(
-        run / "data" / "test.jsonl",
-        [
-            {
-                "id": f"te{i}",
-                "question": f"{q['question']} {BRIEF}",
-                "answer": q["reference_answer"],
-                "source_row": i + 2,
-            }
-            for i, q in enumerate(held_out)
-        ],
-    )
+    _jsonl(run / "data" / "train.jsonl", pairs)
+    _jsonl(run / "data" / "test.jsonl", [{**q, "question": f"{q['question']} {BRIEF}"} for q in held_out])
     (run / "config.yaml").write_text(yaml.safe_dump({"model": "default", "eval": {"max_new_tokens": LIMIT}}))
     scores = evaluate(run, cfg.load_for_run(run, None, {}, save=False))
 
@@ -60,5 +44,5 @@ def test_default_model_eval_on_seed_questions(tmp_path, seed_dir):
         assert row["metrics"]["answer_nll"] > 0
         assert row["new_tokens"] <= LIMIT and (row["stopped"] or row["new_tokens"] == LIMIT)
     assert sum(r["stopped"] for r in base) >= 4 and scores["stop_rate"]["base"] >= 0.8
-    # The seed's questions paraphrase training questions: the lookup beats the untuned base on meaning.
+    # The questions reword training questions: the lookup beats the untuned base on meaning.
     assert scores["models"]["retrieval"]["semantic"]["mean"] > scores["models"]["base"]["semantic"]["mean"]

@@ -1,13 +1,12 @@
-"""The real default model on 20 seed pairs for one epoch: the loss falls, the adapter loads back through
-model.load_adapters and makes the reference answers of training questions more likely."""
+"""The real default model on 20 pairs of the example syllabus for one epoch: the loss falls, the adapter loads
+back through model.load_adapters and makes the reference answers of training questions more likely."""
 
 from __future__ import annotations
-
-import json
 
 import pytest
 import torch
 
+from example_runs import example_pairs
 from qatune.config import load
 from qatune.model import choose_placement, load_adapters, load_base, load_tokenizer, resolve_model
 from qatune.prompts import encode_pair
@@ -33,12 +32,8 @@ def _nll(model, tok, rows) -> float:
     return total / count
 
 
-def test_one_epoch_on_seed_pairs_moves_answers_toward_the_references(seed_dir, tmp_path):
-    pairs = json.loads((seed_dir / "QA_dataset.json").read_text())[:24]
-    rows = [
-        {"id": f"s{i}", "question": p["question"].strip(), "answer": p["answer"].strip(), "source_row": i + 2}
-        for i, p in enumerate(pairs)
-    ]
+def test_one_epoch_on_example_pairs_moves_answers_toward_the_references(tmp_path):
+    rows = example_pairs(24)
     run = tmp_path / "run"
     write_jsonl(run / "data" / "train.jsonl", rows[:20])
     write_jsonl(run / "data" / "val.jsonl", rows[20:])

@@ -15,7 +15,7 @@ from qatune.config import Config, load
 from qatune.console import QatuneError
 from qatune.data import augment
 from qatune.data.clean import question_key
-from qatune.data.prepare import example_data_path, is_current, load_questions, prepare
+from qatune.data.prepare import example_data_path, example_test_path, is_current, load_questions, prepare
 from qatune.rundir import RunDir
 from qatune.storage import file_sha256, read_jsonl
 
@@ -135,8 +135,8 @@ def test_explicit_test_file(tmp_path):
 
 
 @pytest.mark.skipif(not HAS_WORDNET, reason="WordNet files not installed")
-def test_augmentation_only_touches_train_and_never_leaks(seed_dir, tmp_path):
-    report = prepare(seed_dir / "QA_pair.xlsx", tmp_path / "run", _config(augment=2, augment_method="mixed"))
+def test_augmentation_only_touches_train_and_never_leaks(tmp_path):
+    report = prepare(example_data_path(), tmp_path / "run", _config(augment=2, augment_method="mixed"))
     splits = _splits(tmp_path / "run")
     augmented = [r for r in splits["train"] if "augmented_from" in r]
     assert report["splits"]["train_augmented"] == len(augmented) > 80
@@ -147,10 +147,15 @@ def test_augmentation_only_touches_train_and_never_leaks(seed_dir, tmp_path):
     assert not held_out & {question_key(r["question"]) for r in splits["train"]}
 
 
-def test_load_questions_reads_any_file_by_the_same_rules(seed_dir, tmp_path):
-    rows = load_questions(seed_dir / "eval_questions.json", Config())
-    assert len(rows) == 5 and set(rows[0]) == {"id", "question", "answer", "source_row"}
-    assert rows[0]["id"] == "q-1" and rows[0]["answer"].startswith("A 20% penalty")
+def test_load_questions_reads_any_file_by_the_same_rules(tmp_path):
+    rows = load_questions(example_test_path(), Config())
+    assert len(rows) == 37 and set(rows[0]) == {"id", "question", "answer", "source_row"}
+    assert rows[0] == {
+        "id": "q-2",
+        "question": "What's the name of this class?",
+        "answer": "The course is DSC 310 — Applied Machine Learning.",
+        "source_row": 2,
+    }
     config = _config(question_col="Frage", answer_col="Antwort", sheet="Elsewhere")
     path = write_xlsx(tmp_path / "q.xlsx", [["Title"], ["Question", "Answer", "Extra"], ["Q?", "A.", "x"]])
     assert load_questions(path, config) == [{"id": "q-3", "question": "Q?", "answer": "A.", "source_row": 3}]

@@ -39,6 +39,17 @@ def _flatten(config: dict[str, Any], prefix: str = "") -> list[tuple[str, str]]:
     return rows
 
 
+def _split_rows(report: dict[str, Any], splits: dict[str, Any]) -> list[tuple[str, str]]:
+    """The prepare summary's labelled counts where the report has them, else the raw split sizes."""
+    from qatune.data.summary import counts
+
+    try:
+        rows = counts(report, 0)[1:-3]  # the splits: no total, dropped or blank rows, warnings
+    except (KeyError, TypeError):
+        return [(k, _plain(v)) for k, v in splits.items()]
+    return [(label, _plain(value)) for label, value in rows]
+
+
 def _data_view(report: dict[str, Any] | None) -> dict[str, Any] | None:
     if report is None:
         return None
@@ -47,7 +58,7 @@ def _data_view(report: dict[str, Any] | None) -> dict[str, Any] | None:
     source = report.get("source") if isinstance(report.get("source"), dict) else {}
     return {
         "valid_pairs": _plain(report.get("valid_pairs")),
-        "splits": [(k, _plain(v)) for k, v in splits.items()],
+        "splits": _split_rows(report, splits),
         "source": [(k, _plain(v)) for k, v in source.items()],
         "dropped": [(_plain(d.get("row")), _plain(d.get("reason"))) for d in dropped[:MAX_DROPPED_SHOWN]],
         "dropped_total": len(dropped),

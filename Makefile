@@ -16,6 +16,10 @@ test: $(STAMP) system-deps
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow and not gpu and not browser"
 
+# on a CUDA machine with the GPU extras: QLoRA training, 4-bit eval, merged export of a 4-bit run
+test-gpu: $(STAMP)
+	$(BIN)/python -m pytest -q -m gpu
+
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks

@@ -63,6 +63,15 @@ def _auto_int(value: str | None) -> int | str | None:
         raise console.QatuneError(f"expected a number or 'auto', got {value!r}") from None
 
 
+def _auto_float(value: str | None) -> float | str | None:
+    if value is None or value == "auto":
+        return value
+    try:
+        return float(value)
+    except ValueError:
+        raise console.QatuneError(f"expected a number or 'auto', got {value!r}") from None
+
+
 def _print_version(value: bool) -> None:
     if value:
         console.out.print(__version__)
@@ -127,6 +136,8 @@ def _train_overrides(**flags: Any) -> dict[str, Any]:
     for key, value in flags.items():
         if key in lists:
             value = parse_list(value, lists[key])
+        elif key == "lr":
+            value = _auto_float(value)
         elif key == "batch_size":
             value = _auto_int(value)
         section[key] = value
@@ -144,7 +155,7 @@ def train(
     lora_alpha: Annotated[float | None, typer.Option(help=_t("lora_alpha"))] = None,
     lora_dropout: Annotated[float | None, typer.Option(help=_t("lora_dropout"))] = None,
     target_modules: Annotated[str | None, typer.Option(help=_t("target_modules"))] = None,
-    lr: Annotated[float | None, typer.Option(help=_t("lr"))] = None,
+    lr: Annotated[str | None, typer.Option(help=_t("lr"))] = None,
     weight_decay: Annotated[float | None, typer.Option(help=_t("weight_decay"))] = None,
     batch_size: Annotated[str | None, typer.Option(help=_t("batch_size"))] = None,
     grad_accum: Annotated[int | None, typer.Option(help=_t("grad_accum"))] = None,
@@ -254,7 +265,7 @@ def run_(
     lora_alpha: Annotated[float | None, typer.Option(help=_t("lora_alpha"))] = None,
     lora_dropout: Annotated[float | None, typer.Option(help=_t("lora_dropout"))] = None,
     target_modules: Annotated[str | None, typer.Option(help=_t("target_modules"))] = None,
-    lr: Annotated[float | None, typer.Option(help=_t("lr"))] = None,
+    lr: Annotated[str | None, typer.Option(help=_t("lr"))] = None,
     weight_decay: Annotated[float | None, typer.Option(help=_t("weight_decay"))] = None,
     batch_size: Annotated[str | None, typer.Option(help=_t("batch_size"))] = None,
     grad_accum: Annotated[int | None, typer.Option(help=_t("grad_accum"))] = None,

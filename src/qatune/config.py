@@ -66,6 +66,17 @@ class PrepareConfig(_Section):
         return self
 
 
+AUTO_LR = 1e-3  # measured best for SmolLM2-135M (docs/training.md, "Knowledge recipe")
+AUTO_LR_PARAMS = 150e6
+
+
+def resolve_lr(lr: float | str, base_parameters: int) -> float:
+    """`auto`: AUTO_LR for small models; larger ones get a smaller rate, by the square root of the size."""
+    if lr != "auto":
+        return float(lr)
+    return AUTO_LR * min(1.0, (AUTO_LR_PARAMS / max(base_parameters, 1)) ** 0.5)
+
+
 class TrainConfig(_Section):
     epochs: list[int] = Field(
         default_factory=lambda: [2, 3], description="Epoch counts to save a model at (the sweep)."
@@ -81,7 +92,19 @@ class TrainConfig(_Section):
         default_factory=lambda: ["all-linear"],
         description="Modules LoRA attaches to, or all-linear (every linear layer except the output layer).",
     )
-    lr: float = Field(1e-3, gt=0, description="AdamW learning rate.")
+    lr: float | Literal["auto"] = Field(
+        "auto",
+        description="AdamW learning rate, or auto: 1e-3 up to 150M base parameters, times (150M / parameters)^0.5 "
+        "above (e.g. 1.5e-4 for 7B).",
+    )
+
+    @field_validator("lr")
+    @classmethod
+    def _lr(cls, value: float | str) -> float | str:
+        if value != "auto" and not (isinstance(value, int | float) and value > 0):
+            raise ValueError("lr must be a positive number or 'auto'")
+        return value
+
     weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay.")
     warmup_steps: int = Field(5, ge=0, description="Linear warm-up steps; the rate is constant afterwards.")
     batch_size: int | Literal["auto"] = Field("auto", description="Examples per step, or 'auto'.")

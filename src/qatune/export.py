@@ -261,7 +261,7 @@ def _training_section(rundir: RunDir, config: Config, model_name: str) -> str:
         f"- this model: {which}",
         f"- LoRA r={_md(lora.get('r', config.train.lora_r))}, "
         f"alpha={_md(lora.get('lora_alpha', config.train.lora_alpha))}, "
-        f"targets {_md(', '.join(map(str, targets)))}; learning rate {config.train.lr:g}",
+        f"targets {_md(', '.join(map(str, targets)))}; learning rate {_lr_text(rundir, config)}",
         f"- epoch counts saved: {_md(', '.join(map(str, _as_list(summary.get('epochs', config.train.epochs)))))}",
     ]
     if summary:
@@ -271,6 +271,11 @@ def _training_section(rundir: RunDir, config: Config, model_name: str) -> str:
             f"{_md(summary.get('train_examples', '?'))} training examples"
         )
     return "\n".join(lines) + "\n"
+
+
+def _lr_text(rundir: RunDir, config: Config) -> str:
+    used = (_read(rundir.train_summary_json) or {}).get("lr")
+    return f"{used:g}" if isinstance(used, int | float) else str(config.train.lr)
 
 
 def _as_list(value: Any) -> list:

@@ -81,3 +81,15 @@ def test_parse_list():
     assert cfg.parse_list(None) is None
     with pytest.raises(QatuneError):
         cfg.parse_list("3,x", int)
+
+
+def test_auto_learning_rate_scales_down_with_model_size():
+    from qatune.config import AUTO_LR, resolve_lr
+
+    assert cfg.load().train.lr == "auto"
+    assert resolve_lr("auto", 135_000_000) == AUTO_LR  # the embedded default
+    assert resolve_lr("auto", 7_000_000_000) == pytest.approx(AUTO_LR * (150 / 7000) ** 0.5)  # ~1.5e-4
+    assert resolve_lr(2e-4, 7_000_000_000) == 2e-4  # a given rate is used as it is
+    assert cfg.load(None, {"train": {"lr": 5e-4}}).train.lr == 5e-4
+    with pytest.raises(QatuneError, match="lr must be a positive number or 'auto'"):
+        cfg.load(None, {"train": {"lr": -1}})

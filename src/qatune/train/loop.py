@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from qatune.config import TrainConfig
+from qatune.config import AUTO_LR, TrainConfig
 from qatune.console import QatuneError
 from qatune.rundir import RunDir
 from qatune.train import checkpoint
@@ -45,6 +45,7 @@ class Setup:
     log: TrainLog
     initial: dict[str, Any] = field(default_factory=dict)  # LoRA weights at initialisation
     recall_score: Callable[[], float | None] = lambda: None  # greedy ROUGE-L on the recall questions
+    lr: float = AUTO_LR  # tc.lr with `auto` resolved for this model
 
     @property
     def world(self) -> int:
@@ -123,7 +124,7 @@ def _nan_error(s: Setup, what: str, value: float, progress: dict[str, Any]) -> Q
     return QatuneError(
         f"training {what} became {value} at epoch {progress['epoch']}, step "
         f"{progress['global_step'] + 1}; stopped ({kept}). Lower the learning rate "
-        f"(now {s.tc.lr:g}) or use --precision fp32, then train again"
+        f"(now {s.lr:g}) or use --precision fp32, then train again"
     )
 
 

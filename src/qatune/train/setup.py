@@ -12,7 +12,7 @@ from dataclasses import replace
 from typing import Any
 
 from qatune import __version__, console, manifest
-from qatune.config import Config, TrainConfig
+from qatune.config import Config, TrainConfig, resolve_lr
 from qatune.console import QatuneError, info, warn
 from qatune.rundir import RunDir
 from qatune.storage import atomic_dir, atomic_write_json
@@ -129,9 +129,11 @@ def setup(rundir: RunDir, config: Config, key: str, fresh: bool) -> tuple[Setup,
     _announce(config, meta, batch_size, acc.num_processes, prefix)
     info(_memory_plan(model, meta["trainable"], max(lengths) * batch_size, placement))
     log = TrainLog(rundir, enabled=False, resume_at=None)  # opened by _fit_all once the start point is known
+    frozen = sum(p.numel() for p in model.parameters() if not p.requires_grad)
     s = Setup(
         rundir=rundir,
         tc=tc,
+        lr=resolve_lr(tc.lr, frozen),
         accelerator=acc,
         model=model,
         loss=loss,

@@ -118,7 +118,7 @@ def _schedule(s: Setup, total_steps: int, decay: bool) -> tuple[Any, Any]:
             return (step + 1) / (warm + 1)
         return max(0.0, (total_steps - step) / max(1, total_steps - warm)) if decay else 1.0
 
-    optimizer = torch.optim.AdamW(list(s.params.values()), lr=s.tc.lr, weight_decay=s.tc.weight_decay)
+    optimizer = torch.optim.AdamW(list(s.params.values()), lr=s.lr, weight_decay=s.tc.weight_decay)
     optimizer = s.accelerator.prepare(optimizer)
     return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
@@ -198,6 +198,7 @@ def _summary(s: Setup, meta: dict, progress: dict, config: Config, key: str) -> 
             str(h[label]): h["recall_rouge"] for h in finals if h.get("recall_rouge") is not None
         },
         "unseen_loss_by_epoch": {str(h[label]): h["unseen_loss"] for h in finals if h.get("unseen_loss") is not None},
+        "lr": s.lr,
         "grounded": tc.grounded,
         "rag_k": tc.rag_k,
         "eval_loss_by_epoch": {str(h[label]): h["eval_loss"] for h in finals},

@@ -21,19 +21,27 @@ TOKENS = 12
 
 
 @pytest.fixture(scope="module")
-def engine(tmp_path_factory, lively_model_dir):
-    run = make_run(tmp_path_factory.mktemp("serve") / "run", lively_model_dir)
+def run(tmp_path_factory, lively_model_dir):
+    return make_run(tmp_path_factory.mktemp("serve") / "run", lively_model_dir)
+
+
+@pytest.fixture(scope="module")
+def engine(run):
     return load_engine(run, load_for_run(run, None, {}, save=False))
 
 
 @pytest.fixture(scope="module")
-def expected(engine):
-    """Greedy answers straight from the engine, per model and question."""
-    return {
-        (name, q): engine.generate(name, [messages_for(q)], max_new_tokens=TOKENS)[0].text
-        for name in engine.names
-        for q in QUESTIONS
-    }
+def expected(run, engine):
+    """Greedy answers per model and question, each model from an engine holding only that model: the served
+    engine switches between adapters, these never do."""
+    answers = {}
+    for name in engine.names:
+        alone = load_engine(run, load_for_run(run, None, {}, save=False), [name])
+        answers.update(
+            {(name, q): alone.generate(name, [messages_for(q)], max_new_tokens=TOKENS)[0].text for q in QUESTIONS}
+        )
+    assert len({answers[(name, QUESTIONS[0])] for name in engine.names}) == len(engine.names)
+    return answers
 
 
 @pytest.fixture(scope="module")
@@ -66,6 +74,16 @@ def test_completion_equals_engine_greedy_answer(server, expected):
     assert reply.choices[0].message.content == expected[("epoch-1", q)]
     assert reply.choices[0].finish_reason == "length"  # the random tiny model never ends on its own
     assert reply.usage.completion_tokens == TOKENS and reply.usage.prompt_tokens > 5
+
+
+def test_each_request_gets_its_own_model_whatever_ran_before(server, expected):
+    url, _ = server
+    q = QUESTIONS[3]
+    for name in ("epoch-2", "base", "epoch-1", "epoch-1", "base", "epoch-2"):
+        reply = _client(url).chat.completions.create(
+            model=name, messages=[{"role": "user", "content": q}], max_tokens=TOKENS, temperature=0
+        )
+        assert reply.choices[0].message.content == expected[(name, q)], name
 
 
 def test_streamed_chunks_concatenate_to_the_answer(server, expected):

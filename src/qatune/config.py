@@ -159,7 +159,9 @@ class EvalConfig(_Section):
 
 class Config(_Section):
     model: str = Field(
-        DEFAULT_MODEL, description="Base model: 'default' (embedded SmolLM2-135M), a hub id, a folder or a .gguf."
+        DEFAULT_MODEL,
+        description="Base model: 'default' (embedded SmolLM2-135M-Instruct), 'gemma3-270m' (embedded base Gemma 3 "
+        "270M, the gemma extra), a folder, a hub id in the local cache, or a .gguf.",
     )
     trust_remote_code: bool = Field(False, description="Allow model code from the model folder (off: safer).")
     allow_pickle: bool = Field(False, description="Allow pickle-based .bin/.pt weights (off: safetensors only).")

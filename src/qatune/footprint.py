@@ -18,6 +18,7 @@ GB = 1024**3
 OVERHEAD = 0.6 * GB  # torch, tokenizer and allocator slack
 NOT_GATED = {"gpt2", "gpt_neox", "gptj", "phi", "falcon", "opt", "bloom", "gpt_bigcode", "starcoder2", "codegen"}
 EVAL_ROWS, EVAL_TOKENS = 64, 512  # decoding: batch of 64 rows, prompt + answer
+NLL_ROWS = 8  # answer NLL scoring: logits over the whole vocabulary at every position of 8 rows
 
 
 @dataclass(frozen=True)
@@ -95,7 +96,7 @@ def need(shape: Shape, quant: str, precision: str, *, training: bool, tokens: in
         weights = shape.params * width
     if not training:
         kv = EVAL_ROWS * EVAL_TOKENS * shape.layers * 2 * shape.kv_dim * width
-        return Need(weights, 0.0, kv + EVAL_ROWS * shape.vocab * 4 * 2)
+        return Need(weights, 0.0, kv + NLL_ROWS * EVAL_TOKENS * shape.vocab * (width + 4))
     lora = shape.layers * lora_r * shape.lora_width * 4 * 4  # fp32 weight, gradient, two AdamW moments
     kept = tokens * shape.layers * (10 * shape.hidden + 4 * shape.intermediate) * width
     logits = tokens * shape.vocab * 4 * 2 // 2  # fp32 logits and their gradient, at about half the positions

@@ -117,8 +117,8 @@ def _is_special(tokenizer: PreTrainedTokenizerBase, tid: int) -> bool:
 def end_of_turn_id(tokenizer: PreTrainedTokenizerBase) -> int | None:
     """The special token the template closes an assistant turn with (<|im_end|>, <|eot_id|>, <end_of_turn>,
     </s>, the fallback's EOS), read from a rendered probe turn; None when the turn ends in plain text."""
-    prompt = tokenizer.apply_chat_template(messages_for(_PROBE_Q), add_generation_prompt=True, tokenize=False)
-    full = tokenizer.apply_chat_template(messages_for(_PROBE_Q, _PROBE_A), tokenize=False)
+    prompt = str(tokenizer.apply_chat_template(messages_for(_PROBE_Q), add_generation_prompt=True, tokenize=False))
+    full = str(tokenizer.apply_chat_template(messages_for(_PROBE_Q, _PROBE_A), tokenize=False))
     at = full.find(_PROBE_A, len(prompt) if full.startswith(prompt) else 0)
     if at < 0:
         return None

@@ -155,8 +155,11 @@ def _read(path: Path) -> Any:
 
 
 def _base_label(model: str) -> str:
-    if model in ("default", ""):
-        return "SmolLM2-135M-Instruct (qatune's embedded default, dequantized from its Q4_1 GGUF)"
+    from qatune.embedded import embedded
+
+    shipped = embedded(model)
+    if shipped is not None:
+        return shipped.label
     return Path(model).name if ("/" in model and Path(model).expanduser().exists()) else model
 
 

@@ -1,18 +1,26 @@
-"""Fake but schema-correct run directories for the report tests: data report, config, training metrics
-and summary, and eval sets whose scores.json is computed from their generations.jsonl."""
+"""Run directories for the report tests. The eval sets are scored by the real `evaluate` code on the
+prompt-sensitive tiny model (built once per session, then copied), so the report reads what the eval stage
+writes; the data report, config and training metrics and summary are written by hand (fixed numbers for the
+formatting tests).
+
+The scored run has three eval sets, each with its own outcome, chosen through the references:
+`test` (references are epoch-2's answers: epoch-2 beats base), `paraphrased` (references are base's answers:
+no fine-tuned model beats base) and `lookup` (the training questions and answers: retrieval beats every model).
+Questions and training answers carry markup, so the report must escape what eval saved."""
 
 from __future__ import annotations
 
+import csv
 import json
+import shutil
 from pathlib import Path
 
-import numpy as np
 import yaml
 
 XSS = ["<script>alert(1)</script>", "<img src=x onerror=alert(1)>", "</td></tr></table>"]
 MODELS = ["base", "retrieval", "epoch-1", "epoch-2", "best"]
-METRICS = ["rouge1", "rouge2", "rougeL", "bleu", "semantic", "token_f1", "exact_match", "answer_nll"]
-DEFAULT_EFFECTS = {"base": 0.0, "retrieval": 0.08, "epoch-1": 0.02, "epoch-2": 0.3, "best": 0.3}
+N = 12
+TOKENS = 8
 
 
 def _dump(path: Path, obj: object) -> None:
@@ -26,112 +34,64 @@ def _question(i: int) -> str:
     return f"How is part {i} of the course graded ($5 fee, 50% rule)?"
 
 
-def _answer(model: str, i: int) -> str:
-    planted = XSS[i % len(XSS)] if model in ("epoch-1", "base") and i < 6 else ""
-    return f"Answer of {model} to question {i}. {planted}".strip()
+def _training_pair(i: int) -> tuple[str, str]:
+    planted = f" {XSS[i % len(XSS)]}" if i < 6 else ""
+    return f"Where is lecture {i} held?", f"Lecture {i} is in Room {100 + i} on Monday.{planted}"
 
 
-def _metrics(rng: np.random.Generator, model: str, effect: float) -> dict[str, float | None]:
-    r1 = float(np.clip(0.25 + effect + rng.normal(0, 0.08), 0, 1))
-    nll = None if model == "retrieval" else float(3.0 - 2 * effect + rng.normal(0, 0.2))
-    return {
-        "rouge1": r1,
-        "rouge2": r1 * 0.6,
-        "rougeL": r1 * 0.9,
-        "bleu": r1 * 0.4,
-        "semantic": float(np.clip(0.5 + effect + rng.normal(0, 0.05), 0, 1)),
-        "token_f1": r1 * 0.95,
-        "exact_match": float(r1 > 0.6),
-        "answer_nll": nll,
-    }
+def _write_questions(path: Path, pairs: list[tuple[str, str]]) -> Path:
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["Question", "Answer"])
+        writer.writerows(pairs)
+    return path
 
 
-def _ci(values: np.ndarray, rng: np.random.Generator) -> list[float]:
-    idx = rng.integers(0, len(values), size=(400, len(values)))
-    boot = values[idx].mean(axis=1)
-    return [float(np.percentile(boot, 2.5)), float(np.percentile(boot, 97.5))]
+def build_scored(run: Path, model_dir: Path) -> Path:
+    """A run on `model_dir` with two adapters (best = a copy of epoch-2) and the three eval sets, each written
+    by `qatune.evaluate.answer.evaluate`."""
+    from eval_run import save_adapter
+    from qatune.config import load_for_run
+    from qatune.evaluate.answer import evaluate
+    from qatune.generate import load_engine
+    from qatune.prompts import messages_for
+    from qatune.storage import write_jsonl
+
+    train = [_training_pair(i) for i in range(N)]
+    rows = [{"id": f"tr{i}", "question": q, "answer": a, "source_row": i + 2} for i, (q, a) in enumerate(train)]
+    write_jsonl(run / "data" / "train.jsonl", rows)
+    settings = {"precision": "fp32"}  # answers do not depend on how a batch is laid out
+    config = {"model": str(model_dir), "train": settings, "eval": {"max_new_tokens": TOKENS, "batch_size": 16}}
+    (run / "config.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
+    for epoch in (1, 2):
+        save_adapter(model_dir, run / "models" / f"epoch-{epoch}", seed=epoch)
+    shutil.copytree(run / "models" / "epoch-2", run / "models" / "best")
+    config = load_for_run(run, None, {}, save=False)
+
+    questions = [_question(i) for i in range(N)]
+    reworded = [f"Could you tell me how item {i} counts toward the grade?" for i in range(N)]
+    engine = load_engine(run, config, ["epoch-2"])
+    tuned = [g.text for g in engine.generate("epoch-2", [messages_for(q) for q in questions], max_new_tokens=TOKENS)]
+    plain = [g.text for g in engine.generate("base", [messages_for(q) for q in reworded], max_new_tokens=TOKENS)]
+    del engine
+    assert all(a.strip() for a in tuned + plain), "the tiny model gave an empty answer; pick other questions"
+    tests = [
+        {"id": f"te{i}", "question": q, "answer": a, "source_row": i + 2}
+        for i, (q, a) in enumerate(zip(questions, tuned, strict=True))
+    ]
+    write_jsonl(run / "data" / "test.jsonl", tests)
+    evaluate(run, config)
+    evaluate(run, config, questions=_write_questions(run / "paraphrased.csv", list(zip(reworded, plain, strict=True))))
+    evaluate(run, config, questions=_write_questions(run / "lookup.csv", train))
+    return run
 
 
-def scores_from(generations: list[dict], name: str, rng: np.random.Generator) -> dict:
-    """Means, bootstrap CIs and paired comparisons vs base, as the eval stage writes them."""
-    per: dict[str, dict[str, list[float]]] = {}
-    qids = sorted({g["question_id"] for g in generations})
-    for g in generations:
-        for m, v in g["metrics"].items():
-            per.setdefault(g["model"], {}).setdefault(m, []).append(v)
-    models, comparisons = {}, {}
-    for model, mets in per.items():
-        models[model] = {}
-        for m, vals in mets.items():
-            arr = np.array([v for v in vals if v is not None], dtype=float)
-            if arr.size:
-                models[model][m] = {"mean": float(arr.mean()), "ci95": _ci(arr, rng)}
-        if model == "base":
-            continue
-        comparisons[model] = {}
-        for m in METRICS:
-            pairs = [(a, b) for a, b in zip(mets[m], per["base"][m], strict=True) if a is not None]
-            if not pairs:
-                continue
-            diffs = np.array([a - b for a, b in pairs])
-            lo, hi = _ci(diffs, rng)
-            boot = diffs[rng.integers(0, len(diffs), size=(400, len(diffs)))].mean(axis=1)
-            p = float(min(1.0, 2 * min((boot <= 0).mean(), (boot >= 0).mean())))
-            comparisons[model][m] = {"diff": float(diffs.mean()), "ci95": [lo, hi], "p": p}
-    stop = {m: float(np.mean([g["stopped"] for g in generations if g["model"] == m])) for m in per}
-    kinds = {m: {"base": "base", "retrieval": "baseline"}.get(m, "fine-tuned") for m in per}
-    return {
-        "name": name,
-        "n": len(qids),
-        "source": f"data/{name}.jsonl",
-        "metrics": METRICS,
-        "models": models,
-        "kinds": kinds,
-        "comparisons": comparisons,
-        "stop_rate": stop,
-        "unavailable": {"bertscore": "roberta-large is not available offline"},
-        "warnings": [],
-    }
-
-
-def write_eval(
-    run: Path, name: str = "test", n: int = 12, effects: dict[str, float] | None = None, seed: int = 0
-) -> dict:
-    effects = effects or DEFAULT_EFFECTS
-    rng = np.random.default_rng(seed)
-    gens = []
-    for model in effects:
-        for i in range(n):
-            gens.append(
-                {
-                    "model": model,
-                    "question_id": f"q{i}",
-                    "question": _question(i),
-                    "reference": f"Reference answer {i} {XSS[i % 3] if i < 3 else ''}".strip(),
-                    "answer": _answer(model, i),
-                    "metrics": _metrics(rng, model, effects[model]),
-                    "stopped": model == "retrieval" or i % 5 != 0,
-                    "new_tokens": 20 + i,
-                }
-            )
-    folder = run / "eval" / name
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "generations.jsonl").write_text("".join(json.dumps(g) + "\n" for g in gens), encoding="utf-8")
-    scores = scores_from(gens, name, rng)
-    _dump(folder / "scores.json", scores)
-    combined = []
-    for i in range(n):
-        by = {g["model"]: g for g in gens if g["question_id"] == f"q{i}"}
-        combined.append(
-            {
-                "question": _question(i),
-                "reference_answer": by["base"]["reference"],
-                "base_model_response": by["base"]["answer"],
-                "fine_tuned_model_responses": {m: by[m]["answer"] for m in by if m != "base"},
-            }
-        )
-    _dump(folder / "combined_responses.json", combined)
-    return scores
+def copy_eval(run: Path, scored: Path, source: str, name: str | None = None) -> dict:
+    """Eval set `source` of the scored run into `run` as `name` (replacing one there); returns its scores."""
+    target = run / "eval" / (name or source)
+    shutil.rmtree(target, ignore_errors=True)
+    shutil.copytree(scored / "eval" / source, target)
+    return json.loads((target / "scores.json").read_text(encoding="utf-8"))
 
 
 def write_data(run: Path) -> None:
@@ -218,19 +178,13 @@ def write_train(run: Path, epochs: int = 2, steps_per_epoch: int = 10) -> None:
     )
 
 
-def make_run(
-    root: Path,
-    *,
-    train: bool = True,
-    evals: tuple[str, ...] = ("test",),
-    n: int = 12,
-    effects: dict[str, float] | None = None,
-) -> Path:
+def make_run(root: Path, scored: Path, *, train: bool = True, evals: tuple[str, ...] = ("test",)) -> Path:
+    """`evals`: names of the scored run's eval sets to copy in (any other name gets a copy of `test`)."""
     run = root / "run"
     run.mkdir(parents=True, exist_ok=True)
     write_data(run)
     if train:
         write_train(run)
-    for i, name in enumerate(evals):
-        write_eval(run, name, n=n, effects=effects, seed=i)
+    for name in evals:
+        copy_eval(run, scored, name if (scored / "eval" / name).is_dir() else "test", name)
     return run

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import csv
+import io
 import json
 import re
 from pathlib import Path
@@ -19,8 +21,8 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.fixture(scope="module")
-def full_report(tmp_path_factory) -> tuple[Path, str]:
-    run = make_run(tmp_path_factory.mktemp("full"), evals=("test", "paraphrased"))
+def full_report(tmp_path_factory, scored_run) -> tuple[Path, str]:
+    run = make_run(tmp_path_factory.mktemp("full"), scored_run, evals=("test", "paraphrased"))
     path = build(run)
     return run, path.read_text(encoding="utf-8")
 
@@ -143,8 +145,8 @@ def test_raw_summary_keys_appear_only_in_the_collapsed_json(full_report):
         assert key not in rest, key
 
 
-def test_best_epoch_shows_why_it_was_chosen(tmp_path):
-    run = make_run(tmp_path, evals=())
+def test_best_epoch_shows_why_it_was_chosen(tmp_path, scored_run):
+    run = make_run(tmp_path, scored_run, evals=())
     path = run / "train" / "summary.json"
     summary = json.loads(path.read_text())
     summary.update(selected_by=f"highest recall ROUGE-L {XSS[1]}", device="cuda:0 (H200)", peak_memory_bytes=3 << 20)
@@ -162,8 +164,8 @@ def test_best_epoch_shows_why_it_was_chosen(tmp_path):
     assert _training_table(build(run).read_text(encoding="utf-8"))["Best epoch"].endswith("lowest loss on unseen facts")
 
 
-def test_partial_run_without_eval_still_builds(tmp_path):
-    run = make_run(tmp_path, evals=())
+def test_partial_run_without_eval_still_builds(tmp_path, scored_run):
+    run = make_run(tmp_path, scored_run, evals=())
     page = build(run).read_text(encoding="utf-8")
     text = " ".join(_doc(page).text_content().split())
     assert "no evaluation yet" in text
@@ -174,16 +176,16 @@ def test_partial_run_without_eval_still_builds(tmp_path):
     assert "No evaluation results yet" in (run / "report" / "results.md").read_text()
 
 
-def test_run_with_only_prepared_data_builds(tmp_path):
-    run = make_run(tmp_path, train=False, evals=())
+def test_run_with_only_prepared_data_builds(tmp_path, scored_run):
+    run = make_run(tmp_path, scored_run, train=False, evals=())
     page = build(run).read_text(encoding="utf-8")
     text = " ".join(_doc(page).text_content().split())
     assert "training has not finished" in text and "No training summary" in text
     assert not _doc(page).xpath("//img")
 
 
-def test_damaged_files_are_reported_not_fatal(tmp_path):
-    run = make_run(tmp_path)
+def test_damaged_files_are_reported_not_fatal(tmp_path, scored_run):
+    run = make_run(tmp_path, scored_run)
     (run / "train" / "summary.json").write_text("{not json", encoding="utf-8")
     (run / "eval" / "test" / "combined_responses.json").write_text("[", encoding="utf-8")
     with open(run / "train" / "metrics.jsonl", "a", encoding="utf-8") as handle:
@@ -205,8 +207,8 @@ def test_not_a_run_directory_is_a_clear_error(tmp_path):
         build(tmp_path / "empty")
 
 
-def test_rebuild_replaces_stale_report_files(tmp_path):
-    run = make_run(tmp_path, evals=("test", "old"))
+def test_rebuild_replaces_stale_report_files(tmp_path, scored_run):
+    run = make_run(tmp_path, scored_run, evals=("test", "old"))
     build(run)
     assert (run / "report" / "old_rouge_bars.png").exists()
     import shutil
@@ -216,14 +218,77 @@ def test_rebuild_replaces_stale_report_files(tmp_path):
     assert not (run / "report" / "old_rouge_bars.png").exists()
 
 
-def test_report_never_imports_torch(tmp_path):
+def test_report_never_imports_torch(tmp_path, scored_run):
     import subprocess
     import sys
 
-    run = make_run(tmp_path, evals=())
+    run = make_run(tmp_path, scored_run, evals=())
     code = (
         "import sys; import qatune.report.tables, qatune.report.html as h; "
         "assert 'matplotlib' not in sys.modules; h.build(sys.argv[1]); "
         "assert 'torch' not in sys.modules and 'transformers' not in sys.modules"
     )
     subprocess.run([sys.executable, "-c", code, str(run)], check=True, capture_output=True)
+
+
+def _cells(doc, heading: str, index: int) -> dict[str, list[str]]:
+    """The `index`-th table under an h3 starting with `heading`: model -> cell texts without whitespace."""
+    table = doc.xpath(f"//h3[starts-with(normalize-space(.), '{heading}')]")[index].getnext().xpath(".//table")[0]
+    rows = {}
+    for tr in table.xpath(".//tr[td]"):
+        first, *cells = tr.xpath("./td")
+        rows[first.text.strip().split(" ")[0]] = ["".join(c.text_content().split()) for c in cells]
+    return rows
+
+
+def test_end_to_end_report_states_the_decision_the_scores_and_every_chart(full_report):
+    """On eval sets written by the real eval stage: the recommendation follows from scores.json, every number
+    in the score and comparison tables (HTML and CSV) is the one scores.json holds, and every chart file is
+    the image embedded in the page."""
+    from qatune.report.tables import fmt_p, fmt_stat, metric_columns, stat_parts
+
+    run, page = full_report
+    doc = _doc(page)
+    text = " ".join(doc.text_content().split())
+    scores = {ev: json.loads((run / "eval" / ev / "scores.json").read_text()) for ev in ("test", "paraphrased")}
+
+    rec = json.loads((run / "report" / "recommendation.json").read_text())
+    assert (rec["verdict"], rec["model"]) == ("ship", "epoch-2")
+    gain = scores["test"]["comparisons"]["epoch-2"]["rougeL"]
+    assert rec["reason"].startswith("Ship epoch-2: it beats base on 12 held-out questions (test) with ROUGE-L ")
+    assert f"+{fmt_stat((gain['diff'], *gain['ci95']))} (p {fmt_p(gain['p'])})" in rec["reason"]
+    assert " ".join(rec["reason"].split()) in text
+    elsewhere = [n for n in rec["evidence"]["notes"] if n.startswith("on 'paraphrased' (12 questions) epoch-2")]
+    assert len(elsewhere) == 1 and elsewhere[0].endswith("vs base (not significant)")
+
+    for index, (name, sc) in enumerate(scores.items()):
+        metrics = metric_columns(sc)
+        shown = _cells(doc, "Scores", index)
+        assert set(shown) == set(sc["models"])
+        for model, per in sc["models"].items():
+            expected = [
+                "".join(fmt_stat((per[m]["mean"], *per[m]["ci95"])).split()) if m in per else "–" for m in metrics
+            ]
+            assert shown[model][: len(metrics)] == expected, (name, model)
+        changes = _cells(doc, "Change vs base", index)
+        assert set(changes) == set(sc["comparisons"])
+        for model, per in sc["comparisons"].items():
+            for m, cell in zip(metrics, changes[model], strict=True):
+                c = per.get(m)
+                head, ci = stat_parts((c["diff"], *c["ci95"]), signed=True) if c else ("–", "")
+                assert cell == "".join(f"{head}{ci}{'p' + fmt_p(c['p']) if c else ''}".split()), (name, model, m)
+
+    rows = list(csv.DictReader(io.StringIO((run / "report" / "results.csv").read_text())))
+    assert len(rows) == sum(len(sc["models"]) for sc in scores.values())
+    for row in rows:
+        per = scores[row["eval_set"]]["models"][row["model"].split(" ")[0]]
+        for metric, col in (("rouge1", "ROUGE-1"), ("rougeL", "ROUGE-L"), ("semantic", "semantic sim.")):
+            mean, (lo, hi) = per[metric]["mean"], per[metric]["ci95"]
+            got = [float(row[col]), float(row[f"{col} CI low"]), float(row[f"{col} CI high"])]
+            assert got == pytest.approx([mean, lo, hi], abs=6e-5)
+
+    charts = {p.name: p.read_bytes() for p in (run / "report").glob("*.png")}
+    kinds = ("rouge_bars", "metrics_vs_epoch", "rougeL_heatmap")
+    assert set(charts) == {"loss_curves.png"} | {f"{ev}_{kind}.png" for ev in scores for kind in kinds}
+    embedded = {img.get("src").split(",", 1)[1] for img in doc.xpath("//img")}
+    assert embedded == {base64.b64encode(png).decode("ascii") for png in charts.values()}

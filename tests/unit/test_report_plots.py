@@ -15,8 +15,8 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    return make_run(tmp_path_factory.mktemp("plots"))
+def run(tmp_path_factory, scored_run):
+    return make_run(tmp_path_factory.mktemp("plots"), scored_run)
 
 
 def test_grouped_bars_show_means_over_all_questions(run):

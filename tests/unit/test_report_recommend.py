@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from report_fakes import make_run, write_eval
+from report_fakes import copy_eval, make_run
 
 from qatune.report.html import build
 from qatune.report.recommend import recommend, val_loss_trend
@@ -126,12 +126,12 @@ def test_no_scores_means_no_recommendation():
     assert recommend({"models": {}}, None)["model"] is None
 
 
-def test_report_writes_the_decision_for_real_files(tmp_path):
-    run = make_run(tmp_path)
+def test_report_writes_the_decision_for_real_files(tmp_path, scored_run):
+    run = make_run(tmp_path, scored_run)
     build(run)
     rec = json.loads((run / "report" / "recommendation.json").read_text())
     assert rec["model"] == "epoch-2" and set(rec) >= {"model", "reason", "evidence"}
-    write_eval(run, "test", effects={"base": 0.0, "retrieval": 0.1, "epoch-1": -0.05, "epoch-2": -0.1, "best": -0.1})
+    copy_eval(run, scored_run, "lookup", "test")  # the training questions: the lookup answers them all
     build(run)
     rec = json.loads((run / "report" / "recommendation.json").read_text())
     assert rec["model"] is None and rec["reason"].startswith("Ship nothing yet")

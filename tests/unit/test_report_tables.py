@@ -18,8 +18,8 @@ ROW_LABELS = ["base", "retrieval (baseline)", "epoch-1", "epoch-2", "best (= epo
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory):
-    run = make_run(tmp_path_factory.mktemp("tables"), evals=("test", "paraphrased"))
+def built(tmp_path_factory, scored_run):
+    run = make_run(tmp_path_factory.mktemp("tables"), scored_run, evals=("test", "paraphrased"))
     build(run)
     return run
 
@@ -73,22 +73,23 @@ def test_format_of_a_cell():
     assert fmt_stat((12.34, 10.0, 14.5)) == "12.3 [10.0, 14.5]"
 
 
-def test_markdown_without_evaluation(tmp_path):
-    run = make_run(tmp_path, evals=())
+def test_markdown_without_evaluation(tmp_path, scored_run):
+    run = make_run(tmp_path, scored_run, evals=())
     assert "No evaluation results yet" in results_markdown(run)
 
 
-def test_hostile_model_name_is_escaped_in_markdown_and_html(tmp_path):
+def test_hostile_model_name_is_escaped_in_markdown_and_html(tmp_path, scored_run):
     import json
 
     import lxml.html
 
-    run = make_run(tmp_path)
+    run = make_run(tmp_path, scored_run)
     bad = "ep<script>alert(1)</script>$x^2$|1"
     folder = run / "eval" / "test"
     scores = json.loads((folder / "scores.json").read_text())
-    for key in ("models", "kinds", "comparisons", "stop_rate"):
-        scores[key][bad] = scores[key].pop("epoch-1")
+    for per_model in scores.values():  # models, kinds, comparisons, vs_retrieval, stop_rate, ...
+        if isinstance(per_model, dict) and "epoch-1" in per_model:
+            per_model[bad] = per_model.pop("epoch-1")
     (folder / "scores.json").write_text(json.dumps(scores))
     gens = read_jsonl(folder / "generations.jsonl")
     lines = [json.dumps({**g, "model": bad if g["model"] == "epoch-1" else g["model"]}) for g in gens]

@@ -3,9 +3,9 @@ prompt-sensitive tiny model (built once per session, then copied), so the report
 writes; the data report, config and training metrics and summary are written by hand (fixed numbers for the
 formatting tests).
 
-The scored run has three eval sets, each with its own outcome, chosen through the references:
-`test` (references are epoch-2's answers: epoch-2 beats base), `paraphrased` (references are base's answers:
-no fine-tuned model beats base) and `lookup` (the training questions and answers: retrieval beats every model).
+The scored run has three eval sets, each with its own outcome, chosen through the references: `test`
+(references are epoch-2's answers, reworded a little: epoch-2 beats base), `paraphrased` (references are base's
+answers: no fine-tuned model beats base) and `lookup` (the training pairs themselves: retrieval beats every model).
 Questions and training answers carry markup, so the report must escape what eval saved."""
 
 from __future__ import annotations
@@ -37,6 +37,13 @@ def _question(i: int) -> str:
 def _training_pair(i: int) -> tuple[str, str]:
     planted = f" {XSS[i % len(XSS)]}" if i < 6 else ""
     return f"Where is lecture {i} held?", f"Lecture {i} is in Room {100 + i} on Monday.{planted}"
+
+
+def _reordered(answer: str) -> str:
+    """A reference close to `answer` but not equal: its first word moved to the end and words added, so ROUGE-1,
+    ROUGE-2 and ROUGE-L differ (a table that shows one metric's numbers under another's name is caught)."""
+    words = answer.split()
+    return " ".join([*words[1:], *words[:1], "as", "the", "syllabus", "says"])
 
 
 def _write_questions(path: Path, pairs: list[tuple[str, str]]) -> Path:
@@ -76,7 +83,7 @@ def build_scored(run: Path, model_dir: Path) -> Path:
     del engine
     assert all(a.strip() for a in tuned + plain), "the tiny model gave an empty answer; pick other questions"
     tests = [
-        {"id": f"te{i}", "question": q, "answer": a, "source_row": i + 2}
+        {"id": f"te{i}", "question": q, "answer": _reordered(a), "source_row": i + 2}
         for i, (q, a) in enumerate(zip(questions, tuned, strict=True))
     ]
     write_jsonl(run / "data" / "test.jsonl", tests)

@@ -259,8 +259,8 @@ def _check_targets(model: Any, targets: Any) -> None:
     unmatched = [t for t in targets if not any(n == t or n.endswith("." + t) for n in names)]
     if unmatched:
         raise QatuneError(
-            f"LoRA target module {sorted(unmatched)[0]!r} matches no layer of this model; its linear layers are "
-            f"{', '.join(linear_layer_names(model))} (or use all-linear)"
+            f"cannot attach LoRA: target module {sorted(unmatched)[0]!r} matches no layer of this model; its linear "
+            f"layers are {', '.join(linear_layer_names(model))} (or use all-linear)"
         )
 
 

@@ -61,8 +61,15 @@ def test_batched_drafted_decoding_equals_hf_generate_in_fp32(monkeypatch):
         expected = [_hf_greedy(model, tokenizer, p, stops) for p in prompts]
         batch = tokenizer.pad({"input_ids": prompts}, return_tensors="pt")
         got = decoding_mod.greedy_decode(model, batch["input_ids"], batch["attention_mask"], TOKENS, stops)
+        alone = [
+            decoding_mod.greedy_decode(
+                model, torch.tensor([p]), torch.ones(1, len(p), dtype=torch.long), TOKENS, stops
+            )[0]
+            for p in prompts[:3]  # a row alone is drafted from its second token on
+        ]
     for row, (tokens, reference) in enumerate(zip(got, expected, strict=True)):
         assert tokens == reference, questions[row]
+    assert alone == expected[:3]
     assert sum(drafted) > 0, "some rows must have been decoded with drafts"
     assert len({len(t) for t in got}) > 1, "rows must finish at different steps"
 
@@ -110,7 +117,7 @@ def test_bf16_decoding_equals_hf_generate_for_the_same_passes_and_drafts_flip_on
         assert decoding_mod.greedy_decode(model, ids, mask, TOKENS, stops, lookup=False) == hf_batch
         drafted = decoding_mod.greedy_decode(model, ids, mask, TOKENS, stops)
         gaps = [_first_flip_gap(model, p, d, r) for p, d, r in zip(prompts, drafted, hf_batch, strict=True)]
-        for prompt in prompts:  # alone, every row after the first pass is drafted
+        for prompt in prompts[:3]:  # alone, a row is drafted from its second token on
             one = torch.tensor([prompt])
             (alone,) = decoding_mod.greedy_decode(model, one, torch.ones_like(one), TOKENS, stops)
             gaps.append(_first_flip_gap(model, prompt, alone, _hf_greedy(model, tokenizer, prompt, stops)))

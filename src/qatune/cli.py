@@ -54,20 +54,12 @@ TrustOpt = Annotated[bool | None, typer.Option("--trust-remote-code", help=_c("t
 PickleOpt = Annotated[bool | None, typer.Option("--allow-pickle", help=_c("allow_pickle"))]
 
 
-def _auto_int(value: str | None) -> int | str | None:
+def _auto_number(value: str | None, cast: type = int) -> int | float | str | None:
+    """'auto' or None as given; anything else must read as a number of type `cast`."""
     if value is None or value == "auto":
         return value
     try:
-        return int(value)
-    except ValueError:
-        raise console.QatuneError(f"expected a number or 'auto', got {value!r}") from None
-
-
-def _auto_float(value: str | None) -> float | str | None:
-    if value is None or value == "auto":
-        return value
-    try:
-        return float(value)
+        return cast(value)
     except ValueError:
         raise console.QatuneError(f"expected a number or 'auto', got {value!r}") from None
 
@@ -137,9 +129,9 @@ def _train_overrides(**flags: Any) -> dict[str, Any]:
         if key in lists:
             value = parse_list(value, lists[key])
         elif key == "lr":
-            value = _auto_float(value)
+            value = _auto_number(value, float)
         elif key == "batch_size":
-            value = _auto_int(value)
+            value = _auto_number(value)
         section[key] = value
     return {"train": section}
 
@@ -228,7 +220,7 @@ def eval_(
         "eval": {
             "models": parse_list(models),
             "max_new_tokens": max_new_tokens,
-            "batch_size": _auto_int(batch_size),
+            "batch_size": _auto_number(batch_size),
             "bertscore": bertscore,
             "engine": engine,
         },

@@ -54,52 +54,20 @@ def build_tiny_model(folder: Path, *, arch: str = "llama", seed: int = 0, init_s
     """A 2-layer random model + trained byte-level BPE tokenizer, saved like a hub folder.
 
     The default init makes a near-constant model; a larger `init_std` gives context-dependent output."""
-    import torch
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedTokenizerFast
+    from tiny_models import save_random_model, train_tokenizer
 
     specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<pad>"]
-    tok = Tokenizer(models.BPE(unk_token=None))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=400,
-        special_tokens=specials,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tok.train_from_iterator(_CORPUS * 4, trainer=trainer)
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=tok,
+    tokenizer = train_tokenizer(
+        _CORPUS,
+        specials,
+        400,
         eos_token="<|im_end|>",
         bos_token="<|im_start|>",
         unk_token="<|endoftext|>",
         pad_token="<pad>",
     )
     tokenizer.chat_template = CHATML
-    config = AutoConfig.for_model(
-        arch,
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=512,
-        tie_word_embeddings=True,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        bos_token_id=tokenizer.bos_token_id,
-        initializer_range=init_std,
-    )
-    torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_config(config)
-    model.generation_config.eos_token_id = tokenizer.eos_token_id
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
-    folder.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(folder, safe_serialization=True)
-    tokenizer.save_pretrained(folder)
-    return folder
+    return save_random_model(folder, tokenizer, arch, seed, initializer_range=init_std)
 
 
 @pytest.fixture(scope="session")

@@ -113,49 +113,18 @@ FAMILIES = [
 
 def build_family_model(folder: Path, family: Family, seed: int = 0) -> Path:
     """A 2-layer random model of the family's architecture with its special tokens and chat template."""
-    import torch
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedTokenizerFast
+    from tiny_models import save_random_model, train_tokenizer
 
     specials = list(dict.fromkeys([t for t in (family.bos, family.eos, *family.specials) if t] + ["<pad_x>"]))
-    tok = Tokenizer(models.BPE(unk_token=None))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=420,
-        special_tokens=specials,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tok.train_from_iterator(_CORPUS * 4, trainer=trainer)
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=tok,
+    tokenizer = train_tokenizer(
+        _CORPUS,
+        specials,
+        420,
         eos_token=family.eos,
         bos_token=family.bos,
         pad_token="<pad_x>",
         additional_special_tokens=[t for t in family.specials if t not in (family.bos, family.eos)],
     )
     tokenizer.chat_template = family.chat_template()
-    config = AutoConfig.for_model(
-        family.arch,
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        head_dim=8,
-        max_position_embeddings=512,
-        tie_word_embeddings=True,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        bos_token_id=tokenizer.bos_token_id,
-    )
-    torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_config(config)
-    model.generation_config.eos_token_id = tokenizer.eos_token_id
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
-    folder.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(folder, safe_serialization=True)
-    tokenizer.save_pretrained(folder)
+    save_random_model(folder, tokenizer, family.arch, seed, head_dim=8)
     return folder

@@ -158,6 +158,7 @@ def train(
     early_stopping_patience: Annotated[int | None, typer.Option(help=_t("early_stopping_patience"))] = None,
     grounded: Annotated[bool | None, typer.Option("--grounded/--no-grounded", help=_t("grounded"))] = None,
     rag_k: Annotated[int | None, typer.Option(help=_t("rag_k"))] = None,
+    grounded_share: Annotated[float | None, typer.Option(help=_t("grounded_share"))] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from the last checkpoint.")] = False,
     trust_remote_code: TrustOpt = None,
     allow_pickle: PickleOpt = None,
@@ -186,6 +187,7 @@ def train(
         early_stopping_patience=early_stopping_patience,
         grounded=grounded,
         rag_k=rag_k,
+        grounded_share=grounded_share,
     )
     overrides.update(model=model, trust_remote_code=trust_remote_code, allow_pickle=allow_pickle)
     from qatune.train.loop import TrainingInterrupted
@@ -267,6 +269,7 @@ def run_(
     early_stopping_patience: Annotated[int | None, typer.Option(help=_t("early_stopping_patience"))] = None,
     grounded: Annotated[bool | None, typer.Option("--grounded/--no-grounded", help=_t("grounded"))] = None,
     rag_k: Annotated[int | None, typer.Option(help=_t("rag_k"))] = None,
+    grounded_share: Annotated[float | None, typer.Option(help=_t("grounded_share"))] = None,
     seed: Annotated[
         int | None, typer.Option(help=f"Sets both seeds. Split: {_p('seed')} Training: {_t('seed')}")
     ] = None,
@@ -299,6 +302,7 @@ def run_(
         seed=seed,
         grounded=grounded,
         rag_k=rag_k,
+        grounded_share=grounded_share,
     )
     overrides["prepare"] = {"seed": seed, "augment": augment, "augment_method": augment_method}
     overrides["eval"] = {"max_new_tokens": max_new_tokens}

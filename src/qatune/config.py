@@ -135,6 +135,13 @@ class TrainConfig(_Section):
         "model answers closed-book and grounded ('+rag' models).",
     )
     rag_k: int = Field(2, ge=1, le=10, description="Retrieved training pairs in a grounded prompt.")
+    grounded_share: float = Field(
+        1.0,
+        gt=0,
+        le=1,
+        description="Share of the grounded examples trained in each epoch; the share rotates, so every "
+        "pair is asked grounded once in 1/share epochs.",
+    )
     gradient_checkpointing: bool = Field(False, description="Trade compute for memory (large models).")
     packing: bool = Field(False, description="Pack examples into rows (GPU; attention kept per example).")
     liger: bool | Literal["auto"] = Field("auto", description="Use Liger kernels on CUDA when installed.")

@@ -148,3 +148,56 @@ def test_prompts_longer_than_max_length_are_skipped(tmp_path, tok):
 
 def test_example_answer_tokens():
     assert Example("x", [1, 2, 3], [IGNORE_INDEX, 2, 3]).answer_tokens == 2
+
+
+def _setup(n_closed: int, n_grounded: int, share: float, batch_size: int = 3):
+    from qatune.config import TrainConfig
+    from qatune.train.loop import Setup
+
+    closed = [Example(f"q{i}", [1] * (3 + i % 4), [-100, 2, 3] + [4] * (i % 4)) for i in range(n_closed)]
+    grounded = [Example(f"q{i}-rag", [1] * 20, [-100] * 18 + [2, 3]) for i in range(n_grounded)]
+    return Setup(
+        rundir=None,
+        tc=TrainConfig(grounded_share=share),
+        accelerator=None,
+        model=None,
+        loss=None,
+        params={},
+        train=closed + grounded,
+        grounded_start=n_closed if n_grounded else None,
+        val=[],
+        val_unseen=[],
+        pad_id=0,
+        batch_size=batch_size,
+        prefix_len=0,
+        packed=False,
+        save_adapter=lambda name, extra: None,
+        log=None,
+    )
+
+
+def _trained(s, epoch):
+    from qatune.train.loop import epoch_steps
+
+    return [i for step in epoch_steps(s, epoch) for micro in step for i in micro]
+
+
+def test_a_grounded_share_rotates_the_grounded_examples_and_keeps_every_closed_book_one():
+    """With half the grounded examples per epoch, each epoch trains every closed-book example once and a
+    different half of the grounded ones, so two epochs ask every pair grounded exactly once; every epoch has
+    the same number of steps (the learning-rate schedule counts on it)."""
+    s = _setup(n_closed=12, n_grounded=8, share=0.5)
+    seen = {e: _trained(s, e) for e in (1, 2, 3)}
+    for indices in seen.values():
+        assert sorted(i for i in indices if i < 12) == list(range(12))
+        assert len([i for i in indices if i >= 12]) == 4 and len(set(indices)) == len(indices)
+    assert sorted(i for e in (1, 2) for i in seen[e] if i >= 12) == list(range(12, 20))
+    from qatune.train.loop import epoch_steps
+
+    assert len({len(epoch_steps(s, e)) for e in (1, 2, 3, 4)}) == 1
+
+
+def test_the_full_grounded_share_trains_every_example_every_epoch():
+    s = _setup(n_closed=5, n_grounded=5, share=1.0)
+    assert sorted(_trained(s, 1)) == list(range(10))
+    assert sorted(_trained(_setup(n_closed=5, n_grounded=0, share=0.3), 2)) == list(range(5))

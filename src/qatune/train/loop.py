@@ -16,7 +16,7 @@ from qatune.config import AUTO_LR, TrainConfig
 from qatune.console import QatuneError
 from qatune.rundir import RunDir
 from qatune.train import checkpoint
-from qatune.train.batching import Example, batch_tokens, collate, plan_batches, to_device
+from qatune.train.batching import Example, batch_tokens, collate, epoch_order, plan_batches, to_device
 from qatune.train.telemetry import TrainLog
 
 
@@ -34,7 +34,7 @@ class Setup:
     model: Any  # the LoRA model, unwrapped
     loss: Any  # AnswerLoss, wrapped for DDP when distributed
     params: dict[str, Any]  # trainable parameters by name
-    train: list[Example]
+    train: list[Example]  # closed-book examples, then grounded ones from index `grounded_start` on
     val: list[Example]  # rewordings of trained questions (recall): picks the best epoch, drives early stopping
     val_unseen: list[Example]  # pairs whose facts are never trained: shown, never used to pick a model
     pad_id: int
@@ -46,6 +46,7 @@ class Setup:
     initial: dict[str, Any] = field(default_factory=dict)  # LoRA weights at initialisation
     recall_score: Callable[[], float | None] = lambda: None  # greedy ROUGE-L on the recall questions
     lr: float = AUTO_LR  # tc.lr with `auto` resolved for this model
+    grounded_start: int | None = None  # None: no grounded examples
 
     @property
     def world(self) -> int:
@@ -111,10 +112,27 @@ def new_progress(input_hash: str) -> dict[str, Any]:
     }
 
 
+def epoch_examples(s: Setup, epoch: int) -> list[int]:
+    """Indices of the examples trained in an epoch: every closed-book one and a rotating window of
+    `grounded_share` of the grounded ones (the same count every epoch, so every epoch has as many steps)."""
+    start = len(s.train) if s.grounded_start is None else s.grounded_start
+    grounded = len(s.train) - start
+    if grounded == 0 or s.tc.grounded_share >= 1:
+        return list(range(len(s.train)))
+    take = max(1, round(grounded * s.tc.grounded_share))
+    order = epoch_order(grounded, s.tc.seed, 0)  # one fixed order, walked a window per epoch
+    first = (epoch - 1) * take
+    return list(range(start)) + [start + order[(first + i) % grounded] for i in range(take)]
+
+
 def epoch_steps(s: Setup, epoch: int) -> list[list[list[int]]]:
     """Optimizer steps of an epoch, each a list of micro-batches (example indices), from (seed, epoch)."""
-    lengths = [len(e.input_ids) for e in s.train]
-    micro = plan_batches(lengths, s.tc.seed, epoch, s.batch_size, grouped=not s.packed)
+    chosen = epoch_examples(s, epoch)
+    lengths = [len(s.train[i].input_ids) for i in chosen]
+    micro = [
+        [chosen[j] for j in batch]
+        for batch in plan_batches(lengths, s.tc.seed, epoch, s.batch_size, grouped=not s.packed)
+    ]
     return [micro[i : i + s.tc.grad_accum] for i in range(0, len(micro), s.tc.grad_accum)]
 
 

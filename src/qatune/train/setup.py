@@ -104,7 +104,7 @@ def setup(rundir: RunDir, config: Config, key: str, fresh: bool) -> tuple[Setup,
     model_path = resolve_model(config.model)
     tokenizer = load_tokenizer(model_path, trust_remote_code=config.trust_remote_code)
     ensure_chat_template(tokenizer)
-    train_ex, val_ex, unseen_ex, recall_rows = _load_splits(rundir, tokenizer, tc, model_path, acc)
+    train_ex, grounded_start, val_ex, unseen_ex, recall_rows = _load_splits(rundir, tokenizer, tc, model_path, acc)
     gpu = _gpu_options(tc, placement.device)
     lengths = [len(e.input_ids) for e in train_ex]
     budget = (GPU_TOKEN_BUDGET if placement.device.startswith("cuda") else CPU_TOKEN_BUDGET) * acc.num_processes
@@ -139,6 +139,7 @@ def setup(rundir: RunDir, config: Config, key: str, fresh: bool) -> tuple[Setup,
         loss=loss,
         params=params,
         train=train_ex,
+        grounded_start=grounded_start,
         val=val_ex,
         val_unseen=unseen_ex,
         pad_id=tokenizer.pad_token_id,
@@ -183,8 +184,9 @@ def _verified_prefix(loss: Any, examples: list, pad_id: int, prefix: int, device
 
 def _load_splits(
     rundir: RunDir, tokenizer: Any, tc: TrainConfig, model_path: str, acc: Any
-) -> tuple[list, list, list, list]:
-    """Training examples (plus grounded ones), recall validation, unseen-fact validation, recall rows."""
+) -> tuple[list, int | None, list, list, list]:
+    """Training examples (grounded ones last, from the returned index on), recall validation, unseen-fact
+    validation, recall rows."""
     from qatune.storage import read_jsonl
     from qatune.train.recall import RECALL_KINDS
 
@@ -194,6 +196,7 @@ def _load_splits(
         raise QatuneError(
             "no usable training pairs; check the data or raise --max-length", path=rundir.split_file("train")
         )
+    grounded_start = None
     if tc.grounded:
         from qatune.train.grounded import GROUNDED_FILE, write_grounded_split
 
@@ -201,6 +204,7 @@ def _load_splits(
             write_grounded_split(rundir, tc.seed, tc.rag_k)
         acc.wait_for_everyone()
         grounded = rundir.train_dir / GROUNDED_FILE
+        grounded_start = len(train_ex)
         train_ex += load_examples(grounded, tokenizer, length, cache, model_path)
     val_path = rundir.split_file("val")
     val_rows = read_jsonl(val_path) if val_path.exists() else []
@@ -215,7 +219,7 @@ def _load_splits(
     elif not recall:
         warn("no reworded questions about trained facts to validate on: 'best' is chosen by unseen-fact loss")
     recall_rows = [r for r in val_rows if str(r["id"]) in recall_ids]
-    return train_ex, (recall or unseen), (unseen if recall else []), recall_rows
+    return train_ex, grounded_start, (recall or unseen), (unseen if recall else []), recall_rows
 
 
 def _announce(config: Config, meta: dict[str, Any], batch_size: int, processes: int, prefix: int) -> None:

@@ -107,3 +107,23 @@ def test_pruned_greedy_decoding_equals_hf_generate(lively_model_dir):
         end = next((i for i, t in enumerate(row) if t in stop), len(row) - 1)
         assert tokens == row[: end + 1]
     assert len(got[0]) <= 3 and max(len(t) for t in got) > len(got[0])
+
+
+def test_answer_nll_equals_the_plain_full_logits_loss_row_by_row(tiny_model_dir):
+    """Batched by length with the output layer only at answer positions, the answer NLL is the mean
+    cross-entropy a plain forward gives each row alone, with the adapter on and off."""
+    from qatune.prompts import IGNORE_INDEX, encode_pair
+
+    engine = _engine(tiny_model_dir, with_adapter=True)
+    answers = ["Ada.", "Two exams and a project, weighted 40/60.", "ML", "Mondays"]
+    pairs = list(zip(QUESTIONS, answers, strict=True))
+    for name in (BASE, "default"):
+        got = engine.answer_nll(name, pairs, batch_tokens=64)  # several batches of different widths
+        with engine.use(name) as model, torch.no_grad():
+            for (q, a), value in zip(pairs, got, strict=True):
+                e = encode_pair(engine.tokenizer, q, a, 1024)
+                logits = model(input_ids=torch.tensor([e.input_ids])).logits[0, :-1].float()
+                target = torch.tensor(e.labels[1:])
+                keep = target != IGNORE_INDEX
+                expected = torch.nn.functional.cross_entropy(logits[keep], target[keep]).item()
+                assert value == pytest.approx(expected, rel=1e-5)

@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from qatune import console
+from qatune import console, eta
 from qatune.console import QatuneError
 from qatune.evaluate import metrics as M
 from qatune.evaluate.retrieval import RETRIEVAL, nearest_answers, training_pairs
@@ -126,7 +126,7 @@ def _answer_missing(
         if todo.get(RETRIEVAL):
             rows = _retrieval_rows(rundir, cosine, todo[RETRIEVAL])
             append_jsonl(out, rows)
-            advance(len(rows))
+            advance(rows)
         generated = [m for m in todo if m != RETRIEVAL and m not in twins and todo[m]]
         if generated:
             engine = _load_engine(rundir.root, config, [m for m in generated if m != BASE])
@@ -136,12 +136,12 @@ def _answer_missing(
                 for start in range(0, len(pending), chunk):
                     rows = _generated_rows(engine, cosine, model, pending[start : start + chunk], config, chunk)
                     append_jsonl(out, rows)  # one fsync'd batch: a crash loses at most this batch
-                    advance(len(rows))
+                    advance(rows)
         for model, twin in twins.items():
             wanted = {str(q["id"]) for q in todo[model]}
             rows = [dict(r, model=model) for r in read_jsonl(out) if r["model"] == twin and r["question_id"] in wanted]
             append_jsonl(out, rows)
-            advance(len(rows))
+            advance(rows)
 
 
 def _twins(prints: dict[str, str]) -> dict[str, str]:
@@ -194,7 +194,7 @@ def _generated_rows(
 ) -> list[dict]:
     convs = [messages_for(q["question"]) for q in batch]
     gens = engine.generate(model, convs, max_new_tokens=config.eval.max_new_tokens, batch_size=batch_size)
-    nll = engine.answer_nll(model, [(q["question"], q["answer"]) for q in batch], batch_size=min(batch_size, 16))
+    nll = engine.answer_nll(model, [(q["question"], q["answer"]) for q in batch])
     semantic = cosine([g.text for g in gens], [q["answer"] for q in batch])
     return [
         _row(model, q, g.text, M.answer_metrics(g.text, q["answer"], semantic=s, answer_nll=n), g.stopped, g.new_tokens)
@@ -228,20 +228,20 @@ def _bertscore(
 
 
 @contextlib.contextmanager
-def _progress(total: int, done: int) -> Iterator[Callable[[int], None]]:
-    """A rich progress bar over models x questions (nothing in quiet mode)."""
+def _progress(total: int, done: int) -> Iterator[Callable[[list[dict]], None]]:
+    """A rich progress bar over models x questions (nothing in quiet mode); the saved rows also go to the
+    run's clock (qatune.eta), which measures the eval set's rate from them."""
     if console.is_quiet():
-        yield lambda n: None
+        yield eta.answered
         return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
 
-    with Progress(
-        TextColumn("answering"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=console.console,
-        transient=True,
-    ) as bar:
+    columns = (TextColumn("answering"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with eta.progress_bar(*columns, transient=True) as bar:
         task = bar.add_task("eval", total=total, completed=done)
-        yield lambda n: bar.advance(task, n)
+
+        def advance(rows: list[dict]) -> None:
+            eta.answered(rows)
+            bar.advance(task, len(rows))
+
+        yield advance

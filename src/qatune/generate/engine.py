@@ -208,9 +208,12 @@ class Engine:
             raise failure[0]
 
     def answer_nll(
-        self, name: str, pairs: list[tuple[str, str]], *, batch_size: int = 8, max_length: int = 1024
+        self, name: str, pairs: list[tuple[str, str]], *, batch_tokens: int = 4096, max_length: int = 1024
     ) -> list[float | None]:
-        """Mean negative log-likelihood per reference-answer token, teacher-forced (no generation noise)."""
+        """Mean negative log-likelihood per reference-answer token, teacher-forced (no generation noise).
+
+        Rows go through in length order (little padding), and the output layer runs only where a reference
+        token is predicted: the vocabulary projection of every position would cost more than the decoder."""
         import torch
 
         asked = [
@@ -218,11 +221,16 @@ class Engine:
         ]
         encoded = [encode_pair(self.tokenizer, q, a, max_length) for q, (_, a) in zip(asked, pairs, strict=True)]
         values: list[float | None] = [None] * len(pairs)
-        todo = [i for i, e in enumerate(encoded) if e is not None and e.answer_tokens > 0]
+        todo = sorted(
+            (i for i, e in enumerate(encoded) if e is not None and e.answer_tokens > 0),
+            key=lambda i: len(encoded[i].input_ids),  # type: ignore[union-attr]
+        )
         pad = self.tokenizer.pad_token_id
         with self.use(name) as model, torch.inference_mode():
-            for start in range(0, len(todo), batch_size):
-                idx = todo[start : start + batch_size]
+            base = model.get_base_model() if hasattr(model, "get_base_model") else model
+            decoder, head = base.get_decoder(), base.get_output_embeddings()
+            softcap = getattr(base.config, "final_logit_softcapping", None)
+            for idx in _token_batches(todo, [len(e.input_ids) if e else 0 for e in encoded], batch_tokens):
                 width = max(len(encoded[i].input_ids) for i in idx)  # type: ignore[union-attr]
                 ids = torch.full((len(idx), width), pad, dtype=torch.long)
                 labels = torch.full((len(idx), width), IGNORE_INDEX, dtype=torch.long)
@@ -233,18 +241,28 @@ class Engine:
                     ids[row, :n] = torch.tensor(e.input_ids)  # type: ignore[union-attr]
                     labels[row, :n] = torch.tensor(e.labels)  # type: ignore[union-attr]
                     mask[row, :n] = 1
-                logits = model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device)).logits
-                logits, target = logits[:, :-1].float(), labels[:, 1:].to(logits.device)
-                loss = torch.nn.functional.cross_entropy(
-                    logits.reshape(-1, logits.shape[-1]),
-                    target.reshape(-1),
-                    ignore_index=IGNORE_INDEX,
-                    reduction="none",
-                ).view(target.shape)
-                counts = (target != IGNORE_INDEX).sum(1)
+                hidden = decoder(input_ids=ids.to(self.device), attention_mask=mask.to(self.device)).last_hidden_state
+                target = labels[:, 1:].to(hidden.device)
+                keep = target != IGNORE_INDEX
+                logits = head(hidden[:, :-1][keep]).float()
+                if softcap:
+                    logits = torch.tanh(logits / softcap) * softcap
+                loss = torch.nn.functional.cross_entropy(logits, target[keep], reduction="none")
+                sums = torch.zeros(len(idx), device=loss.device).index_add_(0, keep.nonzero()[:, 0], loss)
                 for row, i in enumerate(idx):
-                    values[i] = float(loss[row].sum() / counts[row])
+                    values[i] = float(sums[row] / keep[row].sum())
         return values
+
+
+def _token_batches(order: list[int], lengths: list[int], budget: int) -> list[list[int]]:
+    """Consecutive runs of `order` whose padded size (rows x longest) stays within `budget` tokens."""
+    batches: list[list[int]] = []
+    for i in order:
+        if batches and (len(batches[-1]) + 1) * max(lengths[i], *(lengths[j] for j in batches[-1])) <= budget:
+            batches[-1].append(i)
+        else:
+            batches.append([i])
+    return batches
 
 
 def auto_batch_size(value: int | str, device: str) -> int:

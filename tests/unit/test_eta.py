@@ -1,0 +1,251 @@
+"""The whole run's remaining time: work counted from a prepared run directory, the rates file, estimates that
+fall as work is done, reused stages counting nothing, and the live line under a stage bar."""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import replace
+
+import pytest
+from rich.console import Console
+from rich.progress import BarColumn, TextColumn
+
+from qatune import eta
+from qatune.config import load
+from qatune.eta import clock as eta_clock
+from qatune.eta.estimate import (
+    EvalWork,
+    Measured,
+    Rates,
+    TrainWork,
+    about,
+    default_rates,
+    duration,
+    eval_rates,
+    load_rates,
+    rates_path,
+    save_rates,
+    train_rates,
+)
+from qatune.rundir import RunDir
+from qatune.storage import atomic_write_json, write_jsonl
+from train_runs import pairs, train_settings, write_data
+
+RATES = Rates(train_tokens_per_s=100.0, train_setup_s=10.0, recall_s_per_answer=0.5, eval_s_per_token=0.01)
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch):
+    monkeypatch.setenv("QATUNE_HOME", str(tmp_path / "home"))
+    return tmp_path / "home"
+
+
+def _run(tmp_path, n_train=20, n_val=4, n_test=5):
+    """A prepared run directory: train/val/test splits as `qatune prepare` writes them."""
+    run = write_data(tmp_path / "run", n_train=n_train, n_val=n_val)
+    val = [dict(r, kind="paraphrase") for r in pairs(n_val, start=n_train)[:3]]
+    write_jsonl(run / "data" / "val.jsonl", val + pairs(1, start=90))
+    write_jsonl(run / "data" / "test.jsonl", pairs(n_test, start=50))
+    return RunDir(run)
+
+
+def _config(model_dir, eval_settings=None, **train):
+    settings = train_settings(model_dir, **train)
+    return load(None, {**settings, "eval": eval_settings or {"max_new_tokens": 64}})
+
+
+def test_train_work_counts_tokens_epochs_and_recall(tmp_path, tiny_model_dir):
+    rundir = _run(tmp_path)
+    one_pass = eta.train_work(rundir, _config(tiny_model_dir, epochs=[1, 3]), resume=False)
+    assert one_pass.epochs == 3 and one_pass.saves == 2 and one_pass.recall_questions == 3
+    chars = sum(len(r["question"]) + len(r["answer"]) for r in pairs(20))
+    assert one_pass.epoch_tokens == pytest.approx(20 * 32 + chars / 4)
+    independent = eta.train_work(rundir, _config(tiny_model_dir, epochs=[1, 3], sweep="independent"), False)
+    assert independent.epochs == 4
+    grounded = eta.train_work(rundir, _config(tiny_model_dir, epochs=[1, 3], grounded=True), resume=False)
+    assert grounded.epoch_tokens > 2 * one_pass.epoch_tokens  # each pair again, with retrieved pairs
+
+
+def test_train_work_subtracts_what_a_resumed_checkpoint_did(tmp_path, tiny_model_dir):
+    rundir = _run(tmp_path)
+    progress = {"run_index": 0, "epoch": 3, "saved": [1], "train_tokens": 1234}
+    atomic_write_json(rundir.checkpoints_dir / "ckpt-000008" / "state.json", {"format": 1, "progress": progress})
+    config = _config(tiny_model_dir, epochs=[1, 4])
+    resumed = eta.train_work(rundir, config, resume=True)
+    assert (resumed.epochs, resumed.saves, resumed.resumed) == (2, 1, True)
+    assert eta.train_work(rundir, config, resume=False).epochs == 4  # a checkpoint of other inputs is discarded
+
+
+def test_eval_work_before_training_predicts_the_generating_models(tmp_path, tiny_model_dir):
+    rundir = _run(tmp_path)
+    work = eta.eval_work(rundir, _config(tiny_model_dir, epochs=[1, 2], grounded=True), None, "test", False)
+    # retrieval generates nothing; best is a copy of an epoch, best+rag is not (no epoch-N+rag is scored)
+    assert work.answers == {"base": 5, "epoch-1": 5, "epoch-2": 5, "base+rag": 5, "best+rag": 5}
+    assert work.max_new_tokens == 64 and 5 < work.answer_tokens < 30
+    chosen = _config(tiny_model_dir, {"models": ["epoch-2", "best"]}, epochs=[1, 2])
+    assert eta.eval_work(rundir, chosen, None, "test", False).answers == {"base": 5, "epoch-2": 5, "best": 5}
+
+
+def test_eval_work_after_training_counts_the_saved_adapters(tmp_path, tiny_model_dir):
+    rundir = _run(tmp_path)
+    for name in ("epoch-1", "epoch-3", "best"):  # early stopping: epoch 2 was never saved
+        atomic_write_json(rundir.model_dir(name) / "adapter_config.json", {})
+    work = eta.eval_work(rundir, _config(tiny_model_dir, epochs=[1, 2, 3]), None, "test", True)
+    assert work.answers == {"base": 5, "epoch-1": 5, "epoch-3": 5}
+    questions = tmp_path / "extra.csv"
+    questions.write_text("Question,Answer\nWho?,Ada.\nWhen?,Monday.\n", encoding="utf-8")
+    extra = eta.eval_work(rundir, _config(tiny_model_dir), questions, "extra", True)
+    assert set(extra.answers.values()) == {2}
+    assert eta.eval_work(rundir, _config(tiny_model_dir), tmp_path / "missing.csv", "x", True).answers["base"] == 0
+
+
+def test_rates_file_round_trip_and_bad_values(home):
+    defaults = Rates()
+    assert load_rates("m cpu fp32 none hf", defaults) == (defaults, False)
+    save_rates("m cpu fp32 none hf", replace(defaults, train_tokens_per_s=612.5))
+    save_rates("other cpu bf16 none hf", replace(defaults, report_s=1.5))
+    rates, remembered = load_rates("m cpu fp32 none hf", defaults)
+    assert remembered and rates.train_tokens_per_s == 612.5 and rates.report_s == defaults.report_s
+    data = json.loads(rates_path().read_text())
+    data["rates"]["m cpu fp32 none hf"].update(train_tokens_per_s=-1, eval_s_per_token="fast", unknown=3)
+    rates_path().write_text(json.dumps(data))
+    assert load_rates("m cpu fp32 none hf", defaults)[0] == defaults  # only positive numbers of known rates count
+    rates_path().write_text("{not json")
+    assert load_rates("m cpu fp32 none hf", defaults) == (defaults, False)
+    save_rates("m cpu fp32 none hf", defaults)  # a corrupt file is replaced
+    assert load_rates("m cpu fp32 none hf", defaults)[1]
+
+
+def test_default_rates_are_slower_for_bigger_models_and_faster_on_cuda():
+    small, big = default_rates(135_000_000, cuda=False), default_rates(1_350_000_000, cuda=False)
+    assert big.train_tokens_per_s == pytest.approx(small.train_tokens_per_s / 10)
+    assert big.eval_s_per_token == pytest.approx(small.eval_s_per_token * 10)
+    assert default_rates(1_350_000_000, cuda=True).train_tokens_per_s > big.train_tokens_per_s
+
+
+def test_training_estimate_falls_as_steps_are_done():
+    work = TrainWork(epoch_tokens=1000, epochs=3, recall_questions=4, saves=2)
+    assert work.seconds(RATES) == pytest.approx(10 + 3000 / 100 + 8 * 0.5)
+    m = Measured()
+    left = [work.left(RATES, m, elapsed) for elapsed in (0, 4, 8)]  # setting up
+    assert left == sorted(left, reverse=True) and left[0] == pytest.approx(work.seconds(RATES))
+    m.epoch_tokens = 1200  # the loop counts one pass exactly
+    for step in range(6):
+        before = work.left(RATES, m, 10 + step)
+        m.tokens, m.seconds = m.tokens + 600, m.seconds + 6
+        assert work.left(RATES, m, 11 + step) < before
+    assert work.left(RATES, m, 20) == 0  # all 3 passes done
+
+
+def test_training_estimate_follows_the_measured_rate():
+    work = TrainWork(epoch_tokens=1000, epochs=10, recall_questions=0, saves=0)
+    slow = Measured(epoch_tokens=1000, tokens=1000, seconds=100.0)  # 10 tokens/s measured, 100 remembered
+    per_token = (10 * 0.01 + 100 * 0.1) / (10 + 100)  # the remembered rate weighs as 10 s of measurement
+    assert work.left(RATES, slow, 100) == pytest.approx(9000 * per_token)
+
+
+def test_eval_estimate_falls_as_answers_are_saved():
+    work = EvalWork(answers={"base": 10, "epoch-1": 10, "best+rag": 10}, answer_tokens=20, max_new_tokens=100)
+    rates = replace(RATES, base_fill=0.9, tuned_ratio=1.5)
+    assert work.expected("base", rates) == 90 and work.expected("best+rag", rates) == 30
+    assert work.seconds(rates) == pytest.approx((900 + 300 + 300) * 0.01)
+    m, before = Measured(), work.seconds(rates)
+    for model in ("base", "epoch-1", "best+rag"):  # each model answers its 10 questions, 30 new tokens each
+        m.answers[model], m.tokens = 10, m.tokens + 300
+        now = work.left(rates, m, 5.0)
+        assert now < before
+        before = now
+    assert before == 0
+
+
+def test_finished_stages_update_the_rates():
+    work = TrainWork(epoch_tokens=1000, epochs=2, recall_questions=4, saves=2)
+    summary = {"tokens_per_second": 640.0, "train_seconds": 30.0, "eval_seconds": 4.0}
+    summary["recall_rougeL_by_epoch"] = {"1": 0.2, "2": 0.3}
+    rates = train_rates(RATES, work, Measured(epoch_tokens=1500), summary, seconds=46.0)
+    assert rates.train_tokens_per_s == 640 and rates.token_scale == 1.5
+    assert rates.train_setup_s == 12 and rates.recall_s_per_answer == 0.5
+    resumed = train_rates(RATES, replace(work, resumed=True), Measured(), summary, seconds=5.0)
+    assert resumed.train_setup_s == RATES.train_setup_s  # a resumed stage did not pay the whole setup
+    ev = EvalWork(answers={"base": 4, "epoch-1": 4}, answer_tokens=10, max_new_tokens=100)
+    m = Measured(tokens=480, answers={"base": 4, "epoch-1": 4}, new_tokens={"base": 400, "epoch-1": 80})
+    rates = eval_rates(RATES, ev, m, seconds=24.0)
+    assert rates.eval_s_per_token == 0.05 and rates.base_fill == 1.0 and rates.tuned_ratio == 2.0
+    assert rates.rag_fill == RATES.rag_fill  # no base+rag answers measured
+    assert eval_rates(RATES, ev, Measured(tokens=10), seconds=1.0) == RATES  # too little to measure
+
+
+def _clock(rundir, config, plans):
+    """A clock whose planner hands out `plans` in turn (one per stage boundary)."""
+    handed = iter(plans)
+    clock = eta.RunClock(rundir, config, lambda: next(handed))
+    clock.rates = RATES
+    return clock
+
+
+def test_run_estimate_counts_reused_stages_as_nothing(tmp_path, tiny_model_dir, home, capsys):
+    train = TrainWork(epoch_tokens=1000, epochs=1, recall_questions=0, saves=0)
+    test = EvalWork(answers={"base": 10}, answer_tokens=10, max_new_tokens=100)
+    plan = {"train": train, "eval:test": test, "report": eta.REPORT}
+    reused = {"train": None, "eval:test": None, "report": eta.REPORT}
+    with _clock(_run(tmp_path), _config(tiny_model_dir), [plan, plan, reused]) as clock:
+        clock.begin("prepare")
+        clock.end("prepare", ran=True, seconds=1.0)
+        assert clock.left() == pytest.approx(20 + 10 + RATES.report_s)
+        clock.begin("train")
+        clock.end("train", ran=False, seconds=0.0)  # reused: its own plan no longer counts
+        assert clock.left() == pytest.approx(10 + RATES.report_s)
+        clock.begin("eval:test")
+        clock.end("eval:test", ran=False, seconds=0.0)
+        assert clock.left() == pytest.approx(RATES.report_s)
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("run:")]
+    assert len(lines) == 2  # nothing but the report left after the last eval set: no line
+    assert lines[0].startswith("run: prepare done · ") and lines[0].endswith("left for the whole run")
+    assert lines[1].startswith("run: train up to date · ")
+    assert eta_clock._Active.clock is None
+
+
+def test_stage_reports_reach_the_running_clock(tmp_path, tiny_model_dir, home):
+    test = EvalWork(answers={"base": 3, "epoch-1": 3}, answer_tokens=10, max_new_tokens=100)
+    plan = {"train": None, "eval:test": test, "report": eta.REPORT}
+    eta.answered([{"model": "base", "new_tokens": 9}])  # no run tracked: ignored
+    with _clock(_run(tmp_path), _config(tiny_model_dir), [plan, plan]) as clock:
+        clock.begin("train")
+        clock.end("train", ran=False, seconds=0.0)
+        clock.begin("eval:test")
+        eta.answered([{"model": "retrieval", "new_tokens": 0}, {"model": "best", "new_tokens": 50}])
+        eta.answered([{"model": "base", "new_tokens": 100}, {"model": "epoch-1", "new_tokens": 12}])
+        assert clock.measured.answers == {"base": 1, "epoch-1": 1} and clock.measured.tokens == 112
+        clock.end("eval:test", ran=True, seconds=2.24)
+    assert load_rates(clock.key, Rates())[0].eval_s_per_token == pytest.approx(0.02)
+
+
+def test_live_line_shows_under_the_bar_but_not_in_its_last_frame(tmp_path, tiny_model_dir, home):
+    train = TrainWork(epoch_tokens=1000, epochs=2, recall_questions=0, saves=0)
+    plan = {"train": train, "eval:test": None, "report": eta.REPORT}
+    screen = io.StringIO()
+    with _clock(_run(tmp_path), _config(tiny_model_dir), [plan]) as clock:
+        clock.begin("prepare")
+        clock.end("prepare", ran=True, seconds=1.0)
+        clock.begin("train")
+        eta.train_started(1000)
+        eta.trained(500, 5.0)
+        terminal = Console(file=screen, force_terminal=True, width=120)
+        columns = (TextColumn("epoch 1"), BarColumn())
+        bar = eta_clock._RunBar(*columns, console=terminal, transient=False, auto_refresh=False)
+        with bar:
+            bar.add_task("train", total=4, completed=1)
+            bar.refresh()
+            shown = screen.getvalue()
+            assert "run: train " in shown and "left for the whole run" in shown
+            screen.seek(0)
+            screen.truncate(0)
+    final = screen.getvalue()
+    assert "epoch 1" in final and "run:" not in final
+
+
+def test_durations_are_rounded_like_an_estimate():
+    assert (duration(42), duration(130), duration(3 * 3600 + 65)) == ("42s", "2m10s", "3h01m")
+    assert (about(3), about(42), about(234)) == ("a few seconds", "about 40s", "about 3m50s")
+    assert about(3700) == "about 1h02m"

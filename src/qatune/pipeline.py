@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from qatune import config as cfg
+from qatune import eta
 from qatune.console import info, out
 from qatune.rundir import RunDir
 
@@ -40,34 +41,55 @@ def run(
     info(f"run directory: {rundir.root}")
     seconds: dict[str, float] = {}
 
-    with _timed(seconds, "prepare") as fresh:
-        if prepare.is_current(rundir.root, data, config, test_file):
-            fresh.skip()
-        else:
-            prepare.prepare(data, rundir.root, config, test_file=test_file)
-    with _timed(seconds, "train") as fresh:
-        if train.is_current(rundir.root, config):
-            fresh.skip()
-        else:
-            train.train(rundir.root, config, resume=train.can_resume(rundir.root, config))
-    sets: list[tuple[Path | None, str]] = [(None, "test")]
-    if _has_rows(rundir.split_file("unseen")):
-        sets.append((None, "unseen"))  # facts never trained: shows whether models invent answers
-    for questions, name in sets + [(Path(q), Path(q).stem) for q in question_files or []]:
-        with _timed(seconds, f"eval:{name}") as fresh:
-            if answer.is_current(rundir.root, config, name, questions):
+    with eta.RunClock(rundir, config, lambda: _work_left(rundir, config, question_files)) as clock:
+        with _timed(seconds, "prepare", clock) as fresh:
+            if prepare.is_current(rundir.root, data, config, test_file):
                 fresh.skip()
             else:
-                answer.evaluate(rundir.root, config, questions=questions, name=name)
-    with _timed(seconds, "report"):
-        report_path = html.build(rundir.root)
+                prepare.prepare(data, rundir.root, config, test_file=test_file)
+        with _timed(seconds, "train", clock) as fresh:
+            if train.is_current(rundir.root, config):
+                fresh.skip()
+            else:
+                train.train(rundir.root, config, resume=train.can_resume(rundir.root, config))
+        for questions, name in _eval_sets(rundir, question_files):
+            with _timed(seconds, f"eval:{name}", clock) as fresh:
+                if answer.is_current(rundir.root, config, name, questions):
+                    fresh.skip()
+                else:
+                    answer.evaluate(rundir.root, config, questions=questions, name=name)
+        with _timed(seconds, "report", clock):
+            report_path = html.build(rundir.root)
 
     _print_summary(rundir, report_path, seconds)
     return seconds
 
 
+def _eval_sets(rundir: RunDir, question_files: list[Path] | None) -> list[tuple[Path | None, str]]:
+    sets: list[tuple[Path | None, str]] = [(None, "test")]
+    if _has_rows(rundir.split_file("unseen")):
+        sets.append((None, "unseen"))  # facts never trained: shows whether models invent answers
+    return sets + [(Path(q), Path(q).stem) for q in question_files or []]
+
+
 def _has_rows(path: Path) -> bool:
     return path.is_file() and path.stat().st_size > 0
+
+
+def _work_left(rundir: RunDir, config: cfg.Config, question_files: list[Path] | None) -> dict[str, eta.Work | None]:
+    """The work each later stage still has, for the run's clock (None: its outputs are current, so it is reused).
+    Asked at every stage boundary, so the eval sets are counted from the adapters once they are trained."""
+    from qatune import train
+    from qatune.evaluate import answer
+
+    trained = train.is_current(rundir.root, config)
+    resume = not trained and train.can_resume(rundir.root, config)
+    work: dict[str, eta.Work | None] = {"train": None if trained else eta.train_work(rundir, config, resume)}
+    for questions, name in _eval_sets(rundir, question_files):
+        reused = trained and answer.is_current(rundir.root, config, name, questions)
+        work[f"eval:{name}"] = None if reused else eta.eval_work(rundir, config, questions, name, trained)
+    work["report"] = eta.REPORT
+    return work
 
 
 class _Stage:
@@ -79,13 +101,14 @@ class _Stage:
 
 
 class _timed:
-    """Time a stage and say whether it ran or was reused."""
+    """Time a stage, say whether it ran or was reused, and tell the run's clock."""
 
-    def __init__(self, seconds: dict[str, float], name: str):
-        self.seconds, self.name, self.stage = seconds, name, _Stage()
+    def __init__(self, seconds: dict[str, float], name: str, clock: eta.RunClock):
+        self.seconds, self.name, self.stage, self.clock = seconds, name, _Stage(), clock
 
     def __enter__(self) -> _Stage:
         self.start = time.perf_counter()
+        self.clock.begin(self.name)
         return self.stage
 
     def __exit__(self, *exc: object) -> None:
@@ -95,6 +118,8 @@ class _timed:
             info(f"[dim]{self.name}: up to date, reused[/dim]")
         elif exc[0] is None:
             info(f"{self.name}: done in {elapsed:.1f}s")
+        if exc[0] is None:
+            self.clock.end(self.name, ran=not self.stage.skipped, seconds=elapsed)
 
 
 def _print_summary(rundir: RunDir, report_path: Path, seconds: dict[str, float]) -> None:

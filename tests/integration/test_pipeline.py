@@ -92,3 +92,20 @@ def test_run_writes_every_stage_and_reuses_them(tmp_path, tiny_model_dir):
     assert adapter["r"] == 4, "a changed training flag retrains"
     regenerated = (run / "eval" / "test" / "generations.jsonl").stat().st_mtime_ns
     assert regenerated != stamps[run / "eval" / "test" / "generations.jsonl"], "new adapters are re-evaluated"
+
+
+def test_run_line_gives_the_whole_run_time_unless_quiet(tmp_path, tiny_model_dir):
+    data = _write_csv(tmp_path / "faq.csv", FACTS)
+    run = tmp_path / "run"
+    args = ["run", str(data), "--out", str(run), "--model", str(tiny_model_dir), "--epochs", "1"]
+    first = _run([*args, "--max-new-tokens", "4"], tmp_path)
+    lines = [line for line in first.stderr.splitlines() if line.startswith("run: ")]
+    assert lines[0].startswith("run: prepare done · ") and lines[0].endswith(" left for the whole run"), lines
+    assert any(line.startswith("run: train done · ") for line in lines)
+    assert "train: done in" in first.stderr and "stages: " in first.stdout  # the lines scripts read are kept
+
+    quiet = _run([*args, "--max-new-tokens", "6", "--quiet"], tmp_path)  # eval runs again, silently
+    assert "run: " not in quiet.stdout + quiet.stderr
+    reused = _run([*args, "--max-new-tokens", "6"], tmp_path)
+    assert "up to date, reused" in reused.stderr
+    assert "run: " not in reused.stderr  # every stage reused: nothing left to estimate

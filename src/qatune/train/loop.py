@@ -236,7 +236,6 @@ def _record(s: Setup, progress: dict, stats: dict, seconds: float, epoch: int, i
         progress[key] += stats[stat]
     progress["epoch_loss_sum"] += stats["loss"] * stats["targets"]
     progress["epoch_targets"] += stats["targets"]
-    tps = stats["tokens"] / max(seconds, 1e-9)
     if progress["global_step"] % s.tc.logging_steps == 0 or i + 1 == n_steps:
         row = {
             "step": progress["global_step"],
@@ -244,10 +243,10 @@ def _record(s: Setup, progress: dict, stats: dict, seconds: float, epoch: int, i
             "loss": stats["loss"],
             "lr": stats["lr"],
             "grad_norm": stats["grad_norm"],
-            "tokens_per_second": round(tps, 1),
+            "tokens_per_second": round(stats["tokens"] / max(seconds, 1e-9), 1),
         }
         s.log.step({**row, "run": run} if run else row)
-    s.log.bar(f"epoch {epoch}", stats["loss"], tps)
+    s.log.bar(f"epoch {epoch}", stats["loss"], stats["tokens"], seconds)
 
 
 def _end_epoch(s: Setup, progress: dict, epoch: int, saves: list[int], run: int, final: bool) -> bool:
@@ -310,7 +309,8 @@ def fit(
     n_steps = len(epoch_steps(s, 1))
     every, last_save = s.tc.checkpoint_steps, time.monotonic()
     done = (progress["epoch"] - 1) * n_steps + progress["step_in_epoch"]
-    s.log.start_bar(f"epoch {progress['epoch']}", n_epochs * n_steps, done)
+    epoch_tokens = sum(len(e.input_ids) for e in s.train)
+    s.log.start_bar(f"epoch {progress['epoch']}", n_epochs * n_steps, done, epoch_tokens)
     s.loss.train()
     for epoch in range(progress["epoch"], n_epochs + 1):
         steps = epoch_steps(s, epoch)

@@ -1,12 +1,13 @@
 """Training telemetry on the main process: RUN/train/metrics.jsonl (fsync'd lines), TensorBoard events under
-RUN/train/tb and a rich progress bar (epoch, step, loss, tokens/s, ETA) unless quiet."""
+RUN/train/tb and a rich progress bar (epoch, step, loss, tokens/s, ETA) unless quiet; what each step measures
+also goes to the run's clock (qatune.eta)."""
 
 from __future__ import annotations
 
 import shutil
 from typing import Any
 
-from qatune import console
+from qatune import console, eta
 from qatune.rundir import RunDir
 from qatune.storage import append_jsonl, read_jsonl, write_jsonl
 
@@ -37,32 +38,31 @@ class TrainLog:
         purge = resume_at[1] + 1 if resume_at else None
         self._tb = SummaryWriter(log_dir=str(rundir.tb_dir), purge_step=purge)
 
-    def start_bar(self, title: str, total_steps: int, done_steps: int) -> None:
+    def start_bar(self, title: str, total_steps: int, done_steps: int, epoch_tokens: int) -> None:
+        """`epoch_tokens`: the tokens of one pass over the training examples."""
+        eta.train_started(epoch_tokens)
         if not self.enabled or console.is_quiet():
             return
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+        from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
 
-        self._bar = Progress(
+        self._bar = eta.progress_bar(
             TextColumn("{task.description}"),
             BarColumn(),
             MofNCompleteColumn(),
             TextColumn("loss {task.fields[loss]}"),
             TextColumn("{task.fields[tps]} tok/s"),
             TimeRemainingColumn(),
-            console=console.console,
             transient=False,
         )
         self._bar.start()
         self._task = self._bar.add_task(title, total=total_steps, completed=done_steps, loss="-", tps="-")
 
-    def bar(self, description: str, loss: float | None = None, tps: float | None = None) -> None:
+    def bar(self, description: str, loss: float, tokens: int, seconds: float) -> None:
+        """One optimizer step over `tokens` that took `seconds`."""
+        eta.trained(tokens, seconds)
         if self._bar is not None:
-            fields = {}
-            if loss is not None:
-                fields["loss"] = f"{loss:.3f}"
-            if tps is not None:
-                fields["tps"] = f"{tps:,.0f}"
-            self._bar.update(self._task, advance=1, description=description, **fields)
+            tps = f"{tokens / max(seconds, 1e-9):,.0f}"
+            self._bar.update(self._task, advance=1, description=description, loss=f"{loss:.3f}", tps=tps)
 
     def stop_bar(self) -> None:
         if self._bar is not None:

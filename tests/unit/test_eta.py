@@ -65,6 +65,8 @@ def test_train_work_counts_tokens_epochs_and_recall(tmp_path, tiny_model_dir):
     assert independent.epochs == 4
     grounded = eta.train_work(rundir, _config(tiny_model_dir, epochs=[1, 3], grounded=True), resume=False)
     assert grounded.epoch_tokens > 2 * one_pass.epoch_tokens  # each pair again, with retrieved pairs
+    half = eta.train_work(rundir, _config(tiny_model_dir, epochs=[1, 3], grounded=True, grounded_share=0.5), False)
+    assert half.epoch_tokens == pytest.approx((grounded.epoch_tokens + one_pass.epoch_tokens) / 2)
 
 
 def test_train_work_subtracts_what_a_resumed_checkpoint_did(tmp_path, tiny_model_dir):

@@ -33,10 +33,11 @@ def train_work(rundir: RunDir, config: Config, resume: bool) -> TrainWork:
     tc = config.train
     rows = read_jsonl(rundir.split_file("train"))
     tokens = [min(tc.max_length, TEMPLATE_TOKENS + _chars(r) / CHARS_PER_TOKEN) for r in rows]
-    if tc.grounded and rows:  # each original pair once more, with rag_k retrieved pairs in its prompt
+    if tc.grounded and rows:  # a share of the original pairs once more, with rag_k retrieved pairs in the prompt
         context = tc.rag_k * (sum(map(_chars, rows)) / len(rows) + 8) + 30
         originals = [r for r in rows if not r.get("augmented_from")]
-        tokens += [min(tc.max_length, TEMPLATE_TOKENS + (_chars(r) + context) / CHARS_PER_TOKEN) for r in originals]
+        grounded = [min(tc.max_length, TEMPLATE_TOKENS + (_chars(r) + context) / CHARS_PER_TOKEN) for r in originals]
+        tokens.append(tc.grounded_share * sum(grounded))
     runs = list(tc.epochs) if tc.sweep == "independent" else [max(tc.epochs)]
     last = checkpoint.latest(rundir.checkpoints_dir) if resume else None
     progress = checkpoint.read_progress(last) if last is not None else {}

@@ -309,7 +309,7 @@ def fit(
     n_steps = len(epoch_steps(s, 1))
     every, last_save = s.tc.checkpoint_steps, time.monotonic()
     done = (progress["epoch"] - 1) * n_steps + progress["step_in_epoch"]
-    epoch_tokens = sum(len(e.input_ids) for e in s.train)
+    epoch_tokens = sum(len(s.train[i].input_ids) for i in epoch_examples(s, 1))
     s.log.start_bar(f"epoch {progress['epoch']}", n_epochs * n_steps, done, epoch_tokens)
     s.loss.train()
     for epoch in range(progress["epoch"], n_epochs + 1):

@@ -1,8 +1,11 @@
 """CPU evaluation speed: qatune's generation (batched greedy, chat template, KV cache, stops at end-of-turn)
-vs the seed's (5-beam search, one question at a time, max_length 200 including the prompt), same model, same
-questions, same cores. Each side runs in its own fresh process, back to back; the ratio is questions/s.
+vs the seed's (5-beam search, one question at a time, max_length 200 including the prompt) vs plain library
+generation (side_library: batched greedy transformers `model.generate` on qatune's prompts, batch, stop tokens
+and precision), same model, same questions, same cores. Each side runs in its own fresh process, back to back;
+the ratios are questions/s.
 
-    .venv/bin/python benchmarks/cpu_eval.py                 # default model, 16 held-out seed questions
+    .venv/bin/python benchmarks/cpu_eval.py                 # default model, 16 held-out seed questions, 3 sides
+    .venv/bin/python benchmarks/cpu_eval.py --sides library,qatune --precision fp32
     .venv/bin/python benchmarks/cpu_eval.py --levers        # + qatune batch sizes, bf16, 1 thread
     .venv/bin/python benchmarks/cpu_eval.py --adapter auto  # a qatune-trained adapter on both sides
     .venv/bin/python benchmarks/cpu_eval.py --tiny          # seconds-long dry run on a tiny random model
@@ -62,6 +65,78 @@ def _switch_off(lever: str) -> None:
         decoding.prompt_logits_index = lambda input_ids: 1
 
 
+def side_library(args: argparse.Namespace, questions: list[str]) -> dict:
+    """Plain transformers + peft generation (no qatune decoding code): qatune's chat-template prompts sorted by
+    length, left-padded batches of the qatune side's batch size, `model.generate` greedy (do_sample=False, one
+    beam) to the same max_new_tokens, stopping at the same end-of-turn ids (eos_token_id=[...]), same precision.
+    New tokens are counted as qatune counts them: up to and including the first stop token (the padding
+    generate writes after a row has stopped is not counted); answers are decoded as qatune decodes them."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from qatune.generate import auto_batch_size
+    from qatune.model import choose_placement
+    from qatune.prompts import messages_for, prompt_ids, stop_token_ids
+
+    placement = choose_placement("auto", args.precision, device="cpu", cpu_bf16=True)  # as the qatune side
+    tokenizer = AutoTokenizer.from_pretrained(args.model_path)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.unk_token or tokenizer.eos_token
+    tokenizer.padding_side = "left"
+    model = AutoModelForCausalLM.from_pretrained(args.model_path, dtype=placement.dtype)
+    if args.adapter:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, args.adapter)
+    model.eval()
+    stops = stop_token_ids(tokenizer)
+    batch_size = auto_batch_size(args.batch_size, placement.device)
+    gen = {
+        "do_sample": False,
+        "num_beams": 1,
+        "temperature": None,
+        "top_p": None,
+        "top_k": None,
+        "eos_token_id": stops,
+        "pad_token_id": tokenizer.pad_token_id,
+    }
+
+    def answer(qs: list[str], max_new_tokens: int) -> list[list[int]]:
+        encoded = [prompt_ids(tokenizer, messages_for(q)) for q in qs]
+        order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
+        new: list[list[int]] = [[] for _ in qs]
+        with torch.inference_mode():
+            for start in range(0, len(order), batch_size):
+                idx = order[start : start + batch_size]
+                batch = tokenizer.pad({"input_ids": [encoded[i] for i in idx]}, return_tensors="pt")
+                out = model.generate(**batch, max_new_tokens=max_new_tokens, **gen)
+                for i, row in zip(idx, out[:, batch["input_ids"].shape[1] :].tolist(), strict=True):
+                    end = next((j for j, t in enumerate(row) if t in stops), None)
+                    new[i] = row if end is None else row[: end + 1]
+        return new
+
+    answer(questions[:2], 8)  # warm-up, untimed
+    start = time.perf_counter()
+    tokens = answer(questions, args.max_new_tokens)
+    seconds = time.perf_counter() - start
+    stopped = [bool(t) and t[-1] in stops for t in tokens]
+    texts = [
+        tokenizer.decode(t[:-1] if s else t, skip_special_tokens=True).strip()
+        for t, s in zip(tokens, stopped, strict=True)
+    ]
+    new = sum(len(t) for t in tokens)
+    return {
+        "questions_per_s": len(questions) / seconds,
+        "seconds": seconds,
+        "new_tokens": new,
+        "new_tokens_per_s": new / seconds,
+        "stop_rate": sum(stopped) / len(stopped),
+        "answers": texts,
+        "precision": placement.precision,
+        "batch_size": batch_size,
+    }
+
+
 def side_qatune(args: argparse.Namespace, questions: list[str]) -> dict:
     from qatune.generate import BASE, Engine, auto_batch_size
     from qatune.prompts import messages_for
@@ -102,8 +177,7 @@ def child(args: argparse.Namespace) -> None:
         torch.set_num_threads(args.threads)
     pairs, _ = workload.eval_questions(args.questions)
     questions = [q for q, _ in pairs]
-    result = side_seed(args, questions) if args.side == "seed" else side_qatune(args, questions)
-    record.emit(result)
+    record.emit(SIDES[args.side](args, questions))
 
 
 def _child_args(args: argparse.Namespace, side: str, **over: object) -> list[str]:
@@ -127,7 +201,7 @@ def _child_args(args: argparse.Namespace, side: str, **over: object) -> list[str
 def _line(label: str, r: dict, ref: dict) -> str:
     ratio = r["questions_per_s"] / ref["questions_per_s"]
     return (
-        f"{label:<44} {r['questions_per_s']:>8.3f} q/s {r['seconds']:>7.1f} s {r['new_tokens']:>6} new tok "
+        f"{label:<50} {r['questions_per_s']:>8.3f} q/s {r['seconds']:>7.1f} s {r['new_tokens']:>6} new tok "
         f"{r['new_tokens_per_s']:>7.1f} tok/s  RSS {r['peak_rss_gib']:.2f} GiB  x{ratio:.1f}"
         f"  (other processes: {r['other_cores']:.2f} cores)"
     )
@@ -146,11 +220,22 @@ def trained_adapter(model_path: str, epochs: int = 3) -> str:
     if not (best / "adapter_model.safetensors").exists():
         pairs, _ = workload.training_pairs(48)
         workload.write_run_data(run, pairs, workload.validation_pairs(4, len(pairs)))
-        train(run, cfg.load(None, {"model": model_path, "train": {**LORA, "epochs": [epochs]}}))
+        settings = {**LORA, "epochs": [epochs], "grounded": False}  # closed-book, as the benchmark asks
+        train(run, cfg.load(None, {"model": model_path, "train": settings}))
     return str(best)
 
 
-def parent(args: argparse.Namespace) -> None:
+def _label(side: str, i: int, r: dict) -> str:
+    if side == "seed":
+        return f"seed run {i}: beam 5, one at a time, max_length 200"
+    if side == "library":
+        return f"library run {i}: generate greedy, batch {r['batch_size']}, {r['precision']}"
+    return f"qatune run {i}: greedy, batch {r['batch_size']}, {r['precision']}"
+
+
+def parent(args: argparse.Namespace) -> dict:
+    from cpu_train import parse_sides, ratios
+
     if args.tiny:
         args.model_path = str(record.tiny_model(Path(tempfile.gettempdir()) / "qatune-bench-tiny"))
         args.questions, args.max_new_tokens = min(args.questions, 4), 16
@@ -158,6 +243,7 @@ def parent(args: argparse.Namespace) -> None:
         from qatune.model import resolve_model
 
         args.model_path = resolve_model(args.model)  # converts the default model once, outside any timing
+    sides = parse_sides(args.sides)
     if args.adapter == "auto":
         args.adapter = trained_adapter(args.model_path, epochs=1 if args.tiny else 3)
     if args.wait:
@@ -165,15 +251,13 @@ def parent(args: argparse.Namespace) -> None:
     load_before = os.getloadavg()
     script = Path(__file__).resolve()
     rows: dict[str, dict] = {}
-    seeds, qatunes = [], []
+    runs: dict[str, list[dict]] = {side: [] for side in sides}
     for i in range(args.repeats):  # alternate the sides; each side's best run counts (noise only slows)
-        seeds.append(record.run_child(script, _child_args(args, "seed")))
-        rows[f"seed run {i + 1}: beam 5, one at a time, max_length 200"] = seeds[-1]
-        qatunes.append(record.run_child(script, _child_args(args, "qatune")))
-        q = qatunes[-1]
-        rows[f"qatune run {i + 1}: greedy, batch {q['batch_size']}, {q['precision']}"] = q
-    seed = max(seeds, key=lambda r: r["questions_per_s"])
-    qatune = max(qatunes, key=lambda r: r["questions_per_s"])
+        for side in sides:
+            runs[side].append(record.run_child(script, _child_args(args, side)))
+            rows[_label(side, i + 1, runs[side][-1])] = runs[side][-1]
+    best = {side: max(runs[side], key=lambda r: r["questions_per_s"]) for side in sides}
+    qatune = best.get("qatune")
     if args.levers:
         for bs in (4, 8, 16):
             rows[f"qatune: batch {bs}"] = record.run_child(script, _child_args(args, "qatune", batch_size=bs))
@@ -188,60 +272,78 @@ def parent(args: argparse.Namespace) -> None:
             )
         rows["qatune: fp32 weights"] = record.run_child(script, _child_args(args, "qatune", precision="fp32"))
         rows["qatune: 1 thread"] = record.run_child(script, _child_args(args, "qatune", threads=1))
+        if qatune:
+            for label, row in rows.items():
+                if label.startswith("qatune:"):  # a speed-up must not change answers beyond what is stated
+                    same = [a == b for a, b in zip(row["answers"], qatune["answers"], strict=True)]
+                    row["same_answers_as_default"] = sum(same) / len(same)
+                    print(f"{label}: {sum(same)}/{len(same)} answers equal to the default run's")
+    if qatune:  # greedy decoding of the same prompts: the library's answers should be qatune's (fp32: all)
         for label, row in rows.items():
-            if label.startswith("qatune:"):  # a speed-up must not change answers beyond what is stated
-                same = [a == b for a, b in zip(row["answers"], qatune["answers"], strict=True)]
-                row["same_answers_as_default"] = sum(same) / len(same)
-                print(f"{label}: {sum(same)}/{len(same)} answers equal to the default run's")
-    ratio = qatune["questions_per_s"] / seed["questions_per_s"]
+            if label.startswith("library run"):
+                row["answers_equal_to_qatune"] = sum(
+                    a == b for a, b in zip(row["answers"], qatune["answers"], strict=True)
+                )
     print(
         f"\nCPU eval, {args.questions} questions, model {args.model_path}"
         f"{' + adapter ' + args.adapter if args.adapter else ' (base, no adapter)'}"
     )
+    ref = best[sides[0]]
     for label, r in rows.items():
-        print(_line(label, r, seed))
+        print(_line(label, r, ref))
+    for label, r in rows.items():
+        if "answers_equal_to_qatune" in r:
+            print(f"{label}: {r['answers_equal_to_qatune']}/{len(r['answers'])} answers equal to qatune's best run")
     print(f"load average before/after: {load_before[0]:.2f} / {os.getloadavg()[0]:.2f}")
-    print(f"best of {args.repeats}: seed {seed['questions_per_s']:.3f} q/s, qatune {qatune['questions_per_s']:.3f} q/s")
-    print(f"qatune / seed: {ratio:.1f}x questions/s (goal >= {GOAL:.0f}x: {'met' if ratio >= GOAL else 'NOT met'})")
+    print(f"best of {args.repeats}: " + ", ".join(f"{s} {best[s]['questions_per_s']:.3f} q/s" for s in sides))
+    found = ratios(best, "questions_per_s")
+    for name, value in found.items():
+        goal = f" (goal >= {GOAL:.0f}x: {'met' if value >= GOAL else 'NOT met'})" if name == "qatune/seed" else ""
+        print(f"{name}: {value:.2f}x questions/s{goal}")
+    result = {
+        "command": " ".join(sys.argv),
+        "tiny": args.tiny,
+        "adapter": args.adapter,
+        "questions": args.questions,
+        "precision": args.precision,
+        "sides": sides,
+        "ratio": found.get("qatune/seed"),
+        "ratio_library": found.get("qatune/library"),
+        "goal": GOAL,
+        "rows": rows,
+        "load_before": load_before[0],
+    }
     if args.save:
         compact = {k: {kk: vv for kk, vv in v.items() if kk != "answers"} for k, v in rows.items()}
-        path = record.save(
-            "cpu_eval",
-            {
-                "command": " ".join(sys.argv),
-                "tiny": args.tiny,
-                "adapter": args.adapter,
-                "questions": args.questions,
-                "ratio": ratio,
-                "goal": GOAL,
-                "rows": compact,
-                "load_before": load_before[0],
-                "sample_answers": {"seed": seed["answers"][:2], "qatune": qatune["answers"][:2]},
-            },
-        )
+        samples = {side: best[side]["answers"][:2] for side in sides}
+        path = record.save("cpu_eval", {**result, "rows": compact, "sample_answers": samples})
         print(f"saved to {path}")
+    return result
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> dict:
+    from cpu_train import SIDE_ORDER
+
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="default")
     ap.add_argument(
         "--adapter",
         default=None,
-        help="a LoRA adapter folder used by both sides; 'auto': train one with qatune first (untimed)",
+        help="a LoRA adapter folder used by every side; 'auto': train one with qatune first (untimed)",
     )
     ap.add_argument("--questions", type=int, default=16)
-    ap.add_argument("--batch-size", default="auto", help="qatune's eval.batch_size")
+    ap.add_argument("--batch-size", default="auto", help="qatune's eval.batch_size (the library side uses it too)")
     ap.add_argument("--max-new-tokens", type=int, default=256, help="qatune's eval.max_new_tokens default")
     ap.add_argument("--seed-max-length", type=int, default=200)
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--sides", default=None, help="comma-separated, of seed,library,qatune (default: all three)")
     ap.add_argument("--repeats", type=int, default=2, help="alternating runs per side; the best of each counts")
     ap.add_argument("--levers", action="store_true")
     ap.add_argument("--tiny", action="store_true")
     ap.add_argument("--wait", type=float, default=0, help="wait up to this many seconds for a quiet machine")
     ap.add_argument("--max-load", type=float, default=1.5)
     ap.add_argument("--save", action="store_true", help="append the result to benchmarks/results/cpu_eval.json")
-    ap.add_argument("--side", choices=["seed", "qatune"], help=argparse.SUPPRESS)
+    ap.add_argument("--side", choices=list(SIDE_ORDER), help=argparse.SUPPRESS)
     ap.add_argument("--model-path", help=argparse.SUPPRESS)
     ap.add_argument("--precision", default="auto", help="qatune's train.precision (the eval uses it too)")
     ap.add_argument("--without", choices=["lookup", "prefill-index"], help=argparse.SUPPRESS)
@@ -249,7 +351,13 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     if args.batch_size != "auto":
         args.batch_size = int(args.batch_size)
-    child(args) if args.side else parent(args)
+    if args.side:
+        child(args)
+        return {}
+    return parent(args)
+
+
+SIDES = {"seed": side_seed, "library": side_library, "qatune": side_qatune}
 
 
 if __name__ == "__main__":

@@ -1,12 +1,15 @@
-"""The benchmark scripts' code paths on the tiny model: both sides of the CPU comparisons and the GPU script's
-dry run, with small sizes. Speed is not asserted here, only that each side measures what it claims to."""
+"""The benchmark scripts' code paths on the tiny model: every side of the CPU comparisons (seed, library,
+qatune), their --tiny parent runs with the rows and ratios they report, and the GPU script's dry run, with small
+sizes. Speed is not asserted here, only that each side measures what it claims to."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import math
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -47,6 +50,29 @@ def test_eval_sides_answer_every_question(tiny_model_dir):
     assert seed["new_tokens"] > 0 and seed["questions_per_s"] > 0 and 0.0 <= qatune["stop_rate"] <= 1.0
 
 
+def test_eval_library_side_decodes_what_qatune_decodes(lively_model_dir):
+    """Plain HF generate on the same prompts, batch, stop ids and precision: the same greedy answers and the same
+    new-token count (up to and including the stop token), on a model whose output depends on the prompt."""
+    import cpu_eval
+
+    questions = ["Who is the instructor?", "How is the grade computed?", "Where are the lectures?", "When is it?"]
+    args = _args(
+        model_path=str(lively_model_dir),
+        adapter=None,
+        precision="fp32",
+        max_new_tokens=24,
+        batch_size=2,
+        without=None,
+        draft_rows=None,
+    )
+    library = cpu_eval.side_library(args, questions)
+    qatune = cpu_eval.side_qatune(args, questions)
+    assert library["answers"] == qatune["answers"]
+    assert library["new_tokens"] == qatune["new_tokens"] > 0
+    assert library["stop_rate"] == qatune["stop_rate"]
+    assert library["batch_size"] == qatune["batch_size"] == 2 and library["precision"] == "fp32"
+
+
 def test_train_sides_report_the_training_loop(tiny_model_dir, tmp_path):
     import cpu_train
 
@@ -61,16 +87,76 @@ def test_train_sides_report_the_training_loop(tiny_model_dir, tmp_path):
         epochs=1,
         val=1,
         batch_size="auto",
+        library_batch_size="auto",
         packing=False,
         precision="auto",
         threads=None,
     )
     seed = cpu_train.side_seed(args, pairs, tmp_path / "s")
     qatune = cpu_train.side_qatune(args, pairs, tmp_path / "q")
+    library = cpu_train.side_library(args, pairs, tmp_path / "l")
     assert qatune["train_examples"] == len(pairs)
-    assert seed["examples_per_s"] > 0 and qatune["examples_per_s"] > 0
+    assert seed["examples_per_s"] > 0 and qatune["examples_per_s"] > 0 and library["examples_per_s"] > 0
     assert math.isfinite(seed["final_loss"]) and math.isfinite(qatune["final_loss"])
     assert (tmp_path / "q" / "run" / "train" / "summary.json").exists()
+    # the library Trainer trains on qatune's own tokens, batch, step count and precision
+    for key in ("train_examples", "train_tokens", "answer_tokens", "batch_size", "steps", "precision"):
+        assert library[key] == qatune[key], key
+    assert library["final_loss"] == pytest.approx(qatune["final_loss"], rel=0.05)
+
+
+def _best(rows: dict, prefix: str, key: str) -> dict:
+    found = [r for label, r in rows.items() if label.startswith(prefix)]
+    assert found, f"no {prefix!r} row"
+    return max(found, key=lambda r: r[key])
+
+
+def _tiny_here(monkeypatch, tmp_path, tiny_model_dir) -> None:
+    """--tiny runs find the tiny model where they look for it (the temp dir), already built."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    shutil.copytree(tiny_model_dir, tmp_path / "qatune-bench-tiny")
+
+
+def test_train_tiny_run_reports_three_sides_and_their_ratios(monkeypatch, tmp_path, tiny_model_dir):
+    import cpu_train
+
+    _tiny_here(monkeypatch, tmp_path, tiny_model_dir)
+    out = cpu_train.main(["--tiny", "--repeats", "1", "--precision", "fp32"])
+    assert out["sides"] == ["seed", "library", "qatune"] and len(out["rows"]) == 3
+    seed, library, qatune = (_best(out["rows"], f"{s} run", "examples_per_s") for s in out["sides"])
+    assert library["train_examples"] == qatune["train_examples"] == 8  # --tiny: 8 pairs x 1 epoch
+    assert library["train_tokens"] == qatune["train_tokens"] > 0 and library["steps"] == qatune["steps"] > 0
+    assert library["batch_size"] == qatune["batch_size"] and library["precision"] == "fp32"
+    assert library["examples_per_s"] > 0 and library["useful_tokens_per_s"] > 0 and library["peak_rss_gib"] > 0
+    assert math.isfinite(library["final_loss"])
+    assert out["ratio"] == pytest.approx(qatune["examples_per_s"] / seed["examples_per_s"])
+    assert out["ratio_library"] == pytest.approx(qatune["examples_per_s"] / library["examples_per_s"])
+
+
+def test_train_sides_option_and_skip_seed():
+    import cpu_train
+
+    assert cpu_train.parse_sides(None) == ["seed", "library", "qatune"]
+    assert cpu_train.parse_sides(None, skip_seed=True) == ["qatune"]  # as before: the lever runs
+    assert cpu_train.parse_sides("qatune,library,seed", skip_seed=True) == ["library", "qatune"]
+    with pytest.raises(SystemExit):
+        cpu_train.parse_sides("trl")
+
+
+def test_eval_tiny_run_reports_three_sides_and_their_ratios(monkeypatch, tmp_path, tiny_model_dir):
+    import cpu_eval
+
+    _tiny_here(monkeypatch, tmp_path, tiny_model_dir)
+    out = cpu_eval.main(["--tiny", "--repeats", "1", "--precision", "fp32", "--seed-max-length", "96"])
+    assert out["sides"] == ["seed", "library", "qatune"] and len(out["rows"]) == 3
+    seed, library, qatune = (_best(out["rows"], f"{s} run", "questions_per_s") for s in out["sides"])
+    assert len(library["answers"]) == len(qatune["answers"]) == 4  # --tiny: 4 questions
+    assert library["new_tokens"] > 0 and library["questions_per_s"] > 0 and library["peak_rss_gib"] > 0
+    assert library["batch_size"] == qatune["batch_size"] and library["precision"] == "fp32"
+    # greedy decoding of the same prompts in fp32: the same answers and token counts
+    assert library["answers_equal_to_qatune"] == 4 and library["new_tokens"] == qatune["new_tokens"]
+    assert out["ratio"] == pytest.approx(qatune["questions_per_s"] / seed["questions_per_s"])
+    assert out["ratio_library"] == pytest.approx(qatune["questions_per_s"] / library["questions_per_s"])
 
 
 def test_gpu_script_dry_run_covers_every_side(tmp_path):

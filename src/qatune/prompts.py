@@ -146,6 +146,7 @@ def stop_token_ids(tokenizer: PreTrainedTokenizerBase) -> list[int]:
 class Encoded:
     input_ids: list[int]
     labels: list[int]
+    cut: bool = False  # the answer did not fit in max_length and lost its end (and its end-of-turn token)
 
     @property
     def answer_tokens(self) -> int:
@@ -182,6 +183,7 @@ def encode_pair(
     full = full[: end + 1]  # drop what the template adds after the end-of-turn token
     if len(prompt) >= max_length:
         return None
+    cut = len(full) > max_length
     full = full[:max_length]
     labels = [IGNORE_INDEX] * len(prompt) + full[len(prompt) :]
-    return Encoded(input_ids=full, labels=labels)
+    return Encoded(input_ids=full, labels=labels, cut=cut)

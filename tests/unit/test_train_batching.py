@@ -146,6 +146,16 @@ def test_prompts_longer_than_max_length_are_skipped(tmp_path, tok):
     assert [e.id for e in load_examples(path, tok, 32, None, "tiny")] == ["ok"]
 
 
+def test_answers_cut_at_max_length_are_kept_and_named_in_a_warning(tmp_path, tok, capsys):
+    """A cut answer loses its end-of-turn token, so the model would not learn where it ends: say so."""
+    path = tmp_path / "train.jsonl"
+    rows = [{"id": "long", "question": "Q?", "answer": "word " * 200}, {"id": "ok", "question": "Q?", "answer": "A."}]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    examples = load_examples(path, tok, 48, None, "tiny")
+    assert [len(e.input_ids) for e in examples][0] == 48
+    assert "train.jsonl: 1 answer(s) cut at max_length=48" in " ".join(capsys.readouterr().err.split())
+
+
 def test_example_answer_tokens():
     assert Example("x", [1, 2, 3], [IGNORE_INDEX, 2, 3]).answer_tokens == 2
 

@@ -60,15 +60,21 @@ def load_examples(
             return [Example(**e) for e in read_json(cache)]
         except (ValueError, TypeError, KeyError):
             pass  # unreadable cache: rebuild it
-    examples, skipped = [], 0
+    examples, skipped, cut = [], 0, 0
     for row in _read_rows(path):
         enc = encode_pair(tokenizer, str(row["question"]), str(row["answer"]), max_length)
         if enc is None or enc.answer_tokens == 0:
             skipped += 1
             continue
+        cut += enc.cut
         examples.append(Example(str(row["id"]), enc.input_ids, enc.labels))
     if skipped:
         warn(f"{path.name}: {skipped} pair(s) skipped: the prompt alone exceeds max_length={max_length}")
+    if cut:
+        warn(
+            f"{path.name}: {cut} answer(s) cut at max_length={max_length} tokens, so the model does not learn "
+            "where they end; raise --max-length"
+        )
     if cache is not None:
         atomic_write_json(cache, [e.__dict__ for e in examples])
     return examples

@@ -5,8 +5,10 @@ the rest, in shuffled order, so one adapter answers both closed-book and with re
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from pathlib import Path
 
+from qatune.console import warn
 from qatune.generate.context import DEFAULT_K, grounded_question, run_index
 from qatune.rundir import RunDir
 from qatune.storage import read_jsonl, write_jsonl
@@ -17,11 +19,15 @@ ORACLE_SHARE = 0.8  # examples whose context holds the right pair; the rest hold
 GROUNDED_FILE = "grounded.jsonl"
 
 
-def write_grounded_split(rundir: RunDir, seed: int, k: int = DEFAULT_K) -> Path:
+def write_grounded_split(
+    rundir: RunDir, seed: int, k: int = DEFAULT_K, fits: Callable[[str, str], bool] | None = None
+) -> Path:
     """RUN/train/grounded.jsonl, built from RUN/data/train.jsonl and the run's retrieval index.
 
     A pair is asked in a reworded form when prepare made one (retrieval then works as it will for a
-    user's question) and the answer is always the trained one, also when the context lacks it."""
+    user's question) and the answer is always the trained one, also when the context lacks it. When
+    `fits(question, answer)` says an example would not fit the training length, distractors are left out
+    of its context (then the pair itself); one that fits with no context is not written."""
     from qatune.evaluate.embeddings import load_embedder
 
     embedder = load_embedder()
@@ -42,7 +48,13 @@ def write_grounded_split(rundir: RunDir, seed: int, k: int = DEFAULT_K) -> Path:
         context = mine + others[: k - 1] if mine and rng.random() < ORACLE_SHARE else others[:k]
         rng.shuffle(context)
         question = grounded_question(row["question"], context)
-        out.append({"id": f"{own}-rag", "question": question, "answer": row["answer"], "grounded": True})
+        while fits is not None and not fits(question, row["answer"]) and context:
+            context.remove(next((p for p in context if p["id"] != own), context[0]))
+            question = grounded_question(row["question"], context) if context else ""
+        if question:
+            out.append({"id": f"{own}-rag", "question": question, "answer": row["answer"], "grounded": True})
+    if len(out) < len(asked):
+        warn(f"{len(asked) - len(out)} grounded example(s) left out: too long for --max-length with any context")
     path = rundir.train_dir / GROUNDED_FILE
     write_jsonl(path, out)
     return path

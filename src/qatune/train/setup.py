@@ -8,6 +8,7 @@ import os
 import random
 import shutil
 import warnings
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -201,7 +202,7 @@ def _load_splits(
         from qatune.train.grounded import GROUNDED_FILE, write_grounded_split
 
         if acc.is_main_process:  # one writer; the other processes read what it wrote
-            write_grounded_split(rundir, tc.seed, tc.rag_k)
+            write_grounded_split(rundir, tc.seed, tc.rag_k, fits=_fits(tokenizer, length))
         acc.wait_for_everyone()
         grounded = rundir.train_dir / GROUNDED_FILE
         grounded_start = len(train_ex)
@@ -220,6 +221,17 @@ def _load_splits(
         warn("no reworded questions about trained facts to validate on: 'best' is chosen by unseen-fact loss")
     recall_rows = [r for r in val_rows if str(r["id"]) in recall_ids]
     return train_ex, grounded_start, (recall or unseen), (unseen if recall else []), recall_rows
+
+
+def _fits(tokenizer: Any, max_length: int) -> Callable[[str, str], bool]:
+    """Whether a pair's prompt and whole answer fit in `max_length` tokens."""
+    from qatune.prompts import encode_pair
+
+    def fits(question: str, answer: str) -> bool:
+        encoded = encode_pair(tokenizer, question, answer, max_length)
+        return encoded is not None and not encoded.cut
+
+    return fits
 
 
 def _announce(config: Config, meta: dict[str, Any], batch_size: int, processes: int, prefix: int) -> None:

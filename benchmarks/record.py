@@ -18,6 +18,9 @@ from qatune.manifest import cpu_model, git_commit
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
 CHILD_TAG = "BENCH-RESULT "
+# set to emulate a CPU without AVX-512 on one that has it (fp32 kernels limited to AVX2), e.g.
+# ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2 ONEDNN_MAX_CPU_ISA=AVX2
+ISA_LIMITS = ("ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS", "ONEDNN_MAX_CPU_ISA")
 
 
 def cpu_flags() -> list[str]:
@@ -49,6 +52,8 @@ def machine() -> dict:
         "nproc": os.cpu_count(),
         "cpu": cpu_model(),
         "cpu_flags": cpu_flags(),
+        "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "isa_limits": {k: os.environ[k] for k in ISA_LIMITS if k in os.environ},
         "ram_gib": ram_gib(),
         "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__,

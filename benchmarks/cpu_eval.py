@@ -234,7 +234,7 @@ def _label(side: str, i: int, r: dict) -> str:
 
 
 def parent(args: argparse.Namespace) -> dict:
-    from cpu_train import parse_sides, ratios
+    from cpu_train import parse_sides, print_ratios, ratios
 
     if args.tiny:
         args.model_path = str(record.tiny_model(Path(tempfile.gettempdir()) / "qatune-bench-tiny"))
@@ -297,9 +297,7 @@ def parent(args: argparse.Namespace) -> dict:
     print(f"load average before/after: {load_before[0]:.2f} / {os.getloadavg()[0]:.2f}")
     print(f"best of {args.repeats}: " + ", ".join(f"{s} {best[s]['questions_per_s']:.3f} q/s" for s in sides))
     found = ratios(best, "questions_per_s")
-    for name, value in found.items():
-        goal = f" (goal >= {GOAL:.0f}x: {'met' if value >= GOAL else 'NOT met'})" if name == "qatune/seed" else ""
-        print(f"{name}: {value:.2f}x questions/s{goal}")
+    print_ratios(found, "questions/s", GOAL)
     result = {
         "command": " ".join(sys.argv),
         "tiny": args.tiny,

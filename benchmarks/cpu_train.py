@@ -291,6 +291,12 @@ def ratios(best: dict[str, dict | None], key: str) -> dict[str, float]:
     return {f"qatune/{side}": q[key] / best[side][key] for side in ("seed", "library") if q and best.get(side)}
 
 
+def print_ratios(found: dict[str, float], unit: str, goal: float) -> None:
+    for name, value in found.items():
+        verdict = f" (goal >= {goal:.0f}x: {'met' if value >= goal else 'NOT met'})" if name == "qatune/seed" else ""
+        print(f"{name}: {value:.2f}x {unit}{verdict}")
+
+
 def _label(side: str, i: int, r: dict, args: argparse.Namespace) -> str:
     if side == "seed":
         return f"seed run {i}: Trainer, pad 256, all labels, 2x2, gc"
@@ -337,9 +343,7 @@ def parent(args: argparse.Namespace) -> dict:
     found = ratios(best, "examples_per_s")
     if found:
         print(f"best of {args.repeats}: " + ", ".join(f"{s} {best[s]['examples_per_s']:.3f} ex/s" for s in sides))
-    for name, value in found.items():
-        goal = f" (goal >= {GOAL:.0f}x: {'met' if value >= GOAL else 'NOT met'})" if name == "qatune/seed" else ""
-        print(f"{name}: {value:.2f}x examples/s{goal}")
+    print_ratios(found, "examples/s", GOAL)
     result = {
         "command": " ".join(sys.argv),
         "tiny": args.tiny,

@@ -14,19 +14,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import shutil
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import record  # noqa: E402
+import timed_run  # noqa: E402
 
 GOAL_S = 300.0
-STAGE_LINE = re.compile(r"^\s*([\w:.-]+): done in ([\d.]+)s", re.MULTILINE)
 
 
 def one_run(kind: str, root: Path, extra: list[str], model_cache: Path | None) -> dict:
@@ -35,26 +32,9 @@ def one_run(kind: str, root: Path, extra: list[str], model_cache: Path | None) -
     home.mkdir(parents=True)
     if kind == "warm" and model_cache is not None:
         shutil.copytree(model_cache, home / "models" / model_cache.name)
-    env = {
-        **os.environ,
-        "QATUNE_HOME": str(home),
-        "HF_HUB_OFFLINE": "1",
-        "TRANSFORMERS_OFFLINE": "1",
-        "TOKENIZERS_PARALLELISM": "false",
-        "MPLBACKEND": "Agg",
-        "COLUMNS": "200",
-    }
-    qatune = Path(sys.executable).with_name("qatune")
-    since = record.snapshot()
-    start = time.perf_counter()
-    proc = subprocess.run([str(qatune), "run", *extra], cwd=work, env=env, capture_output=True, text=True)
-    wall = time.perf_counter() - start
-    others = record.other_cores(since)
-    output = proc.stdout + proc.stderr
-    if proc.returncode != 0:
-        sys.stderr.write(output[-6000:])
-        raise SystemExit(f"qatune run ({kind}) failed with exit code {proc.returncode}")
-    stages = {name: float(s) for name, s in STAGE_LINE.findall(output)}
+    done = timed_run.qatune_run(["run", *extra], work, home)
+    wall, others, output = done["wall_s"], done["other_cores"], done["output"]
+    stages = done["stages_s"]
     run = work / "runs" / "example"
     summary = json.loads((run / "train" / "summary.json").read_text())
     scores = json.loads((run / "eval" / "test" / "scores.json").read_text())

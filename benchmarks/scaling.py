@@ -13,9 +13,8 @@ base+rag and best+rag on the 20 test questions with up to 256 new tokens. Record
 the run printed (prepare with augmentation; train; eval; report) and, from train/summary.json, the training
 loop, the in-training validation (recall loss and greedy recall answers) and the rest of the train stage
 (model load, MiniLM index of the training pairs, grounded examples, tokenizing, saving); training examples and
-tokens per epoch; new tokens generated in eval. With long answers about a third of the grounded examples (two
-retrieved long pairs in the prompt, then the answer) reach max_length 512 and are cut there, which caps their
-tokens.
+tokens per epoch; new tokens generated in eval. With long answers, grounded prompts that would pass
+max_length 512 (two retrieved long pairs in the prompt, then the answer) keep fewer retrieved pairs.
 
 The growth summary fits seconds = a + b x pairs per stage and answer length (least squares) and extrapolates a
 default run on your own data without --test (sweep 2,3 = one pass of 3 epochs, 10% of pairs held out as the

@@ -37,11 +37,11 @@ def run(
         test_file = prepare.example_test_path()
     rundir = RunDir(out or default_run_dir(data))
     config = cfg.load(config_path, overrides, base=cfg.load_run_config(rundir.config_yaml))
-    preflight(config)  # a model that is missing or cannot fit is refused before any stage runs
+    model_path = preflight(config)  # a model that is missing or cannot fit is refused before any stage runs
     info(f"run directory: {rundir.root}")
     seconds: dict[str, float] = {}
 
-    with eta.RunClock(rundir, config, lambda: _work_left(rundir, config, question_files)) as clock:
+    with eta.RunClock(rundir, config, model_path, lambda: _work_left(rundir, config, question_files)) as clock:
         with _timed(seconds, "prepare", clock) as fresh:
             if prepare.is_current(rundir.root, data, config, test_file):
                 fresh.skip()

@@ -181,7 +181,7 @@ def test_finished_stages_update_the_rates():
 def _clock(rundir, config, plans):
     """A clock whose planner hands out `plans` in turn (one per stage boundary)."""
     handed = iter(plans)
-    clock = eta.RunClock(rundir, config, lambda: next(handed))
+    clock = eta.RunClock(rundir, config, config.model, lambda: next(handed))
     clock.rates = RATES
     return clock
 

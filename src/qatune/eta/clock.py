@@ -45,9 +45,10 @@ class RunClock:
     work left per stage (None: reused, counts 0), prints the run line and remembers the rates of the stage that
     ran; stage bars show its live line and stages report what they measure through this module's functions."""
 
-    def __init__(self, rundir: RunDir, config: Config, planner: Callable[[], dict[str, Work | None]]):
+    def __init__(self, rundir: RunDir, config: Config, model_path: str, planner: Callable[[], dict[str, Work | None]]):
+        """`model_path`: the run's model, resolved (what `model.preflight` returns)."""
         self.rundir, self.planner = rundir, planner
-        self.key, defaults = _machine(config)
+        self.key, defaults = _machine(config, model_path)
         self.rates, _ = load_rates(self.key, defaults)
         self.start = self.stage_start = time.monotonic()
         self.plan: dict[str, Work | None] = {}
@@ -121,14 +122,14 @@ def _summary(rundir: RunDir) -> dict[str, Any]:
     return summary if isinstance(summary, dict) else {}
 
 
-def _machine(config: Config) -> tuple[str, Rates]:
+def _machine(config: Config, model_path: str) -> tuple[str, Rates]:
     """The key of this run's rates (model, device, precision, quantization, eval engine) and the built-in ones."""
     from qatune.footprint import folder_shape
-    from qatune.model import choose_placement, resolve_model
+    from qatune.model import choose_placement
 
     p = choose_placement(config.train.quant, config.train.precision, cpu_bf16=True)
     try:
-        shape = folder_shape(Path(resolve_model(config.model)))
+        shape = folder_shape(Path(model_path))
     except QatuneError:
         shape = None
     key = f"{config.model} {p.device} {p.precision} {p.quant} {config.eval.engine}"

@@ -331,7 +331,7 @@ def main(argv: list[str] | None = None) -> dict:
     )
     ap.add_argument("--questions", type=int, default=16)
     ap.add_argument("--batch-size", default="auto", help="qatune's eval.batch_size (the library side uses it too)")
-    ap.add_argument("--max-new-tokens", type=int, default=256, help="qatune's eval.max_new_tokens default")
+    ap.add_argument("--max-new-tokens", type=int, default=256, help="answer cap (the eval default was 256)")
     ap.add_argument("--seed-max-length", type=int, default=200)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--sides", default=None, help="comma-separated, of seed,library,qatune (default: all three)")

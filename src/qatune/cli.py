@@ -205,7 +205,7 @@ def eval_(
     questions: Annotated[list[Path] | None, typer.Option("--questions", help="Extra question file(s).")] = None,
     name: Annotated[str | None, typer.Option("--name", help="Eval set name (default: file stem).")] = None,
     models: Annotated[str | None, typer.Option("--models", help=_e("models"))] = None,
-    max_new_tokens: Annotated[int | None, typer.Option(help=_e("max_new_tokens"))] = None,
+    max_new_tokens: Annotated[str | None, typer.Option(help=_e("max_new_tokens"))] = None,
     batch_size: Annotated[str | None, typer.Option(help=_e("batch_size"))] = None,
     bertscore: Annotated[bool | None, typer.Option("--bertscore", help=_e("bertscore"))] = None,
     engine: Annotated[str | None, typer.Option(help=_e("engine"))] = None,
@@ -221,7 +221,7 @@ def eval_(
     overrides = {
         "eval": {
             "models": parse_list(models),
-            "max_new_tokens": max_new_tokens,
+            "max_new_tokens": _auto_number(max_new_tokens),
             "batch_size": _auto_number(batch_size),
             "bertscore": bertscore,
             "engine": engine,
@@ -275,7 +275,7 @@ def run_(
     ] = None,
     augment: Annotated[int | None, typer.Option(help=_p("augment"))] = None,
     augment_method: Annotated[str | None, typer.Option(help=_p("augment_method"))] = None,
-    max_new_tokens: Annotated[int | None, typer.Option(help=_e("max_new_tokens"))] = None,
+    max_new_tokens: Annotated[str | None, typer.Option(help=_e("max_new_tokens"))] = None,
     trust_remote_code: TrustOpt = None,
     allow_pickle: PickleOpt = None,
     quiet: QuietOpt = False,
@@ -305,7 +305,7 @@ def run_(
         grounded_share=grounded_share,
     )
     overrides["prepare"] = {"seed": seed, "augment": augment, "augment_method": augment_method}
-    overrides["eval"] = {"max_new_tokens": max_new_tokens}
+    overrides["eval"] = {"max_new_tokens": _auto_number(max_new_tokens)}
     overrides.update(model=model, trust_remote_code=trust_remote_code, allow_pickle=allow_pickle)
     pipeline.run(
         data, out=out, config_path=config, overrides=overrides, test_file=test, question_files=list(questions or [])

@@ -156,7 +156,19 @@ class TrainConfig(_Section):
 
 
 class EvalConfig(_Section):
-    max_new_tokens: int = Field(256, ge=1, le=4096, description="Longest generated answer, in new tokens.")
+    max_new_tokens: int | Literal["auto"] = Field(
+        "auto",
+        description="Longest generated answer, in new tokens, or auto: twice the longest trained answer + 8 "
+        "(32 to 1024), so a model that never stops is cut early.",
+    )
+
+    @field_validator("max_new_tokens")
+    @classmethod
+    def _max_new_tokens(cls, value: int | str) -> int | str:
+        if value != "auto" and not 1 <= int(value) <= 4096:
+            raise ValueError("max_new_tokens must be 1 to 4096 or 'auto'")
+        return value
+
     batch_size: int | Literal["auto"] = Field("auto", description="Questions decoded together, or 'auto'.")
     models: list[str] | None = Field(None, description="Models to score (default: base, retrieval, all saved).")
     bertscore: bool = Field(False, description="Also compute BERTScore (needs roberta-large available locally).")

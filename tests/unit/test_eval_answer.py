@@ -214,3 +214,32 @@ def test_bad_eval_inputs_are_one_line_errors(run, tmp_path):
     (run / "data" / "test.jsonl").write_text("")
     with pytest.raises(QatuneError, match="holds no questions"):
         evaluate(run, run_config(run))
+
+
+def test_auto_answer_budget_is_twice_the_longest_trained_answer(run, tiny_model_dir, generate_calls):
+    from qatune.evaluate.budget import answer_budget, auto_budget
+    from qatune.model import load_tokenizer
+
+    tokenizer = load_tokenizer(str(tiny_model_dir))
+    answers = [r["answer"] for r in read_jsonl(RunDir(run).split_file("train"))]
+    longest = max(len(tokenizer.encode(a, add_special_tokens=False)) for a in answers)
+    config = run_config(run, max_new_tokens="auto", models=["epoch-1"])
+    budget = answer_budget(RunDir(run), config)
+    assert budget == auto_budget(longest + 1) == max(32, 2 * (longest + 1) + 8)
+    evaluate(run, config)
+    rows = [r for r in read_jsonl(RunDir(run).eval_generations("test")) if r["model"] != "retrieval"]
+    assert max(r["new_tokens"] for r in rows) <= budget
+    cut = [r for r in rows if not r["stopped"]]  # the random tiny model seldom stops: it runs to the budget
+    assert cut and all(r["new_tokens"] == budget for r in cut)
+    # A longer trained answer raises the budget, so the saved answers are stale and made again.
+    train = RunDir(run).split_file("train")
+    train.write_text(train.read_text().replace("AUGMENTED ROW", "AUGMENTED ROW " + "and more words " * 40))
+    assert answer_budget(RunDir(run), config) > budget
+    assert not is_current(run, config, "test")
+    assert answer_budget(RunDir(run), run_config(run, max_new_tokens=12)) == 12
+
+
+def test_max_new_tokens_must_be_a_count_or_auto(run):
+    with pytest.raises(QatuneError, match="max_new_tokens must be 1 to 4096 or 'auto'"):
+        run_config(run, max_new_tokens=0)
+    assert run_config(run, max_new_tokens="auto").eval.max_new_tokens == "auto"

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from qatune.console import QatuneError
 from qatune.eta.estimate import EvalWork, TrainWork
+from qatune.evaluate.budget import FALLBACK, auto_budget
 from qatune.evaluate.retrieval import RETRIEVAL
 from qatune.generate.context import closed_book
 from qatune.generate.engine import BASE
@@ -70,8 +71,19 @@ def eval_work(rundir: RunDir, config: Config, questions: Path | None, name: str,
     return EvalWork(
         answers={m: len(rows) for m in generated},
         answer_tokens=sum(tokens) / max(len(tokens), 1),
-        max_new_tokens=config.eval.max_new_tokens,
+        max_new_tokens=_budget(rundir, config),
     )
+
+
+def _budget(rundir: RunDir, config: Config) -> int:
+    """The eval's max_new_tokens; `auto` estimated from the trained answers' length in characters."""
+    if config.eval.max_new_tokens != "auto":
+        return int(config.eval.max_new_tokens)
+    train = rundir.split_file("train")
+    if not train.is_file():
+        return FALLBACK
+    longest = max((len(str(r.get("answer", ""))) for r in read_jsonl(train)), default=0)
+    return auto_budget(round(longest / CHARS_PER_TOKEN) + 1)
 
 
 def _eval_models(rundir: RunDir, config: Config, trained: bool) -> tuple[list[str], list[str]]:

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from qatune import console, eta
 from qatune.console import QatuneError
 from qatune.evaluate import metrics as M
+from qatune.evaluate.budget import answer_budget
 from qatune.evaluate.retrieval import RETRIEVAL, nearest_answers, training_pairs
 from qatune.evaluate.scores import build_scores, combined_responses, print_results
 from qatune.evaluate.state import (
@@ -131,10 +132,11 @@ def _answer_missing(
         if generated:
             engine = _load_engine(rundir.root, config, [m for m in generated if m != BASE])
             chunk = _chunk_size(config, engine)
+            budget = answer_budget(rundir, config)
             for model in generated:
                 pending = sorted(todo[model], key=lambda q: len(q["question"]))
                 for start in range(0, len(pending), chunk):
-                    rows = _generated_rows(engine, cosine, model, pending[start : start + chunk], config, chunk)
+                    rows = _generated_rows(engine, cosine, model, pending[start : start + chunk], budget, chunk)
                     append_jsonl(out, rows)  # one fsync'd batch: a crash loses at most this batch
                     advance(rows)
         for model, twin in twins.items():
@@ -190,10 +192,10 @@ def _row(model: str, q: dict, answer: str, metrics: dict, stopped: bool, new_tok
 
 
 def _generated_rows(
-    engine: Any, cosine: PairCosine, model: str, batch: list[dict], config: Config, batch_size: int
+    engine: Any, cosine: PairCosine, model: str, batch: list[dict], budget: int, batch_size: int
 ) -> list[dict]:
     convs = [messages_for(q["question"]) for q in batch]
-    gens = engine.generate(model, convs, max_new_tokens=config.eval.max_new_tokens, batch_size=batch_size)
+    gens = engine.generate(model, convs, max_new_tokens=budget, batch_size=batch_size)
     nll = engine.answer_nll(model, [(q["question"], q["answer"]) for q in batch])
     semantic = cosine([g.text for g in gens], [q["answer"] for q in batch])
     return [

@@ -64,7 +64,7 @@ def model_fingerprints(rundir: RunDir, config: Config, models: list[str]) -> dic
             "model": config.model,
             "quant": config.train.quant,
             "precision": config.train.precision,
-            "max_new_tokens": config.eval.max_new_tokens,
+            "max_new_tokens": _budget_source(rundir, config),
             "engine": config.eval.engine,
             "metrics": METRICS,
         }
@@ -85,6 +85,14 @@ def model_fingerprints(rundir: RunDir, config: Config, models: list[str]) -> dic
             files = sorted(p for p in folder.iterdir() if p.name.startswith("adapter_"))
             prints[name] = _sha([base, [(p.name, file_sha256(p)) for p in files]])
     return prints
+
+
+def _budget_source(rundir: RunDir, config: Config) -> Any:
+    """What the eval's answer budget is made from: a number, or `auto` and the trained answers it measures."""
+    if config.eval.max_new_tokens != "auto":
+        return config.eval.max_new_tokens
+    train = rundir.split_file("train")
+    return ["auto", file_sha256(train) if train.exists() else None]
 
 
 def _read_state(path: Path) -> dict:

@@ -60,8 +60,10 @@ def recipe_of(run: Path) -> str:
     train, prep = config["train"], config["prepare"]
     if train["target_modules"] == ["q_proj", "v_proj"] and train["lora_r"] == 8 and not prep["augment"]:
         return "seed" if not train["grounded"] else "custom"
-    defaults = {"lora_r": 32, "target_modules": ["all-linear"], "grounded": True, "epochs": [2, 3]}
-    same = all(train[k] == v for k, v in defaults.items()) and prep["augment"] == 2
+    from qatune.config import PrepareConfig, TrainConfig
+
+    defaults = TrainConfig().model_dump(include={"lora_r", "target_modules", "grounded", "epochs", "lr"})
+    same = all(train.get(k) == v for k, v in defaults.items()) and prep["augment"] == PrepareConfig().augment
     return "default" if same else "custom"
 
 

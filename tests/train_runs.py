@@ -37,6 +37,7 @@ def write_data(run: Path, n_train: int = 20, n_val: int = 4) -> Path:
 def train_settings(model_dir: Path, **train: Any) -> dict[str, Any]:
     # small adapters and closed-book examples only: these runs test the loop's mechanics, not the recipe
     settings = {"epochs": [1, 2], "lr": 5e-3, "threads": 1, "max_length": 96, "warmup_steps": 2}
+    settings["lr_schedule"] = "constant"
     settings.update(lora_r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"], grounded=False)
     settings.update(train)
     return {"model": str(model_dir), "train": settings}

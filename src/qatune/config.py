@@ -66,7 +66,7 @@ class PrepareConfig(_Section):
         return self
 
 
-AUTO_LR = 1e-3  # measured best for SmolLM2-135M (docs/training.md, "Knowledge recipe")
+AUTO_LR = 2e-3  # measured for SmolLM2-135M with the two-epoch sweep (docs/training.md, "Knowledge recipe")
 AUTO_LR_PARAMS = 150e6
 
 
@@ -79,7 +79,7 @@ def resolve_lr(lr: float | str, base_parameters: int) -> float:
 
 class TrainConfig(_Section):
     epochs: list[int] = Field(
-        default_factory=lambda: [2, 3], description="Epoch counts to save a model at (the sweep)."
+        default_factory=lambda: [1, 2], description="Epoch counts to save a model at (the sweep)."
     )
     sweep: Literal["one-pass", "independent"] = Field(
         "one-pass",
@@ -94,8 +94,8 @@ class TrainConfig(_Section):
     )
     lr: float | Literal["auto"] = Field(
         "auto",
-        description="AdamW learning rate, or auto: 1e-3 up to 150M base parameters, times (150M / parameters)^0.5 "
-        "above (e.g. 1.5e-4 for 7B).",
+        description="AdamW learning rate, or auto: 2e-3 up to 150M base parameters, times (150M / parameters)^0.5 "
+        "above (e.g. 2.9e-4 for 7B).",
     )
 
     @field_validator("lr")
@@ -106,7 +106,12 @@ class TrainConfig(_Section):
         return value
 
     weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay.")
-    warmup_steps: int = Field(5, ge=0, description="Linear warm-up steps; the rate is constant afterwards.")
+    warmup_steps: int = Field(5, ge=0, description="Linear warm-up steps at the start of training.")
+    lr_schedule: Literal["constant", "linear"] = Field(
+        "constant",
+        description="After warm-up: constant, or linear decay to zero at the last epoch of the sweep (saved "
+        "epochs before it are then mid-schedule). Independent sweeps always decay.",
+    )
     batch_size: int | Literal["auto"] = Field("auto", description="Examples per step, or 'auto'.")
     grad_accum: int = Field(1, ge=1, description="Gradient accumulation steps.")
     quant: Literal["auto", "4bit", "8bit", "none"] = Field(

@@ -43,8 +43,12 @@ def _fake_run(root: Path, start: float, means: dict[int, float]) -> Path:
     start+200, eval at start+250 (50 s for base, one model per epoch, base+rag, best+rag), report at start+252."""
     epochs = sorted(means)
     best = max(epochs, key=lambda e: means[e])
-    config = "train:\n  lora_r: 32\n  target_modules: [all-linear]\n  grounded: true\n  epochs: [2, 3]\n"
-    _write(root / "config.yaml", config + "prepare:\n  augment: 2\n", start + 5)
+    import yaml
+
+    from qatune.config import Config
+
+    config = Config().model_dump()  # the defaults: recipe "default"
+    _write(root / "config.yaml", yaml.safe_dump(config), start + 5)
     for e in epochs:
         _write(root / "models" / f"epoch-{e}" / "adapter_model.safetensors", "x", start + 5 + 60 * e)
     summary = {"epochs": epochs, "best_epoch": best, "precision": "fp32", "train_seconds": 180.0, "eval_seconds": 9.0}

@@ -88,7 +88,7 @@ def test_auto_learning_rate_scales_down_with_model_size():
 
     assert cfg.load().train.lr == "auto"
     assert resolve_lr("auto", 135_000_000) == AUTO_LR  # the embedded default
-    assert resolve_lr("auto", 7_000_000_000) == pytest.approx(AUTO_LR * (150 / 7000) ** 0.5)  # ~1.5e-4
+    assert resolve_lr("auto", 7_000_000_000) == pytest.approx(AUTO_LR * (150 / 7000) ** 0.5)  # ~2.9e-4
     assert resolve_lr(2e-4, 7_000_000_000) == 2e-4  # a given rate is used as it is
     assert cfg.load(None, {"train": {"lr": 5e-4}}).train.lr == 5e-4
     with pytest.raises(QatuneError, match="lr must be a positive number or 'auto'"):

@@ -114,6 +114,18 @@ def test_loss_falls_and_warm_up_then_constant_rate(trained):
     assert lrs[0] < lrs[1] < lrs[2] == lrs[-1] == pytest.approx(5e-3)  # 2 warm-up steps, then constant
 
 
+def test_linear_schedule_decays_to_zero_over_the_whole_sweep(tiny_model_dir, tmp_path):
+    run = write_data(tmp_path / "run", n_train=8, n_val=2)
+    summary = train_mod.train(run, config(tiny_model_dir, lr_schedule="linear", batch_size=2))
+    rows = read_jsonl(RunDir(run).metrics_jsonl)
+    lrs = [r["lr"] for r in rows if "lr" in r]
+    assert len(lrs) == summary["steps"] == 8  # 4 steps an epoch, one pass to epoch 2
+    assert lrs[0] < lrs[1] < lrs[2] == pytest.approx(5e-3)  # 2 warm-up steps
+    assert all(a > b for a, b in zip(lrs[2:], lrs[3:], strict=False))  # then down every step
+    assert lrs[-1] == pytest.approx(5e-3 / 6)  # the last step's rate; zero after it
+    assert RunDir(run).adapter_names() == ["epoch-1", "epoch-2", "best"]  # epoch-1 saved mid-schedule
+
+
 def test_every_lora_tensor_changed(trained, tiny_model_dir):
     from peft import get_peft_model_state_dict
 

@@ -108,7 +108,7 @@ def _resume_point(rundir: RunDir, key: str, resume: bool) -> Path | None:
 
 def _schedule(s: Setup, total_steps: int, decay: bool) -> tuple[Any, Any]:
     """AdamW; linear warm-up, then constant (one-pass: every saved epoch is a true N-epoch model) or
-    linear decay to zero (independent runs, one schedule each)."""
+    linear decay to zero at `total_steps` (independent runs, one schedule each, or `lr_schedule: linear`)."""
     import torch
 
     warm = s.tc.warmup_steps
@@ -137,7 +137,8 @@ def _fit_all(s: Setup, key: str, resume_from: Path | None, stop: StopRequest) ->
     n_steps = len(epoch_steps(s, 1))
     for index in range(progress["run_index"], len(runs)):
         n_epochs = runs[index]
-        optimizer, scheduler = _schedule(s, n_epochs * n_steps, decay=independent)
+        decay = independent or s.tc.lr_schedule == "linear"
+        optimizer, scheduler = _schedule(s, n_epochs * n_steps, decay=decay)
         if resume_from is not None:
             progress = checkpoint.restore(resume_from, s.params, optimizer, scheduler)
             resume_from = None

@@ -159,6 +159,7 @@ def train(
     grounded: Annotated[bool | None, typer.Option("--grounded/--no-grounded", help=_t("grounded"))] = None,
     rag_k: Annotated[int | None, typer.Option(help=_t("rag_k"))] = None,
     grounded_share: Annotated[float | None, typer.Option(help=_t("grounded_share"))] = None,
+    oracle_share: Annotated[float | None, typer.Option(help=_t("oracle_share"))] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from the last checkpoint.")] = False,
     trust_remote_code: TrustOpt = None,
     allow_pickle: PickleOpt = None,
@@ -188,6 +189,7 @@ def train(
         grounded=grounded,
         rag_k=rag_k,
         grounded_share=grounded_share,
+        oracle_share=oracle_share,
     )
     overrides.update(model=model, trust_remote_code=trust_remote_code, allow_pickle=allow_pickle)
     from qatune.train.loop import TrainingInterrupted
@@ -270,6 +272,7 @@ def run_(
     grounded: Annotated[bool | None, typer.Option("--grounded/--no-grounded", help=_t("grounded"))] = None,
     rag_k: Annotated[int | None, typer.Option(help=_t("rag_k"))] = None,
     grounded_share: Annotated[float | None, typer.Option(help=_t("grounded_share"))] = None,
+    oracle_share: Annotated[float | None, typer.Option(help=_t("oracle_share"))] = None,
     seed: Annotated[
         int | None, typer.Option(help=f"Sets both seeds. Split: {_p('seed')} Training: {_t('seed')}")
     ] = None,
@@ -303,6 +306,7 @@ def run_(
         grounded=grounded,
         rag_k=rag_k,
         grounded_share=grounded_share,
+        oracle_share=oracle_share,
     )
     overrides["prepare"] = {"seed": seed, "augment": augment, "augment_method": augment_method}
     overrides["eval"] = {"max_new_tokens": _auto_number(max_new_tokens)}

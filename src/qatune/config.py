@@ -140,6 +140,13 @@ class TrainConfig(_Section):
         "model answers closed-book and grounded ('+rag' models).",
     )
     rag_k: int = Field(2, ge=1, le=10, description="Retrieved training pairs in a grounded prompt.")
+    oracle_share: float = Field(
+        0.8,
+        ge=0,
+        le=1,
+        description="Share of the grounded examples whose context holds the right pair; the rest hold "
+        "distractors only, which teaches the model to answer from memory when retrieval misses.",
+    )
     grounded_share: float = Field(
         1.0,
         gt=0,

@@ -87,3 +87,12 @@ def test_an_example_that_fits_with_no_context_is_left_out_with_a_warning(run, ca
     rows = read_jsonl(grounded.write_grounded_split(run, seed=42, k=2, fits=lambda q, a: len(a) < 40))
     assert "p2-rag" not in {r["id"] for r in rows} and len(rows) == 4
     assert "1 grounded example(s) left out" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("share", [0.0, 1.0])
+def test_oracle_share_sets_how_many_contexts_hold_the_right_pair(run, share):
+    rows = read_jsonl(grounded.write_grounded_split(run, seed=42, k=2, oracle_share=share))
+    own = {f"{i}-rag": q for i, q, _ in PAIRS}
+    holding = [own[r["id"]] in _context(r["question"]) for r in rows]
+    assert len(rows) == 5 and all(len(_context(r["question"])) == 2 for r in rows)
+    assert holding == [share == 1.0] * 5

@@ -13,19 +13,21 @@ from qatune.generate.context import DEFAULT_K, grounded_question, run_index
 from qatune.rundir import RunDir
 from qatune.storage import read_jsonl, write_jsonl
 
-ORACLE_SHARE = 0.8  # examples whose context holds the right pair; the rest hold distractors only
-
-
 GROUNDED_FILE = "grounded.jsonl"
 
 
 def write_grounded_split(
-    rundir: RunDir, seed: int, k: int = DEFAULT_K, fits: Callable[[str, str], bool] | None = None
+    rundir: RunDir,
+    seed: int,
+    k: int = DEFAULT_K,
+    fits: Callable[[str, str], bool] | None = None,
+    oracle_share: float = 0.8,
 ) -> Path:
     """RUN/train/grounded.jsonl, built from RUN/data/train.jsonl and the run's retrieval index.
 
     A pair is asked in a reworded form when prepare made one (retrieval then works as it will for a
-    user's question) and the answer is always the trained one, also when the context lacks it. When
+    user's question) and the answer is always the trained one, also when the context lacks it (the share
+    `1 - oracle_share` of the examples holds distractors only). When
     `fits(question, answer)` says an example would not fit the training length, distractors are left out
     of its context (then the pair itself); one that fits with no context is not written."""
     from qatune.evaluate.embeddings import load_embedder
@@ -45,7 +47,7 @@ def write_grounded_split(
         rng = random.Random(f"{seed}:grounded:{own}")
         others = [index.pairs[j] for j, _ in found if index.pairs[j]["id"] != own]
         mine = [p for p in index.pairs if p["id"] == own]
-        context = mine + others[: k - 1] if mine and rng.random() < ORACLE_SHARE else others[:k]
+        context = mine + others[: k - 1] if mine and rng.random() < oracle_share else others[:k]
         rng.shuffle(context)
         question = grounded_question(row["question"], context)
         while fits is not None and not fits(question, row["answer"]) and context:

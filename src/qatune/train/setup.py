@@ -202,7 +202,7 @@ def _load_splits(
         from qatune.train.grounded import GROUNDED_FILE, write_grounded_split
 
         if acc.is_main_process:  # one writer; the other processes read what it wrote
-            write_grounded_split(rundir, tc.seed, tc.rag_k, fits=_fits(tokenizer, length))
+            write_grounded_split(rundir, tc.seed, tc.rag_k, fits=_fits(tokenizer, length), oracle_share=tc.oracle_share)
         acc.wait_for_everyone()
         grounded = rundir.train_dir / GROUNDED_FILE
         grounded_start = len(train_ex)

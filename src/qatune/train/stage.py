@@ -202,6 +202,7 @@ def _summary(s: Setup, meta: dict, progress: dict, config: Config, key: str) -> 
         "lr": s.lr,
         "grounded": tc.grounded,
         "rag_k": tc.rag_k,
+        "oracle_share": tc.oracle_share,
         "eval_loss_by_epoch": {str(h[label]): h["eval_loss"] for h in finals},
         "train_loss_by_epoch": {str(h[label]): h["train_loss"] for h in finals},
         "batch_size": s.batch_size,

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from qatune.console import QatuneError
 from qatune.eta.estimate import EvalWork, TrainWork
-from qatune.evaluate.budget import FALLBACK, auto_budget
+from qatune.evaluate.budget import budget_for
 from qatune.evaluate.retrieval import RETRIEVAL
 from qatune.generate.context import closed_book
 from qatune.generate.engine import BASE
@@ -77,13 +77,11 @@ def eval_work(rundir: RunDir, config: Config, questions: Path | None, name: str,
 
 def _budget(rundir: RunDir, config: Config) -> int:
     """The eval's max_new_tokens; `auto` estimated from the trained answers' length in characters."""
-    if config.eval.max_new_tokens != "auto":
-        return int(config.eval.max_new_tokens)
-    train = rundir.split_file("train")
-    if not train.is_file():
-        return FALLBACK
-    longest = max((len(str(r.get("answer", ""))) for r in read_jsonl(train)), default=0)
-    return auto_budget(round(longest / CHARS_PER_TOKEN) + 1)
+
+    def longest(train: str) -> int:
+        return round(max((len(str(r.get("answer", ""))) for r in read_jsonl(Path(train))), default=0) / CHARS_PER_TOKEN)
+
+    return budget_for(rundir, config, longest)
 
 
 def _eval_models(rundir: RunDir, config: Config, trained: bool) -> tuple[list[str], list[str]]:

@@ -4,6 +4,7 @@ early instead of decoding to a fixed cap that the data never needs."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import lru_cache
 from typing import TYPE_CHECKING
 
@@ -22,23 +23,31 @@ def auto_budget(longest_answer_tokens: int) -> int:
     return max(SMALLEST, min(LARGEST, 2 * longest_answer_tokens + MARGIN))
 
 
-def answer_budget(rundir: RunDir, config: Config) -> int:
-    """The eval's max_new_tokens for this run."""
+def budget_for(rundir: RunDir, config: Config, longest: Callable[[str], int]) -> int:
+    """The configured number, or `auto` from `longest(train split path)`: the longest trained answer in tokens."""
     if config.eval.max_new_tokens != "auto":
         return int(config.eval.max_new_tokens)
     train = rundir.split_file("train")
     if not train.is_file():
         return FALLBACK
-    from qatune.model import resolve_model
+    return auto_budget(longest(str(train)) + 1)  # + the end-of-turn token
 
-    return _measured(str(train), file_sha256(train), resolve_model(config.model), config.trust_remote_code)
+
+def answer_budget(rundir: RunDir, config: Config) -> int:
+    """The eval's max_new_tokens for this run, counted with the model's tokenizer."""
+
+    def longest(train: str) -> int:
+        from qatune.model import resolve_model
+
+        return _longest_tokens(train, file_sha256(train), resolve_model(config.model), config.trust_remote_code)
+
+    return budget_for(rundir, config, longest)
 
 
 @lru_cache(maxsize=8)
-def _measured(train: str, sha: str, model_path: str, trust_remote_code: bool) -> int:
+def _longest_tokens(train: str, sha: str, model_path: str, trust_remote_code: bool) -> int:
     from qatune.model import load_tokenizer
 
     tokenizer = load_tokenizer(model_path, trust_remote_code)
     answers = {str(r.get("answer", "")) for r in read_jsonl(train)}
-    longest = max((len(tokenizer.encode(a, add_special_tokens=False)) for a in answers), default=0)
-    return auto_budget(longest + 1)  # + the end-of-turn token
+    return max((len(tokenizer.encode(a, add_special_tokens=False)) for a in answers), default=0)

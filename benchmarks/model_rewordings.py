@@ -105,10 +105,9 @@ def rewrite_training_rows(run: Path, samples: int, min_cosine: float, seed: int)
     sampled = sample_rewordings([r["question"] for r in originals], samples, seed)
     embedder = load_embedder()
     kept: dict[str, list[str]] = {}
-    considered = accepted = 0
+    accepted = 0
     for row, cands in zip(originals, sampled, strict=True):
         cands = list(dict.fromkeys(c for c in cands if acceptable(row["question"], c, taken)))
-        considered += samples
         if not cands:
             continue
         vectors = encode(embedder, [row["question"], *cands])
@@ -122,7 +121,6 @@ def rewrite_training_rows(run: Path, samples: int, min_cosine: float, seed: int)
         if source and kept.get(source):
             row["question"] = kept[source].pop(0)
             row["reworded_by"] = "model"
-            taken.add(question_key(row["question"]))
             replaced += 1
     write_jsonl(path, rows)
     examples = [(r["augmented_from"], r["question"]) for r in rows if r.get("reworded_by") == "model"]
@@ -131,7 +129,7 @@ def rewrite_training_rows(run: Path, samples: int, min_cosine: float, seed: int)
         "training_questions": len(originals),
         "rewordings": sum(1 for r in rows if r.get("augmented_from")),
         "model_written": replaced,
-        "samples": considered,
+        "samples": samples * len(originals),
         "samples_accepted": accepted,
         "examples": examples[:12],
     }

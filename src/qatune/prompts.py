@@ -168,8 +168,15 @@ def encode_pair(
 
     The prompt is `prompt_ids` of the same conversation, so training sees exactly what generation will.
     Returns None when the prompt alone does not fit in `max_length` (nothing left to learn from)."""
-    prompt = prompt_ids(tokenizer, messages_for(question, system=system))
-    full = _render_ids(tokenizer, messages_for(question, answer, system=system), generation_prompt=False)
+    return encode_reply(tokenizer, messages_for(question, system=system), answer, max_length)
+
+
+def encode_reply(
+    tokenizer: PreTrainedTokenizerBase, messages: list[dict], answer: str, max_length: int
+) -> Encoded | None:
+    """`encode_pair` for any conversation ending in a user turn, answered by `answer`."""
+    prompt = prompt_ids(tokenizer, messages)
+    full = _render_ids(tokenizer, [*messages, {"role": "assistant", "content": answer}], generation_prompt=False)
     stops = stop_token_ids(tokenizer)
     if full[: len(prompt)] != prompt:
         _warn_mismatch(tokenizer.chat_template)

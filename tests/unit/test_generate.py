@@ -127,3 +127,20 @@ def test_answer_nll_equals_the_plain_full_logits_loss_row_by_row(tiny_model_dir)
                 keep = target != IGNORE_INDEX
                 expected = torch.nn.functional.cross_entropy(logits[keep], target[keep]).item()
                 assert value == pytest.approx(expected, rel=1e-5)
+
+
+def test_generate_with_references_scores_them_as_answer_nll_does(lively_model_dir):
+    """The reference NLL that eval reads off the generation's own prompt pass (left-padded rows of different
+    lengths, answers of different lengths) equals answer_nll's, with the adapter on and off, and leaves the
+    greedy answers as they are without references."""
+    engine = _engine(lively_model_dir, with_adapter=True)
+    answers = ["Ada.", "Two exams and a project, weighted 40/60.", "ML", "Mondays"]
+    convs = [messages_for(q) for q in QUESTIONS]
+    for name in (BASE, "default"):
+        plain = engine.generate(name, convs, max_new_tokens=10, batch_size=3)
+        scored = engine.generate(name, convs, max_new_tokens=10, batch_size=3, references=answers)
+        assert [g.text for g in scored] == [g.text for g in plain]
+        assert all(g.reference_nll is None for g in plain)
+        expected = engine.answer_nll(name, list(zip(QUESTIONS, answers, strict=True)))
+        assert [g.reference_nll for g in scored] == pytest.approx(expected, rel=1e-4)
+        assert len(set(expected)) == len(expected)

@@ -195,12 +195,19 @@ def _generated_rows(
     engine: Any, cosine: PairCosine, model: str, batch: list[dict], budget: int, batch_size: int
 ) -> list[dict]:
     convs = [messages_for(q["question"]) for q in batch]
-    gens = engine.generate(model, convs, max_new_tokens=budget, batch_size=batch_size)
-    nll = engine.answer_nll(model, [(q["question"], q["answer"]) for q in batch])
-    semantic = cosine([g.text for g in gens], [q["answer"] for q in batch])
+    references = [q["answer"] for q in batch]
+    gens = engine.generate(model, convs, max_new_tokens=budget, batch_size=batch_size, references=references)
+    semantic = cosine([g.text for g in gens], references)
     return [
-        _row(model, q, g.text, M.answer_metrics(g.text, q["answer"], semantic=s, answer_nll=n), g.stopped, g.new_tokens)
-        for q, g, s, n in zip(batch, gens, semantic, nll, strict=True)
+        _row(
+            model,
+            q,
+            g.text,
+            M.answer_metrics(g.text, q["answer"], semantic=s, answer_nll=g.reference_nll),
+            g.stopped,
+            g.new_tokens,
+        )
+        for q, g, s in zip(batch, gens, semantic, strict=True)
     ]
 
 

@@ -3,6 +3,7 @@ cache, and the last few rows decode with n-gram lookup drafts, verified in one f
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 DRAFT_TOKENS = 10  # tokens proposed per lookup and row
@@ -11,9 +12,19 @@ DRAFT_ROWS = 4  # drafting starts when this many rows are left: a pass then cost
 
 
 def greedy_decode(
-    model: Any, input_ids: Any, attention_mask: Any, max_new_tokens: int, stop_ids: list[int], *, lookup: bool = True
+    model: Any,
+    input_ids: Any,
+    attention_mask: Any,
+    max_new_tokens: int,
+    stop_ids: list[int],
+    *,
+    lookup: bool = True,
+    on_prompt: Callable[[Any, Any], None] | None = None,
 ) -> list[list[int]]:
     """The greedy tokens of every row, each ending with its stop token when it stopped.
+
+    `on_prompt(cache, logits)` sees the prompts' KV cache and last-position logits once, before decoding
+    changes the cache (it must not change it), so other scoring can reuse the prompt pass.
 
     HF generate runs every row to the longest; here a row that stops is dropped, so a few long answers run
     on alone. A pass over so few rows is bound by reading the weights, so each row checks several drafted
@@ -49,6 +60,8 @@ def greedy_decode(
             logits_to_keep=last if step == 0 else 1,
             **cache_arg,
         )
+        if step == 0 and on_prompt is not None:
+            on_prompt(cache, out.logits[:, -1])
         chosen = out.logits[:, -1].float().argmax(-1)
         for row, token in zip(alive, chosen.tolist(), strict=True):
             tokens[row].append(token)

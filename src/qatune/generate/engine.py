@@ -7,13 +7,21 @@ import contextlib
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from qatune.console import QatuneError
 from qatune.generate.context import DEFAULT_K, RAG_SUFFIX, closed_book, grounded_question, is_grounded
 from qatune.generate.decoding import greedy_decode
-from qatune.prompts import IGNORE_INDEX, encode_pair, ensure_chat_template, prompt_ids, stop_token_ids
+from qatune.prompts import (
+    IGNORE_INDEX,
+    encode_pair,
+    encode_reply,
+    ensure_chat_template,
+    prompt_ids,
+    stop_token_ids,
+)
 
 if TYPE_CHECKING:
     from qatune.config import Config
@@ -26,6 +34,7 @@ class Generation:
     text: str
     stopped: bool  # ended at EOS/end-of-turn (or a stop string) before the token limit
     new_tokens: int
+    reference_nll: float | None = None  # mean NLL per reference-answer token, when references were given
 
 
 def _cut_at_stop(text: str, stop: list[str] | None) -> tuple[str, bool]:
@@ -105,30 +114,61 @@ class Engine:
         top_p: float = 1.0,
         stop: list[str] | None = None,
         on_batch: Callable[[int], None] | None = None,
+        references: list[str] | None = None,
     ) -> list[Generation]:
-        """Answer every conversation; batches hold prompts of similar length to keep padding low."""
+        """Answer every conversation; batches hold prompts of similar length to keep padding low.
+
+        With `references` (greedy decoding), each Generation also carries the teacher-forced NLL of its
+        reference answer (as `answer_nll`), computed from the prompt pass the decoding makes anyway."""
         import torch
 
-        encoded = [prompt_ids(self.tokenizer, conv) for conv in self.grounded(name, conversations)]
+        asked = self.grounded(name, conversations)
+        encoded = [prompt_ids(self.tokenizer, conv) for conv in asked]
+        sampled = bool(temperature and temperature > 0)
+        replies = (
+            [[] for _ in asked] if references is None or sampled else _reply_ids(self.tokenizer, asked, references)
+        )
         order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
         results: list[Generation | None] = [None] * len(encoded)
+        nll: list[float | None] = [None] * len(encoded)
         with self.use(name) as model, torch.inference_mode():
             for start in range(0, len(order), batch_size):
                 idx = order[start : start + batch_size]
                 batch = self.tokenizer.pad({"input_ids": [encoded[i] for i in idx]}, return_tensors="pt")
                 batch = {k: v.to(self.device) for k, v in batch.items()}
-                if temperature and temperature > 0:
+                if sampled:
                     out = model.generate(**batch, **self._gen_kwargs(max_new_tokens, temperature, top_p))
                     new = out[:, batch["input_ids"].shape[1] :].tolist()
                 else:
+                    rows = [replies[i] for i in idx]
+                    scored: list[float | None] = []
+                    hook = partial(_score_replies, scored, model, batch["attention_mask"], rows, self._pad_id)
                     new = greedy_decode(
-                        model, batch["input_ids"], batch["attention_mask"], max_new_tokens, self.stop_ids
+                        model,
+                        batch["input_ids"],
+                        batch["attention_mask"],
+                        max_new_tokens,
+                        self.stop_ids,
+                        on_prompt=hook if any(rows) else None,
                     )
+                    for i, value in zip(idx, scored or [None] * len(idx), strict=True):
+                        nll[i] = value
                 for i, tokens in zip(idx, new, strict=True):
                     results[i] = self._finish(tokens, stop)
                 if on_batch:
                     on_batch(len(idx))
-        return [r for r in results if r is not None]
+        if references is not None and sampled:
+            nll = self.answer_nll(name, [(c[-1]["content"], r) for c, r in zip(conversations, references, strict=True)])
+        return [
+            Generation(r.text, r.stopped, r.new_tokens, reference_nll=value)
+            for r, value in zip(results, nll, strict=True)
+            if r is not None
+        ]
+
+    @property
+    def _pad_id(self) -> int:
+        pad = self.tokenizer.pad_token_id
+        return pad if pad is not None else self.stop_ids[0]
 
     def _finish(self, tokens: list[int], stop: list[str] | None) -> Generation:
         end = next((j for j, t in enumerate(tokens) if t in self.stop_ids), None)
@@ -252,6 +292,70 @@ class Engine:
                 for row, i in enumerate(idx):
                     values[i] = float(sums[row] / keep[row].sum())
         return values
+
+
+def _reply_ids(
+    tokenizer: Any, conversations: list[list[dict]], replies: list[str], max_length: int = 1024
+) -> list[list[int]]:
+    """The tokens of each reply after its conversation (answer and end-of-turn token), as `answer_nll` scores
+    them; empty where the prompt alone exceeds `max_length` (no value)."""
+    out = []
+    for conv, reply in zip(conversations, replies, strict=True):
+        e = encode_reply(tokenizer, conv, reply, max_length)
+        out.append([t for t, label in zip(e.input_ids, e.labels, strict=True) if label != IGNORE_INDEX] if e else [])
+    return out
+
+
+def _score_replies(
+    out: list, model: Any, mask: Any, replies: list[list[int]], pad_id: int, cache: Any, logits: Any
+) -> None:
+    out.extend(_reply_nll(model, cache, logits, mask, replies, pad_id))
+
+
+def _reply_nll(
+    model: Any, cache: Any, last_logits: Any, mask: Any, replies: list[list[int]], pad_id: int
+) -> list[float | None]:
+    """Mean NLL per reply token, each row's prompt already in `cache` (left-padded, `mask`) with `last_logits`
+    predicting the reply's first token; the cache is copied, not changed. As in `answer_nll`, the output layer
+    runs only where a reply token is predicted."""
+    import copy
+
+    import torch
+
+    from qatune.model import cache_kwarg
+
+    values: list[float | None] = [None] * len(replies)
+    if not any(replies):
+        return values
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    decoder, head = base.get_decoder(), base.get_output_embeddings()
+    softcap = getattr(base.config, "final_logit_softcapping", None)
+    width = max(len(r) for r in replies)
+    ids = torch.full((len(replies), width), pad_id, dtype=torch.long, device=mask.device)
+    reply_mask = torch.zeros_like(ids)
+    for row, reply in enumerate(replies):
+        ids[row, : len(reply)] = torch.tensor(reply, device=mask.device)
+        reply_mask[row, : len(reply)] = 1
+    sums = torch.nn.functional.cross_entropy(last_logits.float(), ids[:, 0], reduction="none")
+    if width > 1:
+        positions = mask.sum(-1, keepdim=True) + torch.arange(width - 1, device=mask.device)
+        hidden = decoder(
+            input_ids=ids[:, :-1],
+            attention_mask=torch.cat([mask, reply_mask[:, :-1]], dim=1),
+            position_ids=positions,
+            use_cache=True,
+            **{cache_kwarg(decoder): copy.deepcopy(cache)},
+        ).last_hidden_state
+        keep = reply_mask[:, 1:].bool()
+        logits = head(hidden[keep]).float()
+        if softcap:
+            logits = torch.tanh(logits / softcap) * softcap
+        loss = torch.nn.functional.cross_entropy(logits, ids[:, 1:][keep], reduction="none")
+        sums = sums.index_add(0, keep.nonzero()[:, 0], loss)
+    for row, reply in enumerate(replies):
+        if reply:
+            values[row] = float(sums[row] / len(reply))
+    return values
 
 
 def _token_batches(order: list[int], lengths: list[int], budget: int) -> list[list[int]]:

@@ -4,6 +4,7 @@ each adapter served as a LoRARequest on one base. Imported only when that engine
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -47,15 +48,21 @@ class VllmEngine:
         *,
         max_new_tokens: int = 256,
         batch_size: int | None = None,
+        references: list[str] | None = None,
         **_: Any,
     ) -> list[Generation]:
-        """Greedy decoding; vLLM batches internally, so batch_size is not used."""
+        """Greedy decoding; vLLM batches internally, so batch_size is not used. With `references`, each
+        Generation carries its reference answer's NLL (`answer_nll`)."""
         from vllm import SamplingParams
 
         params = SamplingParams(temperature=0.0, max_tokens=max_new_tokens, stop_token_ids=self.stop_ids)
         prompts = [{"prompt_token_ids": prompt_ids(self.tokenizer, c)} for c in conversations]
         outs = self.llm.generate(prompts, params, lora_request=self._request(name), use_tqdm=False)
-        return [self._finish(list(o.outputs[0].token_ids), o.outputs[0].finish_reason) for o in outs]
+        gens = [self._finish(list(o.outputs[0].token_ids), o.outputs[0].finish_reason) for o in outs]
+        if references is None:
+            return gens
+        pairs = [(c[-1]["content"], r) for c, r in zip(conversations, references, strict=True)]
+        return [replace(g, reference_nll=n) for g, n in zip(gens, self.answer_nll(name, pairs), strict=True)]
 
     def _finish(self, tokens: list[int], finish_reason: str | None) -> Generation:
         """Like Engine: text before the first stop token; `stop` from vLLM also means a stop token came."""

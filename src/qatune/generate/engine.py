@@ -125,9 +125,9 @@ class Engine:
         asked = self.grounded(name, conversations)
         encoded = [prompt_ids(self.tokenizer, conv) for conv in asked]
         sampled = bool(temperature and temperature > 0)
-        replies = (
-            [[] for _ in asked] if references is None or sampled else _reply_ids(self.tokenizer, asked, references)
-        )
+        if references is not None and sampled:
+            raise ValueError("reference answers are scored with greedy decoding only (temperature 0)")
+        replies = [[] for _ in asked] if references is None else _reply_ids(self.tokenizer, asked, references)
         order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
         results: list[Generation | None] = [None] * len(encoded)
         nll: list[float | None] = [None] * len(encoded)
@@ -157,8 +157,6 @@ class Engine:
                     results[i] = self._finish(tokens, stop)
                 if on_batch:
                     on_batch(len(idx))
-        if references is not None and sampled:
-            nll = self.answer_nll(name, [(c[-1]["content"], r) for c, r in zip(conversations, references, strict=True)])
         return [
             Generation(r.text, r.stopped, r.new_tokens, reference_nll=value)
             for r, value in zip(results, nll, strict=True)

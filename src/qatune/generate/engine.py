@@ -142,7 +142,9 @@ class Engine:
                 else:
                     rows = [replies[i] for i in idx]
                     scored: list[float | None] = []
-                    hook = partial(_score_replies, scored, model, batch["attention_mask"], rows, self._pad_id)
+                    hook = partial(
+                        _score_replies, scored, model, batch["attention_mask"], rows, self.tokenizer.pad_token_id
+                    )
                     new = greedy_decode(
                         model,
                         batch["input_ids"],
@@ -162,11 +164,6 @@ class Engine:
             for r, value in zip(results, nll, strict=True)
             if r is not None
         ]
-
-    @property
-    def _pad_id(self) -> int:
-        pad = self.tokenizer.pad_token_id
-        return pad if pad is not None else self.stop_ids[0]
 
     def _finish(self, tokens: list[int], stop: list[str] | None) -> Generation:
         end = next((j for j, t in enumerate(tokens) if t in self.stop_ids), None)
@@ -265,9 +262,7 @@ class Engine:
         )
         pad = self.tokenizer.pad_token_id
         with self.use(name) as model, torch.inference_mode():
-            base = model.get_base_model() if hasattr(model, "get_base_model") else model
-            decoder, head = base.get_decoder(), base.get_output_embeddings()
-            softcap = getattr(base.config, "final_logit_softcapping", None)
+            decoder, vocab_logits = _decoder_and_head(model)
             for idx in _token_batches(todo, [len(e.input_ids) if e else 0 for e in encoded], batch_tokens):
                 width = max(len(encoded[i].input_ids) for i in idx)  # type: ignore[union-attr]
                 ids = torch.full((len(idx), width), pad, dtype=torch.long)
@@ -282,14 +277,29 @@ class Engine:
                 hidden = decoder(input_ids=ids.to(self.device), attention_mask=mask.to(self.device)).last_hidden_state
                 target = labels[:, 1:].to(hidden.device)
                 keep = target != IGNORE_INDEX
-                logits = head(hidden[:, :-1][keep]).float()
-                if softcap:
-                    logits = torch.tanh(logits / softcap) * softcap
-                loss = torch.nn.functional.cross_entropy(logits, target[keep], reduction="none")
+                loss = torch.nn.functional.cross_entropy(
+                    vocab_logits(hidden[:, :-1][keep]), target[keep], reduction="none"
+                )
                 sums = torch.zeros(len(idx), device=loss.device).index_add_(0, keep.nonzero()[:, 0], loss)
                 for row, i in enumerate(idx):
                     values[i] = float(sums[row] / keep[row].sum())
         return values
+
+
+def _decoder_and_head(model: Any) -> tuple[Any, Callable[[Any], Any]]:
+    """The decoder stack and a function from its hidden states to fp32 vocabulary logits (with the model's
+    final logit soft-capping), so scoring can run the output layer only where a token is predicted."""
+    import torch
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    head = base.get_output_embeddings()
+    softcap = getattr(base.config, "final_logit_softcapping", None)
+
+    def vocab_logits(hidden: Any) -> Any:
+        logits = head(hidden).float()
+        return torch.tanh(logits / softcap) * softcap if softcap else logits
+
+    return base.get_decoder(), vocab_logits
 
 
 def _reply_ids(
@@ -325,9 +335,7 @@ def _reply_nll(
     values: list[float | None] = [None] * len(replies)
     if not any(replies):
         return values
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    decoder, head = base.get_decoder(), base.get_output_embeddings()
-    softcap = getattr(base.config, "final_logit_softcapping", None)
+    decoder, vocab_logits = _decoder_and_head(model)
     width = max(len(r) for r in replies)
     ids = torch.full((len(replies), width), pad_id, dtype=torch.long, device=mask.device)
     reply_mask = torch.zeros_like(ids)
@@ -345,10 +353,7 @@ def _reply_nll(
             **{cache_kwarg(decoder): copy.deepcopy(cache)},
         ).last_hidden_state
         keep = reply_mask[:, 1:].bool()
-        logits = head(hidden[keep]).float()
-        if softcap:
-            logits = torch.tanh(logits / softcap) * softcap
-        loss = torch.nn.functional.cross_entropy(logits, ids[:, 1:][keep], reduction="none")
+        loss = torch.nn.functional.cross_entropy(vocab_logits(hidden[keep]), ids[:, 1:][keep], reduction="none")
         sums = sums.index_add(0, keep.nonzero()[:, 0], loss)
     for row, reply in enumerate(replies):
         if reply:

@@ -115,3 +115,26 @@ def test_drafted_rows_stop_where_greedy_decoding_stops(lively_model_dir, monkeyp
             assert len({len(t) for t in got}) > 1, "rows must stop at different steps"
         capped = greedy_decode(model, ids, mask, 7, [])
     assert [len(t) for t in capped] == [7] * rows
+
+
+def test_the_start_all_prompts_share_runs_once(lively_model_dir):
+    """The tokens every row starts with (system prompt, role header, here also a common opening) go through
+    the model once, as a one-row pass whose cache all rows share (left padding then sits between it and each
+    row's rest); every row still gets HF generate's tokens for its prompt alone."""
+    model, tok = _model(lively_model_dir)
+    prompts = [prompt_ids(tok, messages_for(f"About the syllabus: {q}")) for q in QUESTIONS]
+    shared = next(i for i in range(min(map(len, prompts))) if len({p[i] for p in prompts}) > 1)
+    assert shared >= 8
+    tok.padding_side = "left"
+    batch = tok.pad({"input_ids": prompts}, return_tensors="pt")
+    ids, mask = batch["input_ids"], batch["attention_mask"]
+    shapes: list[tuple[int, ...]] = []
+    hook = model.register_forward_pre_hook(
+        lambda _m, _a, kwargs: shapes.append(tuple(kwargs["input_ids"].shape)), with_kwargs=True
+    )
+    with torch.inference_mode():
+        got = greedy_decode(model, ids, mask, 20, [], lookup=False)
+    hook.remove()
+    assert shapes[:2] == [(1, shared), (len(prompts), ids.shape[1] - shared)]
+    for prompt, tokens in zip(prompts, got, strict=True):
+        assert tokens == _hf_greedy(model, tok, torch.tensor([prompt]), 20, None)

@@ -9,6 +9,7 @@ from typing import Any
 DRAFT_TOKENS = 10  # tokens proposed per lookup and row
 NGRAM_SIZES = (3, 2)  # the longest match is tried first; single tokens match too often to be worth a draft
 DRAFT_ROWS = 4  # drafting starts when this many rows are left: a pass then costs about the same for 1 or 11 tokens
+MIN_SHARED_PREFIX = 8  # tokens every prompt starts with (system prompt, role header) worth one pass of their own
 
 
 def greedy_decode(
@@ -19,12 +20,14 @@ def greedy_decode(
     stop_ids: list[int],
     *,
     lookup: bool = True,
-    on_prompt: Callable[[Any, Any], None] | None = None,
+    on_prompt: Callable[[Any, Any, Any], None] | None = None,
 ) -> list[list[int]]:
     """The greedy tokens of every row, each ending with its stop token when it stopped.
 
-    `on_prompt(cache, logits)` sees the prompts' KV cache and last-position logits once, before decoding
-    changes the cache (it must not change it), so other scoring can reuse the prompt pass.
+    The tokens every prompt starts with (the system prompt and role header) run once and their cache is
+    shared by all rows. `on_prompt(cache, logits, mask)` sees the prompts' KV cache, the last-position logits
+    and the cache's attention mask once, before decoding changes the cache (it must not change it), so other
+    scoring can reuse the prompt pass.
 
     HF generate runs every row to the longest; here a row that stops is dropped, so a few long answers run
     on alone. A pass over so few rows is bound by reading the weights, so each row checks several drafted
@@ -40,10 +43,9 @@ def greedy_decode(
     cache = DynamicCache()
     cache_arg = {cache_kwarg(model): cache}
     stops = torch.tensor(stop_ids, device=input_ids.device)
-    mask = attention_mask
-    positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)
-    last = prompt_logits_index(input_ids)
-    step_ids = input_ids
+    step_ids, mask = _after_shared_prefix(model, input_ids, attention_mask, cache_arg)
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, -step_ids.shape[1] :]
+    last = prompt_logits_index(step_ids)
     for step in range(max_new_tokens):
         if lookup and step > 0 and len(alive) <= DRAFT_ROWS:
             prompts = [input_ids[r][attention_mask[r].bool()].tolist() for r in alive]
@@ -61,7 +63,7 @@ def greedy_decode(
             **cache_arg,
         )
         if step == 0 and on_prompt is not None:
-            on_prompt(cache, out.logits[:, -1])
+            on_prompt(cache, out.logits[:, -1], mask)
         chosen = out.logits[:, -1].float().argmax(-1)
         for row, token in zip(alive, chosen.tolist(), strict=True):
             tokens[row].append(token)
@@ -77,6 +79,32 @@ def greedy_decode(
         positions = positions[:, -1:] + 1
         mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=1)
     return tokens
+
+
+def _after_shared_prefix(model: Any, input_ids: Any, attention_mask: Any, cache_arg: dict[str, Any]) -> tuple[Any, Any]:
+    """Run the tokens all rows start with once, into the cache (repeated per row), and return the rest of each
+    row, left-padded, with the attention mask over prefix and rest (padding then sits between the two). With
+    no such prefix, the prompts and their mask as given."""
+    import torch
+
+    rows = [ids[m.bool()].tolist() for ids, m in zip(input_ids, attention_mask, strict=True)]
+    shared = min(len(r) for r in rows) - 1  # every row keeps at least one token for the prompt pass
+    for row in rows[1:]:
+        shared = next((i for i in range(shared) if row[i] != rows[0][i]), shared)
+    if len(rows) < 2 or shared < MIN_SHARED_PREFIX:
+        return input_ids, attention_mask
+    (cache,) = cache_arg.values()
+    model(input_ids=input_ids.new_tensor([rows[0][:shared]]), use_cache=True, logits_to_keep=1, **cache_arg)
+    cache.batch_repeat_interleave(len(rows))
+    width = max(len(r) for r in rows) - shared
+    rest = input_ids.new_zeros((len(rows), width))
+    mask = attention_mask.new_zeros((len(rows), shared + width))
+    mask[:, :shared] = 1
+    for i, row in enumerate(rows):
+        n = len(row) - shared
+        rest[i, width - n :] = torch.tensor(row[shared:])
+        mask[i, shared + width - n :] = 1
+    return rest, mask
 
 
 def _decode_drafted(

@@ -142,9 +142,7 @@ class Engine:
                 else:
                     rows = [replies[i] for i in idx]
                     scored: list[float | None] = []
-                    hook = partial(
-                        _score_replies, scored, model, batch["attention_mask"], rows, self.tokenizer.pad_token_id
-                    )
+                    hook = partial(_score_replies, scored, model, rows, self.tokenizer.pad_token_id)
                     new = greedy_decode(
                         model,
                         batch["input_ids"],
@@ -315,7 +313,7 @@ def _reply_ids(
 
 
 def _score_replies(
-    out: list, model: Any, mask: Any, replies: list[list[int]], pad_id: int, cache: Any, logits: Any
+    out: list, model: Any, replies: list[list[int]], pad_id: int, cache: Any, logits: Any, mask: Any
 ) -> None:
     out.extend(_reply_nll(model, cache, logits, mask, replies, pad_id))
 

@@ -87,11 +87,13 @@ def _after_shared_prefix(model: Any, input_ids: Any, attention_mask: Any, cache_
     no such prefix, the prompts and their mask as given."""
     import torch
 
+    if input_ids.shape[0] < 2:
+        return input_ids, attention_mask
     rows = [ids[m.bool()].tolist() for ids, m in zip(input_ids, attention_mask, strict=True)]
     shared = min(len(r) for r in rows) - 1  # every row keeps at least one token for the prompt pass
     for row in rows[1:]:
         shared = next((i for i in range(shared) if row[i] != rows[0][i]), shared)
-    if len(rows) < 2 or shared < MIN_SHARED_PREFIX:
+    if shared < MIN_SHARED_PREFIX:
         return input_ids, attention_mask
     (cache,) = cache_arg.values()
     model(input_ids=input_ids.new_tensor([rows[0][:shared]]), use_cache=True, logits_to_keep=1, **cache_arg)

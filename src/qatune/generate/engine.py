@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -157,11 +157,7 @@ class Engine:
                     results[i] = self._finish(tokens, stop)
                 if on_batch:
                     on_batch(len(idx))
-        return [
-            Generation(r.text, r.stopped, r.new_tokens, reference_nll=value)
-            for r, value in zip(results, nll, strict=True)
-            if r is not None
-        ]
+        return [replace(r, reference_nll=value) for r, value in zip(results, nll, strict=True) if r is not None]
 
     def _finish(self, tokens: list[int], stop: list[str] | None) -> Generation:
         end = next((j for j, t in enumerate(tokens) if t in self.stop_ids), None)

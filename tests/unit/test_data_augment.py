@@ -46,6 +46,23 @@ def test_wordnet_folder_is_built_offline_with_lexnames():
     assert "teacher" in augment._synonyms("instructor")
 
 
+def test_english_reader_answers_like_nltks_own():
+    """The reader skips only NLTK's start-up map of other WordNet versions: every English lookup is equal."""
+    import warnings
+
+    from nltk.corpus.reader.wordnet import WordNetCorpusReader
+
+    fast = augment.wordnet()  # also puts the corpus folder on NLTK's allowed paths
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        plain = WordNetCorpusReader(str(augment.wordnet_dir()), None)
+    assert fast.map30 is None and plain.map30  # the skipped map is built by the plain reader
+    for word in ("instructor", "exam", "held", "mandatory", "submitted", "course", "grade", "late"):
+        assert [s.name() for s in fast.synsets(word)] == [s.name() for s in plain.synsets(word)]
+        assert [s.lemma_names() for s in fast.synsets(word)] == [s.lemma_names() for s in plain.synsets(word)]
+    assert fast.morphy("lectures") == plain.morphy("lectures") == "lecture"
+
+
 def test_variants_never_touch_numbers_times_dates_codes_or_names():
     changed = 0
     for seed in range(15):

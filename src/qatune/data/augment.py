@@ -89,12 +89,20 @@ def _reader(folder: str) -> Any:
     import nltk.data
     from nltk.corpus.reader.wordnet import WordNetCorpusReader
 
+    class EnglishWordNet(WordNetCorpusReader):
+        """English lookups only. NLTK's reader also maps another WordNet version's synset offsets onto this
+        one at start-up (by reading index.sense twice, about 3 s); only multilingual (OMW) data uses that
+        map, and this reader has none."""
+
+        def map_wn(self, version: str = "wordnet") -> None:
+            return None
+
     root = str(Path(folder).parents[1])
     if root not in nltk.data.path:
         nltk.data.path.insert(0, root)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return WordNetCorpusReader(folder, None)
+        return EnglishWordNet(folder, None)
 
 
 def wordnet() -> Any:

@@ -93,6 +93,13 @@ def test_run_writes_every_stage_and_eval_saved_the_greedy_answers(run, questions
         assert [saved[q] for q in questions] == greedy[name], name
     assert greedy["best"] != greedy["base"], "one epoch of training must change some answer"
     assert greedy["best+rag"] != greedy["best"], "retrieved pairs in the prompt must change some answer"
+    from qatune.generate.engine import run_retriever
+
+    retrieval = {r["question"]: r for r in rows if r["model"] == "retrieval"}
+    contexts = run_retriever(rundir).contexts(questions)
+    assert [retrieval[q]["retrieved"] for q in questions] == [[p["answer"] for p in c] for c in contexts]
+    assert [retrieval[q]["answer"] for q in questions] == [c[0]["answer"] for c in contexts]
+    assert scores["retrieval_ceiling"]["k"] == summary["rag_k"] == 2
     rec = json.loads((rundir.report_dir / "recommendation.json").read_text())
     assert rec["verdict"] in ("ship", "ship-nothing", "retrieval-beats-fine-tuning")
     assert "data:image/png;base64," in rundir.report_html.read_text(encoding="utf-8")

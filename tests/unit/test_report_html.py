@@ -292,3 +292,20 @@ def test_end_to_end_report_states_the_decision_the_scores_and_every_chart(full_r
     assert set(charts) == {"loss_curves.png"} | {f"{ev}_{kind}.png" for ev in scores for kind in kinds}
     embedded = {img.get("src").split(",", 1)[1] for img in doc.xpath("//img")}
     assert embedded == {base64.b64encode(png).decode("ascii") for png in charts.values()}
+
+
+def test_the_retrieval_ceiling_is_stated_under_the_retrieval_comparison(tmp_path, scored_run):
+    run = make_run(tmp_path, scored_run)
+    scores_path = run / "eval" / "test" / "scores.json"
+    scores = json.loads(scores_path.read_text())
+    assert scores["vs_retrieval"]
+    page = " ".join(_doc(build(run).read_text(encoding="utf-8")).text_content().split())
+    assert "Retrieval ceiling" not in page  # the scored run recorded no runners-up
+    ceiling = {"k": 2, "rougeL": {"mean": 0.9, "ci95": [0.8, 0.97]}, "first_is_best": 9}
+    scores_path.write_text(json.dumps({**scores, "retrieval_ceiling": ceiling}), encoding="utf-8")
+    page = " ".join(_doc(build(run).read_text(encoding="utf-8")).text_content().split())
+    sentence = "copying the best of the 2 retrieved training answers of each question (picked with the reference)"
+    assert sentence in page and "ROUGE-L 0.90 [0.80, 0.97]" in page
+    assert f"on 9 of {scores['n']} questions" in page and f"only on the other {scores['n'] - 9}" in page
+    assert page.index("vs retrieval (paired difference") < page.index("Retrieval ceiling")
+    assert sentence in (run / "report" / "results.md").read_text(encoding="utf-8")

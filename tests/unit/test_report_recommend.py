@@ -237,3 +237,40 @@ def test_retrieval_ahead_by_a_paired_ci_touching_zero_still_ships_with_the_note(
     assert rec["reason"].endswith("a plain lookup of training answers may be enough.")
     level = recommend(_with_retrieval(scores, 0.60, {"epoch-3": (0.0, -0.1, 0.1)}), _summary({3: 1.0}))
     assert level["verdict"] == "ship" and "retrieval beats" not in level["reason"].lower()
+
+
+def _with_ceiling(scores: dict, best: float, first_is_best: int) -> dict:
+    return {
+        **scores,
+        "retrieval_ceiling": {
+            "k": 2,
+            "rougeL": {"mean": best, "ci95": [best - 0.05, best + 0.05]},
+            "first_is_best": first_is_best,
+        },
+    }
+
+
+def test_the_retrieval_ceiling_says_how_far_a_grounded_model_could_pass_retrieval():
+    """Where retrieval's first answer is already the best retrieved one everywhere, the note says a grounded
+    model can at most tie; otherwise it names how many questions are left to gain on. Closed-book runs: no note."""
+    grounded = _scores(
+        {
+            "epoch-3": {"rougeL": (0.45, 0.2, 0.3), "semantic": (0.5, 0.1, 0.4)},
+            "best+rag": {"rougeL": (0.78, 0.5, 0.7), "semantic": (0.8, 0.5, 0.7)},
+        },
+        n=41,
+    )
+    scores = _with_retrieval(grounded, 0.82, {"best+rag": (-0.04, -0.07, -0.01)})
+    rec = recommend(_with_ceiling(scores, 0.82, 41), _summary({3: 1.0}, best=3))
+    note = next(n for n in rec["evidence"]["notes"] if n.startswith("Retrieval ceiling"))
+    assert "ROUGE-L 0.82 [0.77, 0.87], retrieval 0.82" in note and "on all 41 questions" in note
+    assert "can at most tie retrieval here" in note
+    rec = recommend(_with_ceiling(scores, 0.89, 28), _summary({3: 1.0}, best=3))
+    note = next(n for n in rec["evidence"]["notes"] if n.startswith("Retrieval ceiling"))
+    assert "on 28 of 41 questions" in note and "only on the other 13" in note
+    closed = _with_retrieval(_scores({"epoch-3": {"rougeL": (0.45, 0.2, 0.3)}}), 0.7, {"epoch-3": (-0.2, -0.3, -0.1)})
+    rec = recommend(_with_ceiling(closed, 0.89, 28), _summary({3: 1.0}, best=3))
+    assert not any(n.startswith("Retrieval ceiling") for n in rec["evidence"]["notes"])
+    assert not any(
+        n.startswith("Retrieval ceiling") for n in recommend(scores, _summary({3: 1.0}))["evidence"]["notes"]
+    )

@@ -60,3 +60,39 @@ def test_pair_cosine_scores_and_remembers_pairs(embedder):
     assert same == pytest.approx(1.0, abs=1e-5) and other < 0.5 and cached == 0.123
     assert cosine(["Room 101."], ["Room 101."]) == [same]
     assert encode(embedder, []).shape == (0, 384)
+
+
+def test_runners_up_are_the_answers_a_grounded_prompt_holds_in_its_order(embedder):
+    from qatune.generate.context import Index
+
+    rows = TRAIN[:3]
+    questions = ["Which professor teaches this class?", "How are grades calculated?", "In which room is the lecture?"]
+    matches = nearest_answers(embedder, rows, questions, k=2)
+    index = Index(rows, encode(embedder, [r["question"] for r in rows]))
+    for match, context in zip(matches, index.contexts(embedder, questions, 2), strict=True):
+        assert [match.answer, *match.runners_up] == [p["answer"] for p in context]
+        assert len(match.runners_up) == 1 and match.runners_up[0] != match.answer
+    assert [m.answer for m in matches] == [m.answer for m in nearest_answers(embedder, rows, questions)]
+    assert all(m.runners_up == () for m in nearest_answers(embedder, rows, questions))
+
+
+def test_retrieval_ceiling_is_the_best_retrieved_answer_per_question():
+    from qatune.evaluate.metrics import rouge
+    from qatune.evaluate.scores import retrieval_ceiling
+
+    def row(reference, retrieved):
+        return {"reference": reference, "retrieved": retrieved}
+
+    by_key = {
+        ("retrieval", "1"): row("Room 101 on Monday.", ["Room 101 on Monday.", "Room 202."]),  # first is best
+        ("retrieval", "2"): row("Professor Ada Lovelace.", ["Homework 40%.", "Professor Ada Lovelace teaches."]),
+        ("retrieval", "3"): row("Homework 40%, project 60%.", ["Room 101.", "Ada."]),  # neither: both score 0
+    }
+    ceiling = retrieval_ceiling(["1", "2", "3"], by_key, resamples=200)
+    second = rouge("Professor Ada Lovelace teaches.", "Professor Ada Lovelace.")["rougeL"]
+    assert ceiling["k"] == 2 and ceiling["first_is_best"] == 2  # question 3 ties at zero
+    assert ceiling["rougeL"]["mean"] == pytest.approx((1.0 + second + 0.0) / 3)
+    lo, hi = ceiling["rougeL"]["ci95"]
+    assert lo <= ceiling["rougeL"]["mean"] <= hi
+    del by_key[("retrieval", "3")]["retrieved"]  # a closed-book run's rows list no runners-up
+    assert retrieval_ceiling(["1", "2", "3"], by_key, resamples=200) is None

@@ -12,7 +12,7 @@ from qatune import console, eta
 from qatune.console import QatuneError
 from qatune.evaluate import metrics as M
 from qatune.evaluate.budget import answer_budget
-from qatune.evaluate.retrieval import RETRIEVAL, nearest_answers, training_pairs
+from qatune.evaluate.retrieval import RETRIEVAL, nearest_answers, retrieved_k, training_pairs
 from qatune.evaluate.scores import build_scores, combined_responses, print_results
 from qatune.evaluate.state import (
     QuestionSet,
@@ -212,13 +212,20 @@ def _generated_rows(
 
 
 def _retrieval_rows(rundir: RunDir, cosine: PairCosine, batch: list[dict]) -> list[dict]:
+    """Retrieval's answers; in a run with grounded models each row also lists the k answers a grounded
+    prompt would hold (`retrieved`, first = the answer), from which scores.json reports the retrieval ceiling."""
     train = training_pairs(rundir.require(rundir.split_file("train"), "run qatune prepare first"))
-    matches = nearest_answers(cosine.embedder, train, [q["question"] for q in batch])
+    k = retrieved_k(rundir)
+    matches = nearest_answers(cosine.embedder, train, [q["question"] for q in batch], k)
     semantic = cosine([m.answer for m in matches], [q["answer"] for q in batch])
-    return [
-        _row(RETRIEVAL, q, m.answer, M.answer_metrics(m.answer, q["answer"], semantic=s, answer_nll=None), True, 0)
-        for q, m, s in zip(batch, matches, semantic, strict=True)
-    ]
+    rows = []
+    for q, m, s in zip(batch, matches, semantic, strict=True):
+        metrics = M.answer_metrics(m.answer, q["answer"], semantic=s, answer_nll=None)
+        row = _row(RETRIEVAL, q, m.answer, metrics, True, 0)
+        if k > 1:
+            row["retrieved"] = [m.answer, *m.runners_up]
+        rows.append(row)
+    return rows
 
 
 def _bertscore(

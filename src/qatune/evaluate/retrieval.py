@@ -1,5 +1,7 @@
 """The `retrieval` baseline: answer each question with the training answer whose question is closest
-(MiniLM cosine). No generation; it shows whether fine-tuning beats a plain lookup of the training data."""
+(MiniLM cosine). No generation; it shows whether fine-tuning beats a plain lookup of the training data.
+In a run with grounded models it also records the runners-up among the pairs a grounded prompt holds, so
+the scores can say how much better than retrieval copying one of them could ever be."""
 
 from __future__ import annotations
 
@@ -20,6 +22,14 @@ class Match:
     train_id: str
     question: str
     score: float
+    runners_up: tuple[str, ...] = ()  # the answers ranked 2..k, best first
+
+
+def retrieved_k(rundir: Any) -> int:
+    """Answers each retrieval row records: the run's grounded-prompt k when it has a retrieval index, else 1."""
+    from qatune.generate.context import run_rag_k
+
+    return run_rag_k(rundir) if (rundir.index_dir / "index.json").exists() else 1
 
 
 def training_pairs(train_jsonl: Path) -> list[dict]:
@@ -31,20 +41,24 @@ def training_pairs(train_jsonl: Path) -> list[dict]:
     return rows
 
 
-def nearest_answers(embedder: Any, train_rows: list[dict], questions: list[str]) -> list[Match]:
-    """For each question, the training pair with the most similar question (ties: the earlier row)."""
+def nearest_answers(embedder: Any, train_rows: list[dict], questions: list[str], k: int = 1) -> list[Match]:
+    """For each question, the training pair with the most similar question (ties: the earlier row), and the
+    answers of the next k - 1 pairs in the order the run's retrieval index ranks them."""
+    import numpy as np
+
     if not questions:
         return []
     keys = encode(embedder, [r["question"] for r in train_rows])
     queries = encode(embedder, list(questions))
     sims = queries @ keys.T
-    best = sims.argmax(axis=1)
+    ranked = np.argsort(-sims, axis=1, kind="stable")[:, : max(1, k)]
     return [
         Match(
-            answer=train_rows[j]["answer"],
-            train_id=str(train_rows[j].get("id", j)),
-            question=train_rows[j]["question"],
-            score=float(sims[i, j]),
+            answer=train_rows[row[0]]["answer"],
+            train_id=str(train_rows[row[0]].get("id", row[0])),
+            question=train_rows[row[0]]["question"],
+            score=float(sims[i, row[0]]),
+            runners_up=tuple(train_rows[j]["answer"] for j in row[1:]),
         )
-        for i, j in enumerate(best.tolist())
+        for i, row in enumerate(ranked.tolist())
     ]

@@ -7,7 +7,7 @@ from typing import Any
 
 from qatune import console
 from qatune.evaluate.compare import SEED, WIDE_CI_BELOW, mean_ci, paired_difference
-from qatune.evaluate.metrics import BLEU_NOTE, LOWER_IS_BETTER, METRICS, corpus_bleu
+from qatune.evaluate.metrics import BLEU_NOTE, LOWER_IS_BETTER, METRICS, corpus_bleu, rouge
 from qatune.evaluate.retrieval import RETRIEVAL
 from qatune.evaluate.state import QuestionSet
 from qatune.generate import BASE
@@ -77,6 +77,7 @@ def build_scores(
         "vs_retrieval": vs_retrieval,
         "stop_rate": stop_rate,
         "corpus_bleu": bleu,
+        "retrieval_ceiling": retrieval_ceiling(ids, by_key, resamples) if RETRIEVAL in models else None,
         "unavailable": dict(unavailable or {}),
         "warnings": _warnings(len(ids), stop_rate),
         "notes": {
@@ -86,7 +87,26 @@ def build_scores(
             "comparisons": "model minus base on the same questions: paired bootstrap CI of the mean "
             "difference; p from a two-sided paired sign-flip permutation test",
             "vs_retrieval": "model minus the retrieval baseline, paired the same way",
+            "retrieval_ceiling": "ROUGE-L of the best of the k retrieved training answers of each question, "
+            "picked with the reference: the most a grounded model that copies one of them could score. "
+            "first_is_best: questions where retrieval's own (first) answer is that best one; a grounded model "
+            "can only tie retrieval there",
         },
+    }
+
+
+def retrieval_ceiling(ids: list[str], by_key: dict, resamples: int) -> dict[str, Any] | None:
+    """{k, rougeL: mean and CI, first_is_best} from the retrieval rows' `retrieved` answers (runs with
+    grounded models); None when the rows do not list runners-up."""
+    rows = [by_key.get((RETRIEVAL, q)) for q in ids]
+    if not rows or any(r is None or len(r.get("retrieved") or []) < 2 for r in rows):
+        return None
+    best = [max(rouge(a, r["reference"])["rougeL"] for a in r["retrieved"]) for r in rows]
+    first = [rouge(r["retrieved"][0], r["reference"])["rougeL"] for r in rows]
+    return {
+        "k": min(len(r["retrieved"]) for r in rows),
+        "rougeL": mean_ci(best, resamples),
+        "first_is_best": sum(f >= b for f, b in zip(first, best, strict=True)),
     }
 
 
@@ -165,5 +185,18 @@ def print_results(scores: dict[str, Any]) -> None:
         console.table(
             "difference from base: mean, 95% CI, paired p (answer_nll: lower is better)", ["model", *diffs], rows
         )
+    ceiling = scores.get("retrieval_ceiling")
+    if ceiling:
+        console.info(ceiling_sentence(ceiling, scores["n"]))
     for line in scores["warnings"]:
         console.warn(line)
+
+
+def ceiling_sentence(ceiling: dict[str, Any], n: int) -> str:
+    stat = ceiling["rougeL"]
+    lo, hi = stat["ci95"]
+    return (
+        f"copying the best of the {ceiling['k']} retrieved answers (picked with the reference) would score "
+        f"ROUGE-L {stat['mean']:.3f} [{lo:.2f}, {hi:.2f}]; retrieval's first answer is that best one on "
+        f"{ceiling['first_is_best']} of {n} questions, where a grounded model can at most tie it"
+    )

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from qatune.console import QatuneError, info
 from qatune.evaluate.metrics import METRICS
-from qatune.evaluate.retrieval import RETRIEVAL
+from qatune.evaluate.retrieval import RETRIEVAL, retrieved_k
 from qatune.generate import BASE
 from qatune.generate.context import RAG_SUFFIX, closed_book, is_grounded
 from qatune.rundir import RunDir, check_name
@@ -79,7 +79,7 @@ def model_fingerprints(rundir: RunDir, config: Config, models: list[str]) -> dic
             prints[name] = base
         elif name == RETRIEVAL:
             train = rundir.split_file("train")
-            prints[name] = _sha([file_sha256(train) if train.exists() else None, METRICS])
+            prints[name] = _sha([file_sha256(train) if train.exists() else None, METRICS, retrieved_k(rundir)])
         else:
             folder = rundir.model_dir(name)
             files = sorted(p for p in folder.iterdir() if p.name.startswith("adapter_"))

@@ -104,6 +104,14 @@ def load_index(folder: Path) -> Index:
     return Index(pairs, vectors, meta.get("source_sha256", ""))
 
 
+def run_rag_k(rundir: Any) -> int:
+    """How many retrieved pairs the run's grounded prompts hold (its training summary; DEFAULT_K before one)."""
+    try:
+        return int(read_json(rundir.train_summary_json).get("rag_k") or DEFAULT_K)
+    except (OSError, ValueError, AttributeError):
+        return DEFAULT_K
+
+
 def run_index(rundir: Any, embedder: Any, k: int = DEFAULT_K) -> Index:
     """RUN/index, rebuilt when missing or made from other training data."""
     train = rundir.split_file("train")

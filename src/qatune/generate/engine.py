@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from qatune.console import QatuneError
-from qatune.generate.context import DEFAULT_K, RAG_SUFFIX, closed_book, grounded_question, is_grounded
+from qatune.generate.context import RAG_SUFFIX, closed_book, grounded_question, is_grounded
 from qatune.generate.decoding import greedy_decode
 from qatune.prompts import (
     IGNORE_INDEX,
@@ -408,15 +408,10 @@ class Retriever:
 
 def run_retriever(rundir: Any) -> Retriever | None:
     """The retriever of a run trained with grounded examples (RUN/index exists), else None."""
-    from qatune.generate.context import load_index
-    from qatune.storage import read_json
+    from qatune.generate.context import load_index, run_rag_k
 
     if not (rundir.index_dir / "index.json").exists():
         return None
     from qatune.evaluate.embeddings import load_embedder
 
-    try:
-        k = int(read_json(rundir.train_summary_json).get("rag_k") or DEFAULT_K)
-    except (OSError, ValueError):
-        k = DEFAULT_K
-    return Retriever(load_index(rundir.index_dir), load_embedder(), k)
+    return Retriever(load_index(rundir.index_dir), load_embedder(), run_rag_k(rundir))

@@ -179,6 +179,7 @@ def _eval_view(
         "notes": [(k, _plain(v)) for k, v in _mapping(ev.scores.get("notes")).items()],
         "comparisons": tables.comparison_rows(ev, summary),
         "vs_retrieval": tables.retrieval_rows(ev, summary),
+        "ceiling": tables.ceiling_note(ev.scores),
         "about": about,
         "charts": charts,
         "answers": _answers(ev, summary),

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from qatune.report.load import comparison, epoch_of, kind_of, model_order, number, stat
-from qatune.report.tables import fmt, fmt_p, fmt_stat
+from qatune.report.tables import ceiling_note, fmt, fmt_p, fmt_stat
 
 PRIMARY = ("rougeL", "semantic")
 NEAR_TIE = 0.01  # ROUGE-L means closer than this are treated as a tie
@@ -112,6 +112,9 @@ def _notes(scores: dict[str, Any], summary: dict[str, Any] | None, chosen: dict[
     trend = val_loss_trend(summary)
     if trend:
         notes.append(trend[0].upper() + trend[1:])
+    ceiling = ceiling_note(scores)
+    if ceiling and any(str(m).endswith("+rag") and m != "base+rag" for m in scores.get("models") or {}):
+        notes.append(ceiling)
     if chosen and chosen["stop_rate"] is not None and chosen["stop_rate"] < LOW_STOP_RATE:
         notes.append(
             f"only {chosen['stop_rate']:.0%} of {chosen['model']}'s answers ended at end-of-turn; "

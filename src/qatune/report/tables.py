@@ -150,6 +150,33 @@ def retrieval_rows(ev: EvalSet, summary: dict[str, Any] | None) -> list[dict[str
     return rows
 
 
+def ceiling_note(scores: dict[str, Any]) -> str | None:
+    """One sentence on how far a grounded model could pass retrieval on this set (scores.json's
+    `retrieval_ceiling`): None when the eval did not record the retrieved runners-up."""
+    ceiling = scores.get("retrieval_ceiling")
+    if not isinstance(ceiling, dict) or not isinstance(ceiling.get("rougeL"), dict):
+        return None
+    best = number(ceiling["rougeL"].get("mean"))
+    lo, hi = ([number(v) for v in ceiling["rougeL"].get("ci95") or []] + [None, None])[:2]
+    k, first, n = number(ceiling.get("k")), number(ceiling.get("first_is_best")), number(scores.get("n"))
+    own = stat(scores, "retrieval", "rougeL")
+    if best is None or k is None or first is None or n is None or own is None:
+        return None
+    head = (
+        f"Retrieval ceiling: copying the best of the {int(k)} retrieved training answers of each question "
+        f"(picked with the reference) would score ROUGE-L {fmt_stat((best, lo, hi))}, retrieval {fmt(own[0])}. "
+    )
+    if first >= n:
+        return head + (
+            f"Retrieval's first answer is that best one on all {int(n)} questions: a grounded model can at most "
+            "tie retrieval here."
+        )
+    return head + (
+        f"Retrieval's first answer is that best one on {int(first)} of {int(n)} questions, where a grounded "
+        f"model can at most tie it; it can pass retrieval only on the other {int(n - first)}."
+    )
+
+
 def comparison_rows(ev: EvalSet, summary: dict[str, Any] | None) -> list[dict[str, Any]]:
     """Each model vs base (paired): {metric: {text, p, verdict}} for the HTML comparisons table."""
     metrics = metric_columns(ev.scores)
@@ -226,6 +253,9 @@ def markdown(evals: list[EvalSet], summary: dict[str, Any] | None) -> str:
             for row in comp:
                 cells = [f"{c['text']}, p {c['p']}" if c else "–" for c in (row["cells"][m] for m in metrics)]
                 parts.append("| " + " | ".join([_md(row["label"]), *cells]) + " |")
+        ceiling = ceiling_note(ev.scores)
+        if ceiling:
+            parts.append(f"\n{_md(ceiling)}")
         parts.append("")
     return "\n".join(parts)
 

@@ -101,12 +101,11 @@ def retrieval_ceiling(ids: list[str], by_key: dict, resamples: int) -> dict[str,
     rows = [by_key.get((RETRIEVAL, q)) for q in ids]
     if not rows or any(r is None or len(r.get("retrieved") or []) < 2 for r in rows):
         return None
-    best = [max(rouge(a, r["reference"])["rougeL"] for a in r["retrieved"]) for r in rows]
-    first = [rouge(r["retrieved"][0], r["reference"])["rougeL"] for r in rows]
+    each = [[rouge(a, r["reference"])["rougeL"] for a in r["retrieved"]] for r in rows]
     return {
         "k": min(len(r["retrieved"]) for r in rows),
-        "rougeL": mean_ci(best, resamples),
-        "first_is_best": sum(f >= b for f, b in zip(first, best, strict=True)),
+        "rougeL": mean_ci([max(s) for s in each], resamples),
+        "first_is_best": sum(s[0] >= max(s) for s in each),
     }
 
 

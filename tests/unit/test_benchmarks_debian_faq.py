@@ -1,14 +1,19 @@
 """benchmarks/debian_faq.py: the Debian FAQ's HTML -> one question/answer pair per entry, with paragraphs, list
-items, command lines and footnotes kept as plain text."""
+items, command lines and footnotes kept as plain text; and the committed pairs and reworded test questions."""
 
 from __future__ import annotations
 
 import csv
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
 
+from qatune.data.clean import clean_text, question_key
+
 BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
+DATA = BENCH / "data"
 
 # Shaped like the DocBook XSL output the package ships: a chapter page, entries as nested div.section with the
 # number in the heading, a table of contents per chapter and per entry, footnotes at the end of the page.
@@ -152,3 +157,53 @@ def test_a_missing_package_is_one_line_naming_the_apt_command(tmp_path, capsys):
     (tmp_path / "other" / "page.en.html").write_text("<html><body><p>Not the FAQ.</p></body></html>")
     assert debian_faq.main(["--faq-dir", str(tmp_path / "other"), "--out", str(tmp_path / "x.csv")]) == 2
     assert "no FAQ entries" in capsys.readouterr().err
+
+
+def _committed() -> tuple[list[dict], list[dict]]:
+    pairs = list(csv.DictReader((DATA / "debian_faq.csv").open(encoding="utf-8")))
+    test = list(csv.DictReader((DATA / "debian_faq_test.csv").open(encoding="utf-8")))
+    return pairs, test
+
+
+def test_committed_test_questions_reword_committed_pairs_with_their_answers_unchanged():
+    pairs, test = _committed()
+    by_entry = {p["entry"]: p for p in pairs}
+    pair_questions = {question_key(p["question"]) for p in pairs}
+    assert len(test) >= 36
+    assert len({t["entry"] for t in test}) == len(test)  # one question per entry
+    assert len({p["section"] for p in pairs if p["entry"] in {t["entry"] for t in test}}) == len(
+        {p["section"] for p in pairs}
+    )  # every chapter is asked about
+    for t in test:
+        assert t["answer"] == by_entry[t["entry"]]["answer"], t["question"]
+        assert question_key(t["question"]) not in pair_questions, t["question"]
+    assert {t["answer"] for t in test} <= {p["answer"] for p in pairs}
+
+
+def test_committed_pairs_are_what_qatune_trains_on():
+    """Every question distinct and every answer unchanged by qatune's cleaning, so no pair is merged or altered."""
+    pairs, test = _committed()
+    assert len({question_key(p["question"]) for p in pairs}) == len(pairs)
+    for row in pairs + test:
+        assert clean_text(row["answer"], multiline=True) == row["answer"], row["question"]
+        assert clean_text(row["question"]) == row["question"]
+
+
+def test_the_committed_pairs_are_the_build_of_the_installed_package(tmp_path):
+    """Rebuilt from the installed package when it is the version the file was built from (benchmarks/data/
+    README.md); any other state is reported as a skip with its reason."""
+    import debian_faq
+
+    if shutil.which("dpkg-query") is None:
+        pytest.skip("no dpkg-query: not a Debian system, the committed file cannot be rebuilt here")
+    query = subprocess.run(
+        ["dpkg-query", "-W", "-f", "${Status} ${Version}", "debian-faq"], capture_output=True, text=True
+    )
+    if query.returncode != 0 or not query.stdout.startswith("install ok installed"):
+        pytest.skip("debian-faq is not installed (apt-get install debian-faq)")
+    version = query.stdout.split()[-1]
+    if version != "11.1":
+        pytest.skip(f"debian-faq {version} is installed; the committed file was built from 11.1")
+    out = tmp_path / "pairs.csv"
+    assert debian_faq.main(["--out", str(out), "--no-tokens"]) == 0
+    assert out.read_bytes() == (DATA / "debian_faq.csv").read_bytes()

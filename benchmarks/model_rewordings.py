@@ -92,7 +92,7 @@ def sample_rewordings(questions: list[str], samples: int, seed: int, batch: int 
 
 def rewrite_training_rows(run: Path, samples: int, min_cosine: float, seed: int) -> dict:
     from qatune.data.clean import question_key
-    from qatune.evaluate.embeddings import encode, load_embedder
+    from qatune.rag.embeddings import encode, load_embedder
     from qatune.storage import read_jsonl, write_jsonl
 
     path = run / "data" / "train.jsonl"

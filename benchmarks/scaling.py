@@ -9,7 +9,7 @@ Bounded configuration, one run directory per point, as a user types it:
     qatune run DATA --test TEST --out RUN --epochs 1 --precision fp32
 Everything else is at its default: 2 rewordings per question, grounded examples (so 4 training examples per
 pair and epoch), 32 recall questions answered after the epoch, eval of base, retrieval, epoch-1 (= best),
-base+rag and best+rag on the 20 test questions with up to 256 new tokens. Recorded per point: the stage seconds
+grounded base and best on the 20 test questions with up to 256 new tokens. Recorded per point: the stage seconds
 the run printed (prepare with augmentation; train; eval; report) and, from train/summary.json, the training
 loop, the in-training validation (recall loss and greedy recall answers) and the rest of the train stage
 (model load, MiniLM index of the training pairs, grounded examples, tokenizing, saving); training examples and
@@ -20,7 +20,7 @@ The growth summary fits seconds = a + b x pairs per stage and answer length (lea
 default run on your own data without --test (sweep 2,3 = one pass of 3 epochs, 10% of pairs held out as the
 unseen set): prepare and train set-up as fitted, training loop x 3 epochs x 0.9, validation x 2 (recall is
 answered at epochs 2 and 3), eval per question and generating model x (50 generated test questions + 10% of
-pairs) x 5 models (base, epoch-2, epoch-3, base+rag, best+rag). The extrapolation is a rough guide.
+pairs) x 5 models (base, epoch-2, epoch-3, grounded base and best). The extrapolation is a rough guide.
 
     .venv/bin/python benchmarks/scaling.py --save                           # default points, ~25 min on 2 fp32 cores
     .venv/bin/python benchmarks/scaling.py --pairs 100,300,1000 --answers short,long --estimate-only

@@ -1,7 +1,7 @@
 """Time to quality: how long `qatune run` (the example data, its 37 held-out reworded test questions) takes until a
 fine-tuned closed-book model scores ROUGE-L >= 0.45, for the default recipe and for the seed's settings.
 
-Closed-book models are `epoch-N` and `best` (not `+rag`, not base, not the retrieval baseline); `best` is a copy of
+Closed-book models are `epoch-N` and `best` (not grounded, not base, not the retrieval baseline); `best` is a copy of
 one epoch, written with it, so the epochs decide. Per model, the test ROUGE-L mean [95% CI] is read from
 RUN/eval/test/scores.json.
 
@@ -10,7 +10,7 @@ A model *reaches* the target when it exists and is measured:
                       of `qatune run`) + (its share of the eval stage)
 for the first saved epoch whose test ROUGE-L mean is >= the target. Its share of the eval stage is an estimate:
 the eval stage's seconds / the number of models it generated answers for (base, each distinct adapter, the
-+rag models; not the retrieval baseline, not `best`, whose answers are copied from its epoch). Checkpoint times
+grounded models; not the retrieval baseline, not `best`, whose answers are copied from its epoch). Checkpoint times
 are file modification times compared with the Unix time recorded just before `qatune run` started. In a real run
 the eval stage starts only after training ends, so the full run's wall time is also given: it is when a user
 sees the scores.

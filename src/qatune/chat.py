@@ -14,6 +14,7 @@ from typing import Any, TextIO
 from qatune import console
 from qatune.console import QatuneError
 from qatune.prompts import messages_for
+from qatune.rag import closed_book, grounded_name
 
 BASE = "base"
 COMMANDS = ("/reset", "/model", "/compare", "/quit", "/help")
@@ -95,10 +96,10 @@ def chat(
     stdin: TextIO | None = None,
     stdout: TextIO | None = None,
 ) -> None:
-    """`rag`: answer with the top-k retrieved training pairs in the prompt (model `NAME+rag`)."""
+    """`rag`: answer with the top-k retrieved training pairs in the prompt (the grounded model of NAME)."""
     engine = _load(run, model_name)
     if rag:
-        model_name = model_name if model_name.endswith("+rag") else model_name + "+rag"
+        model_name = grounded_name(model_name)
         if model_name not in engine.names:
             raise QatuneError(
                 f"--rag needs the run's retrieval index ({run}/index), written by `qatune train` with grounded "
@@ -121,7 +122,7 @@ def _load(run: Path, model_name: str) -> Any:
     if not rundir.root.is_dir():
         raise QatuneError("run directory not found; check --run", path=rundir.root)
     available = rundir.adapter_names()
-    closed = check_name(model_name.removesuffix("+rag"), "model name")
+    closed = check_name(closed_book(model_name), "model name")
     if closed != BASE and closed not in available:
         raise QatuneError(f"no model {model_name!r} in {rundir.models_dir}; available: {', '.join([BASE, *available])}")
     return load_engine(rundir.root, load_for_run(rundir.root, None, {}, save=False))

@@ -14,6 +14,7 @@ from rich.markup import escape
 
 from qatune import __version__, console
 from qatune.config import Config, EvalConfig, PrepareConfig, TrainConfig, help_for, parse_list
+from qatune.rag import RAG_SUFFIX
 
 app = typer.Typer(
     add_completion=False,
@@ -319,7 +320,9 @@ def run_(
 @app.command()
 def chat(
     run: RunOpt,
-    model: Annotated[str, typer.Option("--model", help="best, epoch-N or base (add +rag for grounded).")] = "best",
+    model: Annotated[
+        str, typer.Option("--model", help=f"best, epoch-N or base (add {RAG_SUFFIX} for grounded).")
+    ] = "best",
     max_new_tokens: Annotated[int, typer.Option(help="Longest answer, in new tokens.")] = 256,
     rag: Annotated[
         bool, typer.Option("--rag", help="Answer with the top-k retrieved training pairs in the prompt.")

@@ -14,6 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from qatune.console import QatuneError
+from qatune.rag import RAG_SUFFIX
 
 DEFAULT_MODEL = "default"
 
@@ -137,7 +138,7 @@ class TrainConfig(_Section):
     grounded: bool = Field(
         True,
         description="Also train with the top-k retrieved training pairs in the prompt (retrieval-aware), so the "
-        "model answers closed-book and grounded ('+rag' models).",
+        f"model answers closed-book and grounded ('{RAG_SUFFIX}' models).",
     )
     rag_k: int = Field(2, ge=1, le=10, description="Retrieved training pairs in a grounded prompt.")
     oracle_share: float = Field(

@@ -15,6 +15,8 @@ import yaml
 
 from qatune import __version__
 from qatune.console import QatuneError, info
+from qatune.rag import closed_book
+from qatune.rag.card import grounded_usage
 from qatune.rundir import RunDir, check_name
 from qatune.storage import atomic_dir, atomic_write_json, atomic_write_text, read_json
 
@@ -35,7 +37,7 @@ def export(run: Path, model_name: str = "best", out: Path | None = None, dtype: 
         raise QatuneError("run directory not found; check --run", path=rundir.root)
     if dtype not in DTYPES:
         raise QatuneError(f"--dtype {dtype!r} is not one of {', '.join(DTYPES)} (4-bit weights are never exported)")
-    model_name = model_name.removesuffix("+rag")  # one set of weights answers both ways
+    model_name = closed_book(model_name)  # one set of weights answers both ways
     adapter = _adapter_dir(rundir, model_name)
     if out is None:
         raise QatuneError("give the folder to write with --out DIR")
@@ -47,7 +49,7 @@ def export(run: Path, model_name: str = "best", out: Path | None = None, dtype: 
         merged.save_pretrained(str(tmp), safe_serialization=True)
         tokenizer.save_pretrained(str(tmp))
         del merged
-        grounded = (rundir.index_dir / "index.json").exists()
+        grounded = rundir.has_index
         if grounded:  # the retrieval index travels with the model: grounded answers need it
             shutil.copytree(rundir.index_dir, tmp / "index")
         atomic_write_text(tmp / "README.md", model_card(rundir, model_name, dtype, config, target.name))
@@ -177,7 +179,7 @@ def model_card(rundir: RunDir, model_name: str, dtype: str, config: Config, fold
         f"'{_md(rundir.root.name)}' merged into a {dtype} copy of {_md(_base_label(config.model))}. "
         "It loads with plain transformers; no peft or qatune needed.\n",
         _usage(folder),
-        _grounded_usage(folder, rundir) if (rundir.index_dir / "index.json").exists() else "",
+        grounded_usage(folder, rundir.index_dir) if rundir.has_index else "",
         _data_section(rundir),
         _training_section(rundir, config, model_name),
         _eval_section(rundir),
@@ -201,31 +203,6 @@ output = model.generate(**inputs, max_new_tokens=256, do_sample=False)
 print(tokenizer.decode(output[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True))
 ```
 Prompts must go through the chat template (saved with the tokenizer): the model was trained on it.
-"""
-
-
-def _grounded_usage(folder: str, rundir: RunDir) -> str:
-    k = int((_read(rundir.index_dir / "index.json") or {}).get("k") or 2)
-    return f"""## Grounded answers (retrieved context)
-
-The model was also trained to answer with retrieved training pairs in its prompt; `index/` holds them
-(`pairs.jsonl`) with their all-MiniLM-L6-v2 embeddings (`vectors.safetensors`, unit length). Embed the
-question, take the top {k} pairs by dot product and put them in the user turn:
-
-```python
-import json
-from safetensors.numpy import load_file
-from sentence_transformers import SentenceTransformer
-
-pairs = [json.loads(line) for line in open("{folder}/index/pairs.jsonl")]
-vectors = load_file("{folder}/index/vectors.safetensors")["vectors"]
-embedder = SentenceTransformer("sentence-transformers/all-MiniLM-L6-v2")
-question = "Your question"
-top = (vectors @ embedder.encode([question], normalize_embeddings=True)[0]).argsort()[::-1][:{k}]
-refs = "\\n".join(f"Q: {{pairs[i]['question']}}\\nA: {{pairs[i]['answer']}}" for i in top)
-messages = [{{"role": "user", "content": f"Reference Q&A:\\n{{refs}}\\n\\nQuestion: {{question}}"}}]
-```
-then generate as above. Without the context it answers closed-book, from what it learned.
 """
 
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from qatune.console import QatuneError
+from qatune.rag.index import is_index
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
@@ -91,6 +92,11 @@ class RunDir:
     def index_dir(self) -> Path:
         """The retrieval index of the training pairs (grounded models and the retrieval baseline)."""
         return self.root / "index"
+
+    @property
+    def has_index(self) -> bool:
+        """The run has a retrieval index (grounded training wrote one): its grounded models can answer."""
+        return is_index(self.index_dir)
 
     # eval
     @property

@@ -93,7 +93,7 @@ def test_run_writes_every_stage_and_eval_saved_the_greedy_answers(run, questions
         assert [saved[q] for q in questions] == greedy[name], name
     assert greedy["best"] != greedy["base"], "one epoch of training must change some answer"
     assert greedy["best+rag"] != greedy["best"], "retrieved pairs in the prompt must change some answer"
-    from qatune.generate.engine import run_retriever
+    from qatune.rag.retriever import run_retriever
 
     retrieval = {r["question"]: r for r in rows if r["model"] == "retrieval"}
     contexts = run_retriever(rundir).contexts(questions)

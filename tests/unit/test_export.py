@@ -117,7 +117,7 @@ def test_export_replaces_an_earlier_export_whole(run, tmp_path):
 def test_a_grounded_run_exports_its_index_and_the_card_says_how_to_use_it(run, tmp_path):
     import shutil
 
-    from qatune.generate.context import Index, load_index
+    from qatune.rag.index import Index, load_index
     from qatune.rundir import RunDir
 
     index_dir = RunDir(run).index_dir

@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from qatune.embedded import qatune_home
-from qatune.generate.context import closed_book, is_grounded
 from qatune.generate.engine import BASE
+from qatune.rag import closed_book, grounded_name, is_grounded
 from qatune.storage import atomic_write_json, read_json
 
 RATES_FILE = "rates.json"
@@ -30,7 +30,7 @@ class Rates:
     token_scale: float = 1.0  # a pass's real tokens / their estimate from characters
     eval_s_per_token: float = 0.01  # an eval set's seconds per generated token (loading and scoring included)
     base_fill: float = 1.0  # base answer length / max_new_tokens (the base model seldom stops by itself)
-    rag_fill: float = 1.0  # the same for base+rag
+    rag_fill: float = 1.0  # the same for the grounded base model
     tuned_ratio: float = 1.5  # fine-tuned answer length / reference answer length
     report_s: float = 5.0
 
@@ -182,7 +182,7 @@ def eval_rates(rates: Rates, work: EvalWork, m: Measured, seconds: float) -> Rat
     if m.tokens < 50:
         return rates  # too little generated to measure
     new = {"eval_s_per_token": seconds / m.tokens}
-    kinds: dict[str, list[str]] = {"base_fill": [BASE], "rag_fill": [BASE + "+rag"]}
+    kinds: dict[str, list[str]] = {"base_fill": [BASE], "rag_fill": [grounded_name(BASE)]}
     kinds["tuned_ratio"] = [k for k in m.answers if closed_book(k) != BASE]
     for name, models in kinds.items():
         answers = sum(m.answers.get(k, 0) for k in models)

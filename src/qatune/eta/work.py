@@ -9,9 +9,9 @@ from typing import TYPE_CHECKING
 from qatune.console import QatuneError
 from qatune.eta.estimate import EvalWork, TrainWork
 from qatune.evaluate.budget import budget_for
-from qatune.evaluate.retrieval import RETRIEVAL
-from qatune.generate.context import closed_book
 from qatune.generate.engine import BASE
+from qatune.rag import closed_book, grounded_name
+from qatune.rag.baseline import RETRIEVAL
 from qatune.rundir import RunDir
 from qatune.storage import read_jsonl
 
@@ -93,8 +93,8 @@ def _eval_models(rundir: RunDir, config: Config, trained: bool) -> tuple[list[st
     epochs = [f"epoch-{e}" for e in config.train.epochs]
     if config.eval.models is not None:
         return list(dict.fromkeys([BASE, *config.eval.models])), epochs
-    grounded = config.train.grounded or (rundir.index_dir / "index.json").exists()
-    rag = [BASE + "+rag", "best+rag"] if grounded else []
+    grounded = config.train.grounded or rundir.has_index
+    rag = [grounded_name(BASE), grounded_name("best")] if grounded else []
     return [BASE, RETRIEVAL, *epochs, "best", *rag], epochs
 
 

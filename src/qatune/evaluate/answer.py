@@ -12,7 +12,6 @@ from qatune import console, eta
 from qatune.console import QatuneError
 from qatune.evaluate import metrics as M
 from qatune.evaluate.budget import answer_budget
-from qatune.evaluate.retrieval import RETRIEVAL, nearest_answers, retrieved_k, training_pairs
 from qatune.evaluate.scores import build_scores, combined_responses, print_results
 from qatune.evaluate.state import (
     QuestionSet,
@@ -25,12 +24,13 @@ from qatune.evaluate.state import (
 )
 from qatune.generate import BASE
 from qatune.prompts import messages_for
+from qatune.rag.baseline import RETRIEVAL, nearest_answers, retrieved_k, training_pairs
 from qatune.rundir import RunDir, check_name
 from qatune.storage import append_jsonl, atomic_write_json, read_jsonl
 
 if TYPE_CHECKING:
     from qatune.config import Config
-    from qatune.evaluate.embeddings import PairCosine
+    from qatune.rag.embeddings import PairCosine
 
 __all__ = ["evaluate", "is_current"]
 UNSEEN = "unseen"  # the split of pairs whose facts were held out of training
@@ -117,7 +117,7 @@ def _check_rows(rows: list[dict], source: Path) -> None:
 def _answer_missing(
     rundir: RunDir, config: Config, qset: QuestionSet, todo: dict[str, list[dict]], saved: list[dict], done: int
 ) -> None:
-    from qatune.evaluate.embeddings import PairCosine, load_embedder
+    from qatune.rag.embeddings import PairCosine, load_embedder
 
     known = {(r["answer"], r["reference"]): r["metrics"].get("semantic") for r in saved}
     cosine = PairCosine(load_embedder(), {k: v for k, v in known.items() if v is not None})

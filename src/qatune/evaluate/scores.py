@@ -8,10 +8,10 @@ from typing import Any
 from qatune import console
 from qatune.evaluate.compare import SEED, WIDE_CI_BELOW, mean_ci, paired_difference
 from qatune.evaluate.metrics import BLEU_NOTE, LOWER_IS_BETTER, METRICS, corpus_bleu, rouge
-from qatune.evaluate.retrieval import RETRIEVAL
 from qatune.evaluate.state import QuestionSet
 from qatune.generate import BASE
-from qatune.generate.context import RAG_SUFFIX
+from qatune.rag import RAG_SUFFIX
+from qatune.rag.baseline import RETRIEVAL
 
 STOP_RATE_WARN = 0.5
 TABLE_DIFFS = ("rougeL", "semantic", "token_f1", "answer_nll")

@@ -12,9 +12,10 @@ from typing import TYPE_CHECKING, Any
 
 from qatune.console import QatuneError, info
 from qatune.evaluate.metrics import METRICS
-from qatune.evaluate.retrieval import RETRIEVAL, retrieved_k
 from qatune.generate import BASE
-from qatune.generate.context import RAG_SUFFIX, closed_book, is_grounded
+from qatune.rag import RAG_SUFFIX, closed_book, is_grounded
+from qatune.rag.baseline import RETRIEVAL, retrieved_k
+from qatune.rag.index import vectors_sha256
 from qatune.rundir import RunDir, check_name
 from qatune.storage import atomic_write_json, file_sha256, read_json, read_jsonl, write_jsonl
 
@@ -43,8 +44,8 @@ def questions_key(source: Path, config: Config, is_split: bool) -> str:
 def wanted_models(rundir: RunDir, config: Config) -> list[str]:
     """`base`, `retrieval`, then each saved adapter (or the --models list, base always kept for comparisons)."""
     saved = rundir.adapter_names()
-    grounded = [n + RAG_SUFFIX for n in (BASE, *saved)] if (rundir.index_dir / "index.json").exists() else []
-    if config.eval.models is None:  # grounded by default: the base model and `best` (epoch-N+rag on request)
+    grounded = [n + RAG_SUFFIX for n in (BASE, *saved)] if rundir.has_index else []
+    if config.eval.models is None:  # grounded by default: the base model and `best` (grounded epoch-N on request)
         return [BASE, RETRIEVAL, *saved, *[g for g in grounded if closed_book(g) in (BASE, "best")]]
     names = [check_name(closed_book(m), "model name") + m[len(closed_book(m)) :] for m in config.eval.models]
     names = list(dict.fromkeys(names))
@@ -70,11 +71,11 @@ def model_fingerprints(rundir: RunDir, config: Config, models: list[str]) -> dic
         }
     )
     prints: dict[str, str] = {}
-    index = rundir.index_dir / "vectors.safetensors"
+    vectors = vectors_sha256(rundir.index_dir)
     for name in models:
         if is_grounded(name):
             closed = model_fingerprints(rundir, config, [closed_book(name)])[closed_book(name)]
-            prints[name] = _sha([closed, RAG_SUFFIX, file_sha256(index) if index.exists() else None])
+            prints[name] = _sha([closed, RAG_SUFFIX, vectors])
         elif name == BASE:
             prints[name] = base
         elif name == RETRIEVAL:

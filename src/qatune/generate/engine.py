@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from qatune.console import QatuneError
-from qatune.generate.context import RAG_SUFFIX, closed_book, grounded_question, is_grounded
 from qatune.generate.decoding import greedy_decode
 from qatune.prompts import (
     IGNORE_INDEX,
@@ -22,6 +21,9 @@ from qatune.prompts import (
     prompt_ids,
     stop_token_ids,
 )
+from qatune.rag import RAG_SUFFIX, closed_book, is_grounded
+from qatune.rag.prompt import grounded_question
+from qatune.rag.retriever import run_retriever
 
 if TYPE_CHECKING:
     from qatune.config import Config
@@ -51,7 +53,7 @@ class Engine:
         self.tokenizer = tokenizer
         self.adapters = list(adapters)
         self.device = device
-        self.retriever = retriever  # Retriever: with it, every model also answers grounded as `NAME+rag`
+        self.retriever = retriever  # rag.Retriever: with it, every model also answers grounded
         self.lock = threading.RLock()
         self.stop_ids = stop_token_ids(tokenizer)
         ensure_chat_template(tokenizer)
@@ -64,7 +66,7 @@ class Engine:
         return closed + [n + RAG_SUFFIX for n in closed] if self.retriever is not None else closed
 
     def grounded(self, name: str, conversations: list[list[dict]]) -> list[list[dict]]:
-        """For a `+rag` model, each conversation's last user turn carries the retrieved training pairs."""
+        """For a grounded model, each conversation's last user turn carries the retrieved training pairs."""
         if not is_grounded(name):
             return conversations
         if self.retriever is None:
@@ -394,24 +396,3 @@ def load_engine(run: Path, config: Config, names: list[str] | None = None) -> En
     )
     model = load_adapters(base, {n: rundir.model_dir(n) for n in wanted}, allow_pickle=config.allow_pickle)
     return Engine(model, tokenizer, wanted, placement.device, run_retriever(rundir))
-
-
-class Retriever:
-    """The run's index of training pairs with the MiniLM embedder: top-k context for grounded answers."""
-
-    def __init__(self, index: Any, embedder: Any, k: int):
-        self.index, self.embedder, self.k = index, embedder, k
-
-    def contexts(self, questions: list[str]) -> list[list[dict]]:
-        return self.index.contexts(self.embedder, questions, self.k)
-
-
-def run_retriever(rundir: Any) -> Retriever | None:
-    """The retriever of a run trained with grounded examples (RUN/index exists), else None."""
-    from qatune.generate.context import load_index, run_rag_k
-
-    if not (rundir.index_dir / "index.json").exists():
-        return None
-    from qatune.evaluate.embeddings import load_embedder
-
-    return Retriever(load_index(rundir.index_dir), load_embedder(), run_rag_k(rundir))

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from qatune.console import QatuneError
+from qatune.rag import closed_book, grounded_name, is_grounded
 from qatune.rundir import RunDir
 from qatune.storage import read_jsonl
 
@@ -67,7 +68,7 @@ def comparison(
 
 def epoch_of(model: str, summary: dict[str, Any] | None = None) -> int | None:
     """Epoch count of `epoch-N`; for `best`, the training summary's best epoch."""
-    model = model.removesuffix("+rag")
+    model = closed_book(model)
     m = _EPOCH.fullmatch(model)
     if m:
         return int(m.group(1))
@@ -81,15 +82,15 @@ def kind_of(scores: dict[str, Any], model: str) -> str:
     kind = (scores.get("kinds") or {}).get(model)
     if kind in ("base", "baseline", "fine-tuned"):
         return kind
-    return {"base": "base", "retrieval": "baseline", "base+rag": "baseline"}.get(model, "fine-tuned")
+    return {"base": "base", "retrieval": "baseline", grounded_name("base"): "baseline"}.get(model, "fine-tuned")
 
 
 def model_order(models: list[str]) -> list[str]:
-    """base, retrieval, epoch-N by N, best, then the grounded (`+rag`) ones in the same order, then the rest."""
+    """base, retrieval, epoch-N by N, best, then the grounded ones in the same order, then the rest."""
 
     def key(name: str) -> tuple[int, int, str]:
-        grounded = 5 if name.endswith("+rag") else 0
-        closed = name.removesuffix("+rag")
+        grounded = 5 if is_grounded(name) else 0
+        closed = closed_book(name)
         m = _EPOCH.fullmatch(closed)
         if closed == "base":
             return (grounded, 0, name)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 from typing import TYPE_CHECKING, Any
 
+from qatune.rag import RAG_SUFFIX, is_grounded
 from qatune.report.load import epoch_of, kind_of, model_order, number, stat
 from qatune.report.tables import LOWER_IS_BETTER, label, metric_columns, model_label
 
@@ -174,8 +175,11 @@ def _epoch_panel(
     ax: Any, scores: dict[str, Any], summary: dict[str, Any] | None, models: list[str], metric: str
 ) -> None:
     pts: list = []
-    for grounded, color, name in ((False, "C0", "closed-book (epoch-N)"), (True, "C2", "grounded (epoch-N+rag)")):
-        line = [(epoch_of(m), stat(scores, m, metric)) for m in models if m.endswith("+rag") == grounded]
+    for grounded, color, name in (
+        (False, "C0", "closed-book (epoch-N)"),
+        (True, "C2", f"grounded (epoch-N{RAG_SUFFIX})"),
+    ):
+        line = [(epoch_of(m), stat(scores, m, metric)) for m in models if is_grounded(m) == grounded]
         line = sorted((e, s) for e, s in line if e is not None and s is not None)
         if not line:
             continue

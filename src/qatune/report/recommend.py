@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from qatune.rag import closed_book, grounded_name, is_grounded
 from qatune.report.load import comparison, epoch_of, kind_of, model_order, number, stat
 from qatune.report.tables import ceiling_note, fmt, fmt_p, fmt_stat
 
@@ -28,7 +29,7 @@ def _candidate(scores: dict[str, Any], summary: dict[str, Any] | None, model: st
     vs_retrieval = ((scores.get("vs_retrieval") or {}).get(model) or {}).get("rougeL")
     return {
         "model": model,
-        "grounded": model.endswith("+rag"),
+        "grounded": is_grounded(model),
         "vs_retrieval": vs_retrieval if isinstance(vs_retrieval, dict) else None,
         "epochs": epochs,
         **{m: None if s is None else {"mean": s[0], "ci95": [s[1], s[2]]} for m, s in means.items()},
@@ -96,11 +97,10 @@ def _change(c: dict[str, Any], metric: str = "rougeL") -> str:
 def _dedupe_best(cands: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """`best` is a copy of one epoch-N: keep the explicit epoch name when both were scored."""
     names = {c["model"] for c in cands}
-    rag = "+rag"
     return [
         c
         for c in cands
-        if not (c["model"].removesuffix(rag) == "best" and c["model"].replace("best", f"epoch-{c['epochs']}") in names)
+        if not (closed_book(c["model"]) == "best" and c["model"].replace("best", f"epoch-{c['epochs']}") in names)
     ]
 
 
@@ -113,7 +113,7 @@ def _notes(scores: dict[str, Any], summary: dict[str, Any] | None, chosen: dict[
     if trend:
         notes.append(trend[0].upper() + trend[1:])
     ceiling = ceiling_note(scores)
-    if ceiling and any(str(m).endswith("+rag") and m != "base+rag" for m in scores.get("models") or {}):
+    if ceiling and any(is_grounded(str(m)) and m != grounded_name("base") for m in scores.get("models") or {}):
         notes.append(ceiling)
     if chosen and chosen["stop_rate"] is not None and chosen["stop_rate"] < LOW_STOP_RATE:
         notes.append(

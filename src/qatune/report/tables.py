@@ -8,6 +8,7 @@ import io
 from pathlib import Path
 from typing import Any
 
+from qatune.rag import RAG_SUFFIX, is_grounded
 from qatune.report.load import EvalSet, comparison, epoch_of, kind_of, load_run, model_order, number, stat
 
 SEED_METRICS = ["rouge1", "rouge2", "rougeL", "bleu"]
@@ -45,7 +46,7 @@ def models_of(ev: EvalSet) -> list[str]:
 
 def display_name(model: str, summary: dict[str, Any] | None) -> str:
     """`best` shows which epoch it is a copy of."""
-    rag = "+rag" if model.endswith("+rag") else ""
+    rag = RAG_SUFFIX if is_grounded(model) else ""
     epoch = epoch_of(model, summary) if model.removesuffix(rag) == "best" else None
     return f"best{rag} (= epoch-{epoch}{rag})" if epoch is not None else model
 
@@ -145,7 +146,7 @@ def retrieval_rows(ev: EvalSet, summary: dict[str, Any] | None) -> list[dict[str
             lo, hi = (list(c.get("ci95") or []) + [None, None])[:2]
             head, ci = stat_parts((diff, number(lo), number(hi)), signed=True)
             cells[m] = {"head": head, "ci": ci, "verdict": verdict(m, diff, number(lo), number(hi))}
-        style = "grounded (retrieved context)" if model.endswith("+rag") else "closed-book"
+        style = "grounded (retrieved context)" if is_grounded(model) else "closed-book"
         rows.append({"name": display_name(model, summary), "style": style, "cells": cells})
     return rows
 

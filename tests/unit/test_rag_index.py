@@ -8,18 +8,12 @@ import pytest
 
 from qatune.console import QatuneError
 from qatune.generate import BASE, Engine
-from qatune.generate.context import (
-    Index,
-    build_index,
-    closed_book,
-    grounded_question,
-    is_grounded,
-    load_index,
-    run_index,
-)
-from qatune.generate.engine import Retriever
 from qatune.model import choose_placement, load_base, load_tokenizer
 from qatune.prompts import messages_for
+from qatune.rag import closed_book, is_grounded
+from qatune.rag.index import Index, build_index, load_index, run_index
+from qatune.rag.prompt import grounded_question
+from qatune.rag.retriever import Retriever
 from qatune.rundir import RunDir
 from qatune.storage import write_jsonl
 

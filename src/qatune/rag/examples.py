@@ -9,7 +9,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from qatune.console import warn
-from qatune.generate.context import DEFAULT_K, grounded_question, run_index
+from qatune.rag.index import DEFAULT_K, run_index
+from qatune.rag.prompt import grounded_question
 from qatune.rundir import RunDir
 from qatune.storage import read_jsonl, write_jsonl
 
@@ -30,7 +31,7 @@ def write_grounded_split(
     `1 - oracle_share` of the examples holds distractors only). When
     `fits(question, answer)` says an example would not fit the training length, distractors are left out
     of its context (then the pair itself); one that fits with no context is not written."""
-    from qatune.evaluate.embeddings import load_embedder
+    from qatune.rag.embeddings import load_embedder
 
     embedder = load_embedder()
     index = run_index(rundir, embedder, k)

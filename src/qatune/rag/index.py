@@ -1,6 +1,5 @@
-"""Retrieved context for grounded answers: an offline MiniLM index of the training pairs (saved in
-RUN/index/, never holding a test answer), top-k search, and the user turn that carries the retrieved
-pairs in front of the question, identical at train, eval, chat, serve and export time."""
+"""The run's retrieval index: an offline MiniLM index of the training pairs (saved in RUN/index/, never
+holding a test answer), top-k search, and the files that make it up; only this module reads or writes them."""
 
 from __future__ import annotations
 
@@ -14,25 +13,11 @@ from qatune.storage import atomic_dir, atomic_write_json, file_sha256, read_json
 if TYPE_CHECKING:
     import numpy as np
 
-RAG_SUFFIX = "+rag"
 INDEX_FORMAT = 1
 DEFAULT_K = 2
-
-
-def is_grounded(name: str) -> bool:
-    """`epoch-4+rag`, `best+rag`, `base+rag`: the model answers with retrieved training pairs in its prompt."""
-    return name.endswith(RAG_SUFFIX)
-
-
-def closed_book(name: str) -> str:
-    """The adapter behind a model name (`best+rag` -> `best`)."""
-    return name[: -len(RAG_SUFFIX)] if is_grounded(name) else name
-
-
-def grounded_question(question: str, pairs: list[dict]) -> str:
-    """The user turn of a grounded prompt: the retrieved pairs, then the question."""
-    refs = "\n".join(f"Q: {p['question']}\nA: {p['answer']}" for p in pairs)
-    return f"Reference Q&A:\n{refs}\n\nQuestion: {question}"
+META_FILE = "index.json"
+PAIRS_FILE = "pairs.jsonl"
+VECTORS_FILE = "vectors.safetensors"
 
 
 @dataclass
@@ -47,7 +32,7 @@ class Index:
         """For each question, the k nearest pairs as (position, cosine), best first (ties: the earlier row)."""
         import numpy as np
 
-        from qatune.evaluate.embeddings import encode
+        from qatune.rag.embeddings import encode
 
         if not questions:
             return []
@@ -63,10 +48,10 @@ class Index:
         from safetensors.numpy import save_file
 
         with atomic_dir(folder) as tmp:
-            write_jsonl(tmp / "pairs.jsonl", self.pairs)
-            save_file({"vectors": self.vectors}, str(tmp / "vectors.safetensors"))
+            write_jsonl(tmp / PAIRS_FILE, self.pairs)
+            save_file({"vectors": self.vectors}, str(tmp / VECTORS_FILE))
             atomic_write_json(
-                tmp / "index.json",
+                tmp / META_FILE,
                 {
                     "format": INDEX_FORMAT,
                     "embedder": "sentence-transformers/all-MiniLM-L6-v2",
@@ -81,7 +66,7 @@ class Index:
 
 
 def build_index(embedder: Any, train_jsonl: Path) -> Index:
-    from qatune.evaluate.embeddings import encode
+    from qatune.rag.embeddings import encode
 
     rows = [r for r in read_jsonl(train_jsonl) if not r.get("augmented_from")]
     pairs = [{"id": str(r["id"]), "question": r["question"], "answer": r["answer"]} for r in rows]
@@ -94,9 +79,9 @@ def load_index(folder: Path) -> Index:
     from safetensors.numpy import load_file
 
     try:
-        meta = read_json(folder / "index.json")
-        pairs = read_jsonl(folder / "pairs.jsonl")
-        vectors = load_file(str(folder / "vectors.safetensors"))["vectors"]
+        meta = read_json(folder / META_FILE)
+        pairs = read_jsonl(folder / PAIRS_FILE)
+        vectors = load_file(str(folder / VECTORS_FILE))["vectors"]
     except Exception as exc:  # missing, truncated or foreign files (safetensors raises its own error type)
         raise QatuneError(f"retrieval index unreadable ({exc}); run qatune train again", path=folder) from None
     if meta.get("format") != INDEX_FORMAT or len(pairs) != len(vectors):
@@ -116,10 +101,30 @@ def run_index(rundir: Any, embedder: Any, k: int = DEFAULT_K) -> Index:
     """RUN/index, rebuilt when missing or made from other training data."""
     train = rundir.split_file("train")
     folder = rundir.index_dir
-    if (folder / "index.json").exists():
+    if rundir.has_index:
         index = load_index(folder)
-        if index.source_sha256 == file_sha256(train) and read_json(folder / "index.json").get("k") == k:
+        if index.source_sha256 == file_sha256(train) and read_json(folder / META_FILE).get("k") == k:
             return index
     index = build_index(embedder, train)
     index.save(folder, k)
     return index
+
+
+def is_index(folder: Path) -> bool:
+    """Whether `folder` holds a saved index (RunDir.has_index asks this of RUN/index)."""
+    return (folder / META_FILE).exists()
+
+
+def saved_k(folder: Path) -> int:
+    """The k the index in `folder` was saved for (DEFAULT_K when it cannot be read)."""
+    try:
+        meta = read_json(folder / META_FILE) if is_index(folder) else None
+    except (OSError, ValueError):
+        meta = None
+    return int((meta or {}).get("k") or DEFAULT_K)
+
+
+def vectors_sha256(folder: Path) -> str | None:
+    """The hash of the index's embeddings, None without an index: grounded answers change when it does."""
+    vectors = folder / VECTORS_FILE
+    return file_sha256(vectors) if vectors.exists() else None

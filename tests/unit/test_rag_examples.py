@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from qatune.rag import examples as grounded
 from qatune.rundir import RunDir
 from qatune.storage import read_jsonl, write_jsonl
-from qatune.train import grounded
 
 WORDS = ["room", "teacher", "credits", "exam", "lab", "office"]
 
@@ -32,7 +32,7 @@ PAIRS = [
 
 @pytest.fixture()
 def run(tmp_path, monkeypatch):
-    import qatune.evaluate.embeddings as embeddings
+    import qatune.rag.embeddings as embeddings
 
     monkeypatch.setattr(embeddings, "load_embedder", lambda *a, **k: BagOfWords())
     rows = [{"id": i, "question": q, "answer": a, "source_row": n} for n, (i, q, a) in enumerate(PAIRS, start=2)]

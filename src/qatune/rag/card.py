@@ -1,0 +1,34 @@
+"""The model card's section on grounded answers: how to use the retrieval index an export carries (its
+files and the grounded user turn) without qatune."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from qatune.rag.index import PAIRS_FILE, VECTORS_FILE, saved_k
+
+
+def grounded_usage(folder: str, index_dir: Path) -> str:
+    """How to ask the exported model grounded: the index is copied to `index/` next to the weights."""
+    k = saved_k(index_dir)
+    return f"""## Grounded answers (retrieved context)
+
+The model was also trained to answer with retrieved training pairs in its prompt; `index/` holds them
+(`{PAIRS_FILE}`) with their all-MiniLM-L6-v2 embeddings (`{VECTORS_FILE}`, unit length). Embed the
+question, take the top {k} pairs by dot product and put them in the user turn:
+
+```python
+import json
+from safetensors.numpy import load_file
+from sentence_transformers import SentenceTransformer
+
+pairs = [json.loads(line) for line in open("{folder}/index/{PAIRS_FILE}")]
+vectors = load_file("{folder}/index/{VECTORS_FILE}")["vectors"]
+embedder = SentenceTransformer("sentence-transformers/all-MiniLM-L6-v2")
+question = "Your question"
+top = (vectors @ embedder.encode([question], normalize_embeddings=True)[0]).argsort()[::-1][:{k}]
+refs = "\\n".join(f"Q: {{pairs[i]['question']}}\\nA: {{pairs[i]['answer']}}" for i in top)
+messages = [{{"role": "user", "content": f"Reference Q&A:\\n{{refs}}\\n\\nQuestion: {{question}}"}}]
+```
+then generate as above. Without the context it answers closed-book, from what it learned.
+"""

@@ -55,3 +55,16 @@ def test_adapter_names_lists_saved_epochs_in_order_then_best(tmp_path):
             (run.models_dir / name / "adapter_config.json").write_text("{}")
     (run.models_dir / "epoch-4").mkdir()  # half-written: no adapter_config.json
     assert run.adapter_names() == ["epoch-2", "epoch-3", "epoch-10", "best"]
+
+
+def test_has_index_once_a_retrieval_index_is_saved(tmp_path):
+    import numpy as np
+
+    from qatune.rag.index import Index, load_index
+
+    run = RunDir(tmp_path / "run")
+    assert not run.has_index
+    run.index_dir.mkdir(parents=True)
+    assert not run.has_index  # an empty folder holds no index
+    Index([{"id": "1", "question": "Q?", "answer": "A."}], np.ones((1, 2), dtype=np.float32)).save(run.index_dir)
+    assert run.has_index and load_index(run.index_dir).pairs[0]["answer"] == "A."

@@ -13,15 +13,8 @@ from pathlib import Path
 from typing import IO, Any
 
 from qatune.console import QatuneError
-from qatune.data.table import (
-    HEADER_SCAN_ROWS,
-    Columns,
-    RowSink,
-    Table,
-    find_header,
-    no_columns_error,
-    tabular_rows,
-)
+from qatune.data.header import HEADER_SCAN_ROWS, Columns, find_header, no_columns_error
+from qatune.data.table import RowSink, Table, tabular_rows
 
 LINE_LIMIT = 32 << 20
 _FIELD_LIMIT = 64 << 20

@@ -1,7 +1,7 @@
 """Files -> raw question/answer rows, each with the row number a spreadsheet app shows.
 
 Picks the format reader (xlsx.py, delimited.py, records.py) from the extension, checked against the content;
-header detection and the Table type live in table.py. Any failure ends in a QatuneError naming the file."""
+header detection lives in header.py, the Table type in table.py. Any failure ends in a QatuneError naming the file."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ from pathlib import Path
 
 from qatune.console import QatuneError
 from qatune.data import delimited, records, xlsx
+from qatune.data.header import Columns
 from qatune.data.sniff import detect_format
-from qatune.data.table import Columns, Table
+from qatune.data.table import Table
 
 
 def read_table(

@@ -13,17 +13,8 @@ from typing import Any
 
 from qatune.console import QatuneError
 from qatune.data.delimited import TextLines
-from qatune.data.table import (
-    Columns,
-    Header,
-    RowSink,
-    Table,
-    find_header,
-    match_header,
-    no_columns_error,
-    tabular_rows,
-    to_text,
-)
+from qatune.data.header import Columns, Header, find_header, match_header, no_columns_error
+from qatune.data.table import RowSink, Table, tabular_rows, to_text
 
 MAX_JSON_BYTES = 256 << 20
 _KEY_SCAN = 200

@@ -1,37 +1,18 @@
-"""What every format reader shares: the Table of raw rows (with spreadsheet row numbers), header and
-question/answer column detection, cell-to-text conversion and the RowSink that enforces the size limits."""
+"""What every format reader shares: the Table of raw rows (with spreadsheet row numbers), cell-to-text
+conversion and the RowSink that enforces the size limits. Header detection lives in header.py."""
 
 from __future__ import annotations
 
 import datetime as dt
 import math
-import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 from qatune.console import QatuneError
-
-HEADER_SCAN_ROWS = 50
-QUESTION_NAMES = ("question", "questions", "prompt", "instruction", "query", "q", "input", "ques", "userquestion")
-ANSWER_NAMES = (
-    "answer",
-    "answers",
-    "response",
-    "completion",
-    "reply",
-    "output",
-    "a",
-    "ans",
-    "referenceanswer",
-    "expectedanswer",
-    "reference",
-    "groundtruth",
-)
-_QUESTION_WORDS = {"question", "questions", "prompt", "query"}
-_ANSWER_WORDS = {"answer", "answers", "response", "reply"}
+from qatune.data.header import Converter, Header
 
 
 @dataclass
@@ -53,124 +34,6 @@ class Table:
     sheet: str | None = None
     blank_rows: int = 0
     notes: list[str] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class Columns:
-    """Column names asked for; `strict` makes a given name mandatory rather than a first preference."""
-
-    question: str | None = None
-    answer: str | None = None
-    strict: bool = True
-
-
-@dataclass(frozen=True)
-class Header:
-    row: int | None
-    qi: Any  # column index (tabular) or key (records)
-    ai: Any
-    question_col: str
-    answer_col: str
-
-
-Converter = Callable[[Any], tuple[str | None, str | None]]
-
-
-def norm_name(value: object) -> str:
-    return re.sub(r"[\W_]+", "", str(value).casefold()) if value is not None else ""
-
-
-def _words(value: object) -> set[str]:
-    return set(re.split(r"[\W_]+", str(value).casefold())) - {""}
-
-
-def _find(
-    names: Sequence[str], wanted: str | None, strict: bool, aliases: tuple[str, ...], words: set[str], other: set[str]
-) -> int | None:
-    norms = [norm_name(n) if n else "" for n in names]
-    if wanted is not None:
-        target = norm_name(wanted)
-        if target in norms:
-            return norms.index(target)
-        if strict:
-            return None
-    for alias in aliases:
-        if alias in norms:
-            return norms.index(alias)
-    for i, name in enumerate(names):  # e.g. "Student Question"; a sentence is data, not a header
-        found = _words(name) if name and len(name) <= 40 and not name.rstrip().endswith(("?", ".")) else set()
-        if found & words and not found & other and len(found) <= 4:
-            return i
-    return None
-
-
-def match_header(names: Sequence[str | None], cols: Columns) -> tuple[int | None, int | None]:
-    """Indexes of the question and answer columns among header names (None where not found)."""
-    names = [n[:200] if n else None for n in names[:500]]
-    qi = _find(names, cols.question, cols.strict, QUESTION_NAMES, _QUESTION_WORDS, _ANSWER_WORDS)
-    ai = _find(names, cols.answer, cols.strict, ANSWER_NAMES, _ANSWER_WORDS, _QUESTION_WORDS)
-    if qi is not None and qi == ai:
-        ai = None
-    return qi, ai
-
-
-def _shown(names: Sequence[str | None]) -> str:
-    cells = [n for n in names if n][:6]
-    return ", ".join(repr(n if len(n) <= 30 else n[:27] + "...") for n in cells) or "nothing"
-
-
-def no_columns_error(path: Path, cols: Columns, best: Sequence[str | None] | None, where: str = "") -> QatuneError:
-    """The clearest message for a file whose question/answer columns could not be found."""
-    if not best:
-        return QatuneError(
-            f"no data found{where}; add a header row ('Question', 'Answer') and rows under it", path=path
-        )
-    qi, ai = match_header(best, cols)
-    seen = f"(header cells seen: {_shown(best)})"
-    if cols.strict and cols.question and qi is None:
-        return QatuneError(f"no column named {cols.question!r}{where} {seen}; check --question-col", path=path)
-    if cols.strict and cols.answer and ai is None:
-        return QatuneError(f"no column named {cols.answer!r}{where} {seen}; check --answer-col", path=path)
-    if qi is not None:
-        return QatuneError(
-            f"found the question column {best[qi]!r} but no answer column{where} {seen}; "
-            "name it 'Answer' or pass --answer-col",
-            path=path,
-        )
-    if ai is not None:
-        return QatuneError(
-            f"found the answer column {best[ai]!r} but no question column{where} {seen}; "
-            "name it 'Question' or pass --question-col",
-            path=path,
-        )
-    return QatuneError(
-        f"no question/answer columns found{where} {seen}; name the columns 'Question' and "
-        "'Answer' in a header row, or pass --question-col and --answer-col",
-        path=path,
-    )
-
-
-def find_header(
-    rows: Iterable[tuple[int, Sequence[Any]]],
-    cols: Columns,
-    convert: Converter,
-) -> tuple[Header | None, list[str | None] | None]:
-    """Scan the first rows for the header; also return the most promising row, for the error message."""
-    best: list[str | None] | None = None
-    best_score = -1
-    for count, (rownum, cells) in enumerate(rows):
-        if count >= HEADER_SCAN_ROWS:
-            break
-        names = [convert(c)[0] for c in cells[:500]]
-        if not any(names):
-            continue
-        qi, ai = match_header(names, cols)
-        if qi is not None and ai is not None:
-            return Header(rownum, qi, ai, str(names[qi]), str(names[ai])), names
-        score = (qi is not None) + (ai is not None)
-        if score > best_score:
-            best, best_score = names, score
-    return None, best
 
 
 MAX_TEXT_CHARS = 256 << 20

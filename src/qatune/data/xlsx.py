@@ -14,18 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from qatune.console import QatuneError
+from qatune.data.header import Columns, Header, find_header, no_columns_error
 from qatune.data.sniff import check_zip
-from qatune.data.table import (
-    Columns,
-    Header,
-    RawRow,
-    RowSink,
-    Table,
-    find_header,
-    no_columns_error,
-    tabular_rows,
-    to_text,
-)
+from qatune.data.table import RawRow, RowSink, Table, tabular_rows, to_text
 
 _MERGE = re.compile(rb'<(?:\w+:)?mergeCell\s[^>]*?ref="([A-Za-z]{1,3}\d{1,7}):([A-Za-z]{1,3}\d{1,7})"')
 MAX_MERGED = 100_000

@@ -1,11 +1,12 @@
 """Header detection shared by every format reader: the names that mark the question and answer columns,
-finding the header row among the first rows, and the clearest error when the columns cannot be found."""
+finding the header row among the first rows (with any extra columns asked for by name), and the clearest
+error when the columns cannot be found."""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,20 +34,26 @@ _ANSWER_WORDS = {"answer", "answers", "response", "reply"}
 
 @dataclass(frozen=True)
 class Columns:
-    """Column names asked for; `strict` makes a given name mandatory rather than a first preference."""
+    """Column names asked for; `strict` makes a given name mandatory rather than a first preference.
+    Without `answer_required` a header with only a question column is enough (a file of questions);
+    `extra` names more columns to read when present, matched by `norm_name`."""
 
     question: str | None = None
     answer: str | None = None
     strict: bool = True
+    answer_required: bool = True
+    extra: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
 class Header:
     row: int | None
     qi: Any  # column index (tabular) or key (records)
-    ai: Any
+    ai: Any  # None: no answer column (only when answers are not required)
     question_col: str
-    answer_col: str
+    answer_col: str | None
+    extra: dict[str, Any] = field(default_factory=dict)  # asked-for name -> index or key, for the columns found
+    extra_cols: dict[str, str] = field(default_factory=dict)  # asked-for name -> the column's name in the file
 
 
 Converter = Callable[[Any], tuple[str | None, str | None]]
@@ -61,7 +68,12 @@ def _words(value: object) -> set[str]:
 
 
 def _find(
-    names: Sequence[str], wanted: str | None, strict: bool, aliases: tuple[str, ...], words: set[str], other: set[str]
+    names: Sequence[str | None],
+    wanted: str | None,
+    strict: bool,
+    aliases: tuple[str, ...],
+    words: set[str],
+    other: set[str],
 ) -> int | None:
     norms = [norm_name(n) if n else "" for n in names]
     if wanted is not None:
@@ -90,6 +102,33 @@ def match_header(names: Sequence[str | None], cols: Columns) -> tuple[int | None
     return qi, ai
 
 
+def enough(qi: int | None, ai: int | None, cols: Columns) -> bool:
+    """Whether the columns found make a header: a question column, and an answer column unless not required."""
+    return qi is not None and (ai is not None or not cols.answer_required)
+
+
+def make_header(
+    row: int | None, names: Sequence[str | None], qi: int, ai: int | None, cols: Columns, keyed: bool = False
+) -> Header:
+    """The Header for the question/answer columns at `qi`/`ai` of `names`, with the extra columns found there;
+    `keyed`: rows are objects, so columns are addressed by their names rather than their positions."""
+    norms = [norm_name(n) for n in names[:500]]
+    found = {want: norms.index(norm_name(want)) for want in cols.extra if norm_name(want) in norms}
+
+    def at(i: int) -> Any:
+        return names[i] if keyed else i
+
+    return Header(
+        row,
+        at(qi),
+        None if ai is None else at(ai),
+        str(names[qi]),
+        None if ai is None else str(names[ai]),
+        extra={want: at(i) for want, i in found.items()},
+        extra_cols={want: str(names[i]) for want, i in found.items()},
+    )
+
+
 def _shown(names: Sequence[str | None]) -> str:
     cells = [n for n in names if n][:6]
     return ", ".join(repr(n if len(n) <= 30 else n[:27] + "...") for n in cells) or "nothing"
@@ -98,13 +137,16 @@ def _shown(names: Sequence[str | None]) -> str:
 def no_columns_error(path: Path, cols: Columns, best: Sequence[str | None] | None, where: str = "") -> QatuneError:
     """The clearest message for a file whose question/answer columns could not be found."""
     if not best:
-        return QatuneError(
-            f"no data found{where}; add a header row ('Question', 'Answer') and rows under it", path=path
-        )
+        wanted = "('Question', 'Answer')" if cols.answer_required else "('Question')"
+        return QatuneError(f"no data found{where}; add a header row {wanted} and rows under it", path=path)
     qi, ai = match_header(best, cols)
     seen = f"(header cells seen: {_shown(best)})"
     if cols.strict and cols.question and qi is None:
         return QatuneError(f"no column named {cols.question!r}{where} {seen}; check --question-col", path=path)
+    if not cols.answer_required:
+        return QatuneError(
+            f"no question column found{where} {seen}; name it 'Question' or pass --question-col", path=path
+        )
     if cols.strict and cols.answer and ai is None:
         return QatuneError(f"no column named {cols.answer!r}{where} {seen}; check --answer-col", path=path)
     if qi is not None:
@@ -131,9 +173,11 @@ def find_header(
     cols: Columns,
     convert: Converter,
 ) -> tuple[Header | None, list[str | None] | None]:
-    """Scan the first rows for the header; also return the most promising row, for the error message."""
+    """Scan the first rows for the header; also return the most promising row, for the error message.
+    A row with both columns wins; without `answer_required` the first row with a question column is next."""
     best: list[str | None] | None = None
     best_score = -1
+    question_only: Header | None = None
     for count, (rownum, cells) in enumerate(rows):
         if count >= HEADER_SCAN_ROWS:
             break
@@ -142,8 +186,10 @@ def find_header(
             continue
         qi, ai = match_header(names, cols)
         if qi is not None and ai is not None:
-            return Header(rownum, qi, ai, str(names[qi]), str(names[ai])), names
+            return make_header(rownum, names, qi, ai, cols), names
+        if question_only is None and qi is not None and not cols.answer_required:
+            question_only = make_header(rownum, names, qi, None, cols)
         score = (qi is not None) + (ai is not None)
         if score > best_score:
             best, best_score = names, score
-    return None, best
+    return question_only, best

@@ -22,11 +22,17 @@ def read_table(
     sheet: str | None = None,
     max_rows: int = 200_000,
     strict: bool = True,
+    answer_required: bool = True,
+    extra_columns: tuple[str, ...] = (),
 ) -> Table:
-    """Read `path` into raw rows; the format comes from the extension, checked against the content."""
+    """Read `path` into raw rows; the format comes from the extension, checked against the content.
+
+    Without `answer_required` a file with a question column and no answer column is read too (a file of
+    questions; answers are then None). `extra_columns` are read as text into each row's `extra` when the
+    file has them (matched like the header names); `Table.extra_cols` says which were found."""
     path = Path(path)
     fmt, note = detect_format(path)
-    cols = Columns(question_col, answer_col, strict)
+    cols = Columns(question_col, answer_col, strict, answer_required, tuple(extra_columns))
     try:
         table = _read_as(fmt, path, cols, sheet, max_rows)
     except QatuneError:

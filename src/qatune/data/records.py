@@ -13,7 +13,7 @@ from typing import Any
 
 from qatune.console import QatuneError
 from qatune.data.delimited import TextLines
-from qatune.data.header import Columns, Header, find_header, match_header, no_columns_error
+from qatune.data.header import Columns, Header, enough, find_header, make_header, match_header, no_columns_error
 from qatune.data.table import RowSink, Table, tabular_rows, to_text
 
 MAX_JSON_BYTES = 256 << 20
@@ -28,9 +28,9 @@ def _json_text(value: Any) -> tuple[str | None, str | None]:
 def _records_header(path: Path, cols: Columns, objects: list[dict]) -> Header:
     keys = list(dict.fromkeys(str(k) for obj in objects[:_KEY_SCAN] for k in obj))
     qi, ai = match_header(keys, cols)
-    if qi is None or ai is None:
+    if qi is None or not enough(qi, ai, cols):
         raise no_columns_error(path, cols, keys, where=" among the object keys")
-    return Header(None, keys[qi], keys[ai], keys[qi], keys[ai])
+    return make_header(None, keys, qi, ai, cols, keyed=True)
 
 
 def _decode(raw: bytes) -> tuple[str, str | None]:
@@ -52,16 +52,10 @@ def _pick_list(path: Path, data: dict, cols: Columns) -> list:
     """The one list an object holds (or the one whose objects have question/answer keys)."""
     keys = list(data)
     qi, ai = match_header(keys, cols)
-    if qi is not None and ai is not None:
-        q, a = data[keys[qi]], data[keys[ai]]
-        if isinstance(q, list) and isinstance(a, list):
-            if len(q) != len(a):
-                raise QatuneError(
-                    f"columns {keys[qi]!r} and {keys[ai]!r} have different lengths "
-                    f"({len(q)} and {len(a)}); give one answer per question",
-                    path=path,
-                )
-            return [{keys[qi]: qv, keys[ai]: av} for qv, av in zip(q, a, strict=True)]
+    if qi is not None and enough(qi, ai, cols):
+        q, a = data[keys[qi]], (data[keys[ai]] if ai is not None else None)
+        if isinstance(q, list) and (ai is None or isinstance(a, list)):
+            return _zip_columns(path, data, make_header(None, keys, qi, ai, cols, keyed=True))
         if not isinstance(q, list | dict) and not isinstance(a, list | dict):
             return [data]
     lists = [(k, v) for k, v in data.items() if isinstance(v, list)]
@@ -69,7 +63,7 @@ def _pick_list(path: Path, data: dict, cols: Columns) -> list:
         fitting = [
             (k, v)
             for k, v in lists
-            if any(isinstance(o, dict) and None not in match_header(list(o), cols) for o in v[:_KEY_SCAN])
+            if any(isinstance(o, dict) and enough(*match_header(list(o), cols), cols) for o in v[:_KEY_SCAN])
         ]
         lists = fitting if fitting else lists
     if len(lists) == 1:
@@ -80,6 +74,22 @@ def _pick_list(path: Path, data: dict, cols: Columns) -> list:
     raise QatuneError(
         f"the JSON object holds several lists ({names}); keep only the list of question/answer objects", path=path
     )
+
+
+def _zip_columns(path: Path, data: dict, header: Header) -> list[dict]:
+    """Columns of lists -> one object per row: the question column, the answer and extra columns that are lists."""
+    keys = [header.qi, header.ai, *header.extra.values()]
+    columns = {k: data[k] for k in keys if k is not None and isinstance(data[k], list)}
+    size = len(columns[header.qi])
+    for key, values in columns.items():
+        if len(values) != size:
+            what = "answer" if key == header.ai else "value"
+            raise QatuneError(
+                f"columns {header.qi!r} and {key!r} have different lengths "
+                f"({size} and {len(values)}); give one {what} per question",
+                path=path,
+            )
+    return [dict(zip(columns, row, strict=True)) for row in zip(*columns.values(), strict=True)]
 
 
 def read_json(path: Path, cols: Columns, *, sheet: str | None, max_rows: int, fmt: str) -> Table:
@@ -128,7 +138,9 @@ def _add_record(sink: RowSink, number: int, item: Any, header: Header, what: str
     if item is None:
         sink.blank += 1
     elif isinstance(item, dict):
-        sink.add(number, item.get(header.qi), item.get(header.ai), _json_text)
+        extra = {name: item.get(key) for name, key in header.extra.items()} if header.extra else None
+        answer = item.get(header.ai) if header.ai is not None else None
+        sink.add(number, item.get(header.qi), answer, _json_text, extra=extra)
     else:
         sink.add(number, None, None, _json_text, problem=f"{what} is {_kind(item)}, not an object")
 
@@ -173,8 +185,9 @@ def read_parquet(path: Path, cols: Columns, *, sheet: str | None, max_rows: int,
         raise QatuneError(f"is not a readable Parquet file ({detail}); export it again", path=path) from None
     names = list(parquet.schema_arrow.names)
     qi, ai = match_header(names, cols)
-    if qi is None or ai is None:
+    if qi is None or not enough(qi, ai, cols):
         raise no_columns_error(path, cols, names, where=" among the Parquet columns")
+    header = make_header(None, names, qi, ai, cols, keyed=True)
     if parquet.metadata.num_rows > max_rows:
         raise QatuneError(
             f"has {parquet.metadata.num_rows:,} rows, more than the prepare.max_rows limit of "
@@ -182,17 +195,14 @@ def read_parquet(path: Path, cols: Columns, *, sheet: str | None, max_rows: int,
             path=path,
         )
     sink = RowSink(path, max_rows)
+    wanted = list(dict.fromkeys(k for k in (header.qi, header.ai, *header.extra.values()) if k is not None))
     number = 0
-    for batch in parquet.iter_batches(batch_size=8192, columns=[names[qi], names[ai]]):
-        for q, a in zip(batch.column(0).to_pylist(), batch.column(1).to_pylist(), strict=True):
+    for batch in parquet.iter_batches(batch_size=8192, columns=wanted):
+        values = {key: batch.column(i).to_pylist() for i, key in enumerate(wanted)}
+        questions, answers = values[header.qi], values.get(header.ai) or [None] * batch.num_rows
+        columns = {name: values[key] for name, key in header.extra.items()}
+        for i, (q, a) in enumerate(zip(questions, answers, strict=True)):
             number += 1
-            sink.add(number, q, a, _json_text)
-    return Table(
-        path=path,
-        format="parquet",
-        rows=sink.rows,
-        question_col=names[qi],
-        answer_col=names[ai],
-        header_row=None,
-        blank_rows=sink.blank,
-    )
+            extra = {name: column[i] for name, column in columns.items()} if columns else None
+            sink.add(number, q, a, _json_text, extra=extra)
+    return sink.table("parquet", header)

@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 from qatune.console import QatuneError
 from qatune.data.header import Converter, Header
+
+NO_EXTRA: Mapping[str, str | None] = MappingProxyType({})  # shared by rows without extra columns: no dict per row
 
 
 @dataclass
@@ -21,6 +24,8 @@ class RawRow:
     question: str | None
     answer: str | None
     problem: str | None = None  # why the row cannot be used, when the reader already knows
+    # the extra columns asked for, by the name asked: only those the file has; None for an empty cell
+    extra: Mapping[str, str | None] = field(default_factory=lambda: NO_EXTRA)
 
 
 @dataclass
@@ -29,18 +34,20 @@ class Table:
     format: str
     rows: list[RawRow]
     question_col: str
-    answer_col: str
+    answer_col: str | None  # None: a file of questions without an answer column
     header_row: int | None = None
     sheet: str | None = None
     blank_rows: int = 0
     notes: list[str] = field(default_factory=list)
+    extra_cols: dict[str, str] = field(default_factory=dict)  # extra columns found: asked-for name -> name in the file
 
 
 MAX_TEXT_CHARS = 256 << 20
 
 
 class RowSink:
-    """Collects data rows, skips fully empty ones, and enforces the row and text limits while streaming."""
+    """Collects data rows, skips the ones with neither a question nor an answer (whatever their extra cells hold),
+    and enforces the row and text limits while streaming."""
 
     def __init__(self, path: Path, max_rows: int):
         self.path, self.max_rows = path, max_rows
@@ -48,11 +55,26 @@ class RowSink:
         self.blank = 0
         self.chars = 0
 
-    def add(self, row: int, question: Any, answer: Any, convert: Converter, problem: str | None = None) -> None:
+    def add(
+        self,
+        row: int,
+        question: Any,
+        answer: Any,
+        convert: Converter,
+        problem: str | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> None:
         q, q_problem = convert(question)
         a, a_problem = convert(answer)
         if problem is None and (q_problem or a_problem):
             problem = f"question {q_problem}" if q_problem else f"answer {a_problem}"
+        texts = NO_EXTRA
+        if extra:
+            texts = found = {}
+            for name, value in extra.items():
+                found[name], why = convert(value)
+                if problem is None and why:
+                    problem = f"{name} {why}"
         if problem is None and not q and not a:
             self.blank += 1
             return
@@ -63,6 +85,8 @@ class RowSink:
                 path=self.path,
             )
         self.chars += len(q or "") + len(a or "")
+        if texts:
+            self.chars += sum(len(t or "") for t in texts.values())
         if self.chars > MAX_TEXT_CHARS:
             raise QatuneError(
                 f"holds more than {MAX_TEXT_CHARS >> 20} million characters of questions and "
@@ -70,10 +94,10 @@ class RowSink:
                 path=self.path,
                 row=row,
             )
-        self.rows.append(RawRow(row, q, a, problem))
+        self.rows.append(RawRow(row, q, a, problem, texts))
 
-    def table(self, fmt: str, header: Header, **extra: Any) -> Table:
-        """The collected rows as a Table read with `header` (`extra`: sheet, notes)."""
+    def table(self, fmt: str, header: Header, **more: Any) -> Table:
+        """The collected rows as a Table read with `header` (`more`: sheet, notes)."""
         return Table(
             path=self.path,
             format=fmt,
@@ -82,18 +106,21 @@ class RowSink:
             answer_col=header.answer_col,
             header_row=header.row,
             blank_rows=self.blank,
-            **extra,
+            extra_cols=dict(header.extra_cols),
+            **more,
         )
 
 
 def tabular_rows(sink: RowSink, rows: Iterable[tuple[int, Sequence[Any]]], header: Header, convert: Converter) -> None:
     """Feed the data rows under `header` into the sink."""
-    qi, ai = header.qi, header.ai
+    qi, ai, extra_at = header.qi, header.ai, header.extra
     for rownum, cells in rows:
         if header.row is not None and rownum <= header.row:
             continue
         n = len(cells)
-        sink.add(rownum, cells[qi] if qi < n else None, cells[ai] if ai < n else None, convert)
+        answer = cells[ai] if ai is not None and ai < n else None
+        extra = {name: cells[i] if i < n else None for name, i in extra_at.items()} if extra_at else None
+        sink.add(rownum, cells[qi] if qi < n else None, answer, convert, extra=extra)
 
 
 def _number(value: float) -> str:

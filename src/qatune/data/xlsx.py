@@ -106,9 +106,9 @@ def _merged_ranges(path: Path, ws: Any) -> list[tuple[int, int, int, int]]:
 
 
 def _fill_merged(
-    rows: Iterator[tuple[int, Sequence[Any]]], ranges: list[tuple[int, int, int, int]], columns: tuple[int, int]
+    rows: Iterator[tuple[int, Sequence[Any]]], ranges: list[tuple[int, int, int, int]], columns: set[int]
 ) -> Iterator[tuple[int, Sequence[Any]]]:
-    """A cell merged down a question/answer column repeats the top cell's value in every row it spans.
+    """A cell merged down a column that is read repeats the top cell's value in every row it spans.
     Merges across columns (section titles) are not copied sideways."""
     starts: dict[int, list[tuple[int, int, int]]] = defaultdict(list)
     for c0, r0, _, r1 in ranges:
@@ -129,6 +129,8 @@ def _fill_merged(
 
 def _mark_formulas(path: Path, title: str, header: Header, rows: list[RawRow]) -> None:
     """Rows with one empty cell: if that cell holds a formula, say so instead of 'empty'."""
+    if header.ai is None:  # a file of questions: a row without its question is blank
+        return
     suspects = {r.row: r for r in rows if r.problem is None and (r.question is None) != (r.answer is None)}
     if not suspects or len(suspects) > 50_000:
         return
@@ -162,7 +164,8 @@ def read_workbook(path: Path, cols: Columns, *, sheet: str | None, max_rows: int
             ws, header = _choose_sheet(wb, path, cols, sheet)
             ranges = _merged_ranges(path, ws)
             rows = counted(enumerate(ws.iter_rows(), 1))
-            tabular_rows(sink, _fill_merged(rows, ranges, (header.qi, header.ai)), header, cell_text)
+            read = {header.qi, header.ai, *header.extra.values()} - {None}
+            tabular_rows(sink, _fill_merged(rows, ranges, read), header, cell_text)
             _mark_formulas(path, ws.title, header, sink.rows)
         except QatuneError:
             raise

@@ -1,5 +1,7 @@
 """Raw rows -> clean question/answer pairs: whitespace normalized, blank rows skipped, unusable rows and
-exact duplicates dropped with their row numbers, conflicting answers and over-long pairs warned about."""
+exact duplicates dropped with their row numbers, conflicting answers and over-long pairs warned about.
+Extra columns ride along on each pair; an `answerable` column becomes a bool that lets its "no" rows go
+without an answer."""
 
 from __future__ import annotations
 
@@ -10,7 +12,9 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+from qatune.data.header import norm_name
 from qatune.data.table import RawRow
 
 _SURROGATES = re.compile(r"[\ud800-\udfff]")
@@ -20,6 +24,9 @@ _SPACES = re.compile(r"[\t\u00a0\u1680\u2000-\u200a\u202f\u205f\u3000]")
 _NON_WORD = re.compile(r"[\W_]+")
 TEMPLATE_OVERHEAD_TOKENS = 32
 _MAX_LISTED = 10
+ANSWERABLE = "answerable"
+_YES = {"yes", "true", "1", "y", ""}
+_NO = {"no", "false", "0", "n"}
 
 
 def clean_text(text: str, multiline: bool = False) -> str:
@@ -50,8 +57,37 @@ def _rows_text(rows: list[int]) -> str:
     return shown + (f" and {len(rows) - _MAX_LISTED} more" if len(rows) > _MAX_LISTED else "")
 
 
-def clean_rows(rows: Iterable[RawRow], *, id_prefix: str = "row", blank_rows: int = 0, label: str = "") -> Cleaned:
-    """Pairs with ids `{id_prefix}-{row}`; `label` prefixes drop reasons (e.g. rows of a test file)."""
+def parse_answerable(text: str | None) -> bool | None:
+    """An `answerable` cell: yes/true/1/y or empty -> True, no/false/0/n -> False (any case), else None."""
+    value = (text or "").strip().casefold()
+    return True if value in _YES else False if value in _NO else None
+
+
+def _extra_fields(raw: RawRow) -> tuple[dict[str, Any], bool, str | None]:
+    """The row's extra cells as pair fields (`answerable` parsed to a bool), whether the row is answerable,
+    and why the row cannot be used (an `answerable` value that is neither yes nor no)."""
+    fields: dict[str, Any] = {}
+    for name, text in raw.extra.items():
+        if norm_name(name) != ANSWERABLE:
+            fields[name] = clean_text(text) if text else None
+            continue
+        fields[name] = parse_answerable(text)
+        if fields[name] is None:
+            return fields, True, f"{ANSWERABLE} {clean_text(text or '')!r}: use yes or no (or true/false, 1/0, y/n)"
+    return fields, all(v is not False for v in fields.values()), None
+
+
+def clean_rows(
+    rows: Iterable[RawRow],
+    *,
+    id_prefix: str = "row",
+    blank_rows: int = 0,
+    label: str = "",
+    answer_required: bool = True,
+) -> Cleaned:
+    """Pairs with ids `{id_prefix}-{row}`; `label` prefixes drop reasons (e.g. rows of a test file).
+    An empty answer drops the row, unless answers are not required or the row's `answerable` is false;
+    such a pair has the answer "". The rows' extra cells become fields of the pairs, under the names asked."""
     out = Cleaned(blank_rows=blank_rows)
     first_row: dict[tuple[str, str], int] = {}
     for raw in rows:
@@ -60,21 +96,22 @@ def clean_rows(rows: Iterable[RawRow], *, id_prefix: str = "row", blank_rows: in
             continue
         question = clean_text(raw.question or "")
         answer = clean_text(raw.answer or "", multiline=True)
-        reason = None
         if not question and not answer:
             out.blank_rows += 1
             continue
-        if not question or not answer:
-            reason = "empty question" if not question else "empty answer"
-        elif (question, answer) in first_row:
+        fields, answerable, reason = _extra_fields(raw)
+        if not question:
+            reason = "empty question"
+        elif reason is None and not answer and answer_required and answerable:
+            reason = "empty answer"
+        elif reason is None and (question, answer) in first_row:
             reason = f"duplicate of row {first_row[(question, answer)]}"
         if reason:
             out.dropped.append({"row": raw.row, "reason": f"{label}{reason}"})
             continue
         first_row[(question, answer)] = raw.row
-        out.pairs.append(
-            {"id": f"{id_prefix}-{raw.row}", "question": question, "answer": answer, "source_row": raw.row}
-        )
+        pair = {"id": f"{id_prefix}-{raw.row}", "question": question, "answer": answer, "source_row": raw.row}
+        out.pairs.append(pair | {k: v for k, v in fields.items() if k not in pair})
     out.warnings.extend(conflict_warnings(out.pairs, label))
     return out
 

@@ -45,34 +45,57 @@ def _ingest(
     sheet: str | None = None,
     id_prefix: str = "row",
     label: str = "",
+    answer_required: bool = True,
+    extra_columns: tuple[str, ...] = (),
 ) -> tuple[Table, Cleaned]:
     p = config.prepare
     table = read_table(
-        path, question_col=p.question_col, answer_col=p.answer_col, sheet=sheet, max_rows=p.max_rows, strict=strict
+        path,
+        question_col=p.question_col,
+        answer_col=p.answer_col,
+        sheet=sheet,
+        max_rows=p.max_rows,
+        strict=strict,
+        answer_required=answer_required,
+        extra_columns=extra_columns,
     )
-    cleaned = clean_rows(table.rows, id_prefix=id_prefix, blank_rows=table.blank_rows, label=label)
+    cleaned = clean_rows(
+        table.rows, id_prefix=id_prefix, blank_rows=table.blank_rows, label=label, answer_required=answer_required
+    )
     cleaned.warnings[:0] = table.notes
     if not cleaned.pairs:
-        raise QatuneError(_no_pairs(table, cleaned), path=path)
+        raise QatuneError(_no_pairs(table, cleaned, answer_required), path=path)
     return table, cleaned
 
 
-def _no_pairs(table: Table, cleaned: Cleaned) -> str:
+def _no_pairs(table: Table, cleaned: Cleaned, answer_required: bool = True) -> str:
     if not cleaned.dropped:
         under = f" under the header in row {table.header_row}" if table.header_row else ""
+        if not answer_required:
+            return f"no questions{under}; add rows with a question"
         return f"no question/answer rows{under}; add rows with a question and its answer"
     reasons = Counter(d["reason"].split(" (")[0] for d in cleaned.dropped)
     top = ", ".join(f"{n} {reason}" for reason, n in reasons.most_common(3))
     first = cleaned.dropped[0]["row"]
-    return (
-        f"no valid question/answer pairs: {len(cleaned.dropped)} row(s) dropped ({top}; first: row {first}); "
-        "fill in both the question and the answer"
+    what = "question/answer pairs" if answer_required else "questions"
+    fill = "fill in both the question and the answer" if answer_required else "fill in the questions"
+    return f"no valid {what}: {len(cleaned.dropped)} row(s) dropped ({top}; first: row {first}); {fill}"
+
+
+def load_questions(
+    path: Path, config: Config, *, answer_required: bool = True, extra_columns: tuple[str, ...] = ()
+) -> list[dict]:
+    """Any supported file -> [{id, question, answer, source_row}] by the same rules (for evaluation).
+    Without `answer_required` a file of questions with no answer column reads too (answers ""); the
+    `extra_columns` the file has become fields of each pair (`answerable` a bool, the others text or None)."""
+    _, cleaned = _ingest(
+        Path(path),
+        config,
+        strict=False,
+        id_prefix="q",
+        answer_required=answer_required,
+        extra_columns=extra_columns,
     )
-
-
-def load_questions(path: Path, config: Config) -> list[dict]:
-    """Any supported file -> [{id, question, answer, source_row}] by the same rules (for evaluation)."""
-    _, cleaned = _ingest(Path(path), config, strict=False, id_prefix="q")
     return cleaned.pairs
 
 

@@ -28,7 +28,9 @@ GOAL = 30.0
 
 
 def _load(model_path: str, adapter: str | None, precision: str):
-    from qatune.model import choose_placement, load_adapters, load_base, load_tokenizer
+    from qatune.models.load import load_base, load_tokenizer
+    from qatune.models.lora import load_adapters
+    from qatune.models.placement import choose_placement
 
     placement = choose_placement("auto", precision, device="cpu", cpu_bf16=True)  # as qatune's load_engine
     model = load_base(model_path, placement)
@@ -75,7 +77,7 @@ def side_library(args: argparse.Namespace, questions: list[str]) -> dict:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from qatune.generate import auto_batch_size
-    from qatune.model import choose_placement
+    from qatune.models.placement import choose_placement
     from qatune.prompts import messages_for, prompt_ids, stop_token_ids
 
     placement = choose_placement("auto", args.precision, device="cpu", cpu_bf16=True)  # as the qatune side
@@ -240,7 +242,7 @@ def parent(args: argparse.Namespace) -> dict:
         args.model_path = str(record.tiny_model(Path(tempfile.gettempdir()) / "qatune-bench-tiny"))
         args.questions, args.max_new_tokens = min(args.questions, 4), 16
     else:
-        from qatune.model import resolve_model
+        from qatune.models.resolve import resolve_model
 
         args.model_path = resolve_model(args.model)  # converts the default model once, outside any timing
     sides = parse_sides(args.sides)

@@ -151,7 +151,10 @@ def main() -> None:
     args = ap.parse_args()
     import torch
 
-    from qatune.model import attach_lora, choose_placement, load_base, load_tokenizer, lora_config, resolve_model
+    from qatune.models.load import load_base, load_tokenizer
+    from qatune.models.lora import attach_lora, lora_config
+    from qatune.models.placement import choose_placement
+    from qatune.models.resolve import resolve_model
 
     path = (
         str(record.tiny_model(Path(tempfile.gettempdir()) / "qatune-bench-tiny"))

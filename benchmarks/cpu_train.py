@@ -97,7 +97,7 @@ def side_library(args: argparse.Namespace, pairs: list[tuple[str, str]], work: P
     )
 
     from qatune.config import TrainConfig
-    from qatune.model import choose_placement
+    from qatune.models.placement import choose_placement
 
     defaults = TrainConfig()
     placement = choose_placement("auto", args.precision, device="cpu", cpu_bf16=True)  # qatune's precision rule
@@ -311,7 +311,7 @@ def parent(args: argparse.Namespace) -> dict:
         args.model_path = str(record.tiny_model(Path(tempfile.gettempdir()) / "qatune-bench-tiny"))
         args.pairs, args.epochs = min(args.pairs, 8), 1
     else:
-        from qatune.model import resolve_model
+        from qatune.models.resolve import resolve_model
 
         args.model_path = resolve_model(args.model)  # converts the default model once, outside any timing
     sides = parse_sides(args.sides, args.skip_seed)

@@ -308,7 +308,8 @@ def distribution(values: list[int]) -> dict[str, float]:
 def _token_lengths(answers: list[str]) -> tuple[list[int] | None, str]:
     """Answer lengths in tokens of qatune's default model, when its tokenizer can be loaded here."""
     try:
-        from qatune.model import load_tokenizer, resolve_model
+        from qatune.models.load import load_tokenizer
+        from qatune.models.resolve import resolve_model
 
         tokenizer = load_tokenizer(resolve_model("default"))
     except Exception as exc:  # optional figure: any failure only means no token counts

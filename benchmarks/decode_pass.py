@@ -10,7 +10,10 @@ import time
 
 import torch
 
-from qatune.model import attach_lora, choose_placement, load_base, lora_config, resolve_model
+from qatune.models.load import load_base
+from qatune.models.lora import attach_lora, lora_config
+from qatune.models.placement import choose_placement
+from qatune.models.resolve import resolve_model
 
 CACHED, PASSES, WARMUP = 120, 30, 3
 

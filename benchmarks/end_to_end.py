@@ -73,7 +73,7 @@ def main() -> None:
         tiny = record.tiny_model(Path(tempfile.gettempdir()) / "qatune-bench-tiny")
         extra = ["--model", str(tiny), "--epochs", "1,2", "--max-new-tokens", "8"]
     else:
-        from qatune.model import resolve_model
+        from qatune.models.resolve import resolve_model
 
         model_cache = Path(resolve_model("default"))
     root = Path(args.keep or tempfile.mkdtemp(prefix="qatune-e2e-"))

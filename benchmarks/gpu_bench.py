@@ -1,5 +1,5 @@
 """GPU benchmark on one CUDA GPU, Mistral-7B shape with random weights (throughput does not depend on weight
-values): the seed's QLoRA recipe vs qatune's training path (qatune.model.load_base/attach_lora,
+values): the seed's QLoRA recipe vs qatune's training path (qatune.models load_base and attach_lora,
 qatune.train.batching planning and collation, qatune.train.loss.AnswerLoss, Liger kernels and FlexAttention when
 present) in QLoRA and LoRA-bf16 mode, and the seed's beam-5 one-at-a-time generation vs qatune.generate.Engine.
 
@@ -31,7 +31,9 @@ sys.path[:0] = [str(HERE), str(HERE.parent / "src")]
 from gpu_data import LENS, PROMPT, build_model_dir, examples, question_text, seed_batches  # noqa: E402
 
 from qatune.generate import Engine  # noqa: E402
-from qatune.model import Placement, attach_lora, load_base, load_tokenizer, lora_config  # noqa: E402
+from qatune.models.load import load_base, load_tokenizer  # noqa: E402
+from qatune.models.lora import attach_lora, lora_config  # noqa: E402
+from qatune.models.placement import Placement  # noqa: E402
 from qatune.prompts import messages_for  # noqa: E402
 from qatune.train.batching import auto_batch_size, collate, plan_batches, to_device  # noqa: E402
 from qatune.train.loss import AnswerLoss  # noqa: E402

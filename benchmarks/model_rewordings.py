@@ -58,7 +58,9 @@ def acceptable(original: str, candidate: str, taken: set[str]) -> bool:
 def sample_rewordings(questions: list[str], samples: int, seed: int, batch: int = 16) -> list[list[str]]:
     import torch
 
-    from qatune.model import choose_placement, load_base, load_tokenizer, resolve_model
+    from qatune.models.load import load_base, load_tokenizer
+    from qatune.models.placement import choose_placement
+    from qatune.models.resolve import resolve_model
 
     path = resolve_model("default")
     tokenizer = load_tokenizer(path)

@@ -226,7 +226,7 @@ def _make_run(kind: str) -> Path:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
     from adapter_runs import make_run  # the two-adapter test run (random LoRA weights, no training)
     from conftest import build_tiny_model
-    from qatune.model import resolve_model
+    from qatune.models.resolve import resolve_model
 
     root = Path(tempfile.mkdtemp(prefix="qatune-load-"))
     model = build_tiny_model(root / "tiny") if kind == "tiny" else Path(resolve_model("default"))

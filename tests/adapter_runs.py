@@ -21,7 +21,9 @@ ADAPTER_SEEDS = {"epoch-1": 1, "epoch-2": 2}
 def save_adapter(model_dir: Path, target: Path, seed: int) -> None:
     import torch
 
-    from qatune.model import attach_lora, choose_placement, load_base, load_tokenizer, lora_config
+    from qatune.models.load import load_base, load_tokenizer
+    from qatune.models.lora import attach_lora, lora_config
+    from qatune.models.placement import choose_placement
 
     base = load_base(str(model_dir), choose_placement())
     torch.manual_seed(seed)  # lora_A is drawn from the global generator: fix it, or answers depend on test order

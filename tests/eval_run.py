@@ -42,7 +42,9 @@ def save_adapter(model_dir: Path, folder: Path, seed: int) -> None:
     """A LoRA adapter on the tiny model with random non-zero B, so it answers differently from base."""
     import torch
 
-    from qatune.model import attach_lora, choose_placement, load_base, load_tokenizer, lora_config
+    from qatune.models.load import load_base, load_tokenizer
+    from qatune.models.lora import attach_lora, lora_config
+    from qatune.models.placement import choose_placement
 
     torch.manual_seed(seed)  # lora_A comes from the global generator too
     model = attach_lora(load_base(str(model_dir), choose_placement()), lora_config(4, 8, 0.0, ["q_proj", "v_proj"]))

@@ -110,7 +110,10 @@ def _check_target(out: Path, rundir: RunDir) -> Path:
 
 def _merged(config: Config, adapter: Path, dtype: str) -> tuple[Any, Any]:
     """Base loaded unquantized in `dtype` (even when training used 4-bit), adapter merged into its weights."""
-    from qatune.model import Placement, load_adapters, load_base, load_tokenizer, resolve_model
+    from qatune.models.load import load_base, load_tokenizer
+    from qatune.models.lora import load_adapters
+    from qatune.models.placement import Placement
+    from qatune.models.resolve import resolve_model
     from qatune.prompts import ensure_chat_template, stop_token_ids
 
     model_path = resolve_model(config.model)
@@ -157,7 +160,7 @@ def _read(path: Path) -> Any:
 
 
 def _base_label(model: str) -> str:
-    from qatune.embedded import embedded
+    from qatune.models.embedded import embedded
 
     shipped = embedded(model)
     if shipped is not None:

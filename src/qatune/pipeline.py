@@ -30,7 +30,7 @@ def run(
     from qatune import train
     from qatune.data import prepare
     from qatune.evaluate import answer
-    from qatune.model import preflight
+    from qatune.models.resolve import preflight
     from qatune.report import html
 
     if data is None and test_file is None:

@@ -1,4 +1,5 @@
-"""Crash-safe file writes: every file a later step trusts is written to a temp file and renamed."""
+"""Crash-safe file writes (every file a later step trusts is written to a temp file and renamed) and qatune's own
+folder outside run directories, $QATUNE_HOME (converted models, measured rates, the WordNet copy)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,10 @@ import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
+
+
+def qatune_home() -> Path:
+    return Path(os.environ.get("QATUNE_HOME", Path.home() / ".cache" / "qatune")).expanduser()
 
 
 def _fsync_dir(path: Path) -> None:

@@ -95,7 +95,10 @@ def test_export_of_a_4bit_run_merges_into_the_unquantized_base(run, trained, tmp
 
     from qatune.config import load_for_run
     from qatune.export import export
-    from qatune.model import Placement, load_adapters, load_base, resolve_model
+    from qatune.models.load import load_base
+    from qatune.models.lora import load_adapters
+    from qatune.models.placement import Placement
+    from qatune.models.resolve import resolve_model
     from qatune.rundir import RunDir
 
     out = export(run, "epoch-3", tmp_path / "merged", dtype="fp32")

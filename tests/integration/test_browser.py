@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from qatune.model import load_tokenizer
+from qatune.models.load import load_tokenizer
 from qatune.serve.app import Settings, create_app
 from serve_harness import ScriptedEngine, running
 

@@ -13,7 +13,9 @@ import torch
 from example_runs import example_pairs
 from qatune.generate import BASE, Engine
 from qatune.generate import decoding as decoding_mod
-from qatune.model import choose_placement, cpu_has_native_bf16, load_base, load_tokenizer, resolve_model
+from qatune.models.load import load_base, load_tokenizer
+from qatune.models.placement import choose_placement, cpu_has_native_bf16
+from qatune.models.resolve import resolve_model
 from qatune.prompts import messages_for, prompt_ids, stop_token_ids
 
 pytestmark = pytest.mark.slow

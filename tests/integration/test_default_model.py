@@ -7,9 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from qatune.embedded import default_gguf_path
 from qatune.generate import BASE, Engine
-from qatune.model import choose_placement, load_base, load_tokenizer, resolve_model
+from qatune.models.embedded import default_gguf_path
+from qatune.models.load import load_base, load_tokenizer
+from qatune.models.placement import choose_placement
+from qatune.models.resolve import resolve_model
 from qatune.prompts import messages_for
 
 pytestmark = pytest.mark.slow

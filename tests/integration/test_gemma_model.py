@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from qatune.embedded import GEMMA3_270M
+from qatune.models.embedded import GEMMA3_270M
 
 pytestmark = [
     pytest.mark.slow,
@@ -43,7 +43,8 @@ def _write_csv(path: Path, rows: list[tuple[str, str]]) -> Path:
 
 
 def test_gemma_is_assembled_converted_and_prompted_with_bos():
-    from qatune.model import load_tokenizer, resolve_model
+    from qatune.models.load import load_tokenizer
+    from qatune.models.resolve import resolve_model
     from qatune.prompts import encode_pair, messages_for, prompt_ids, stop_token_ids
 
     path = Path(resolve_model("gemma3-270m"))

@@ -8,7 +8,10 @@ import torch
 
 from example_runs import example_pairs
 from qatune.config import load
-from qatune.model import choose_placement, load_adapters, load_base, load_tokenizer, resolve_model
+from qatune.models.load import load_base, load_tokenizer
+from qatune.models.lora import load_adapters
+from qatune.models.placement import choose_placement
+from qatune.models.resolve import resolve_model
 from qatune.prompts import encode_pair
 from qatune.rundir import RunDir
 from qatune.storage import read_jsonl, write_jsonl

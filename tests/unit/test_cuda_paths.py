@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from qatune.console import QatuneError
-from qatune.model import Placement, choose_placement, load_base
+from qatune.models.load import load_base
+from qatune.models.placement import Placement, choose_placement
 
 
 @pytest.fixture

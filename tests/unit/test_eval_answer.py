@@ -218,7 +218,7 @@ def test_bad_eval_inputs_are_one_line_errors(run, tmp_path):
 
 def test_auto_answer_budget_is_twice_the_longest_trained_answer(run, tiny_model_dir, generate_calls):
     from qatune.evaluate.budget import answer_budget, auto_budget
-    from qatune.model import load_tokenizer
+    from qatune.models.load import load_tokenizer
 
     tokenizer = load_tokenizer(str(tiny_model_dir))
     answers = [r["answer"] for r in read_jsonl(RunDir(run).split_file("train"))]

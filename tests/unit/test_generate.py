@@ -9,7 +9,9 @@ import torch
 
 from qatune.generate import BASE, Engine
 from qatune.generate.engine import _cut_at_stop
-from qatune.model import attach_lora, choose_placement, load_base, load_tokenizer, lora_config
+from qatune.models.load import load_base, load_tokenizer
+from qatune.models.lora import attach_lora, lora_config
+from qatune.models.placement import choose_placement
 from qatune.prompts import messages_for
 
 QUESTIONS = ["Who is the instructor?", "How is the grade computed?", "What is the title of this course?", "When?"]

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from qatune.generate.decoding import greedy_decode, lookup_draft
-from qatune.model import choose_placement, load_base, load_tokenizer
+from qatune.models.load import load_base, load_tokenizer
+from qatune.models.placement import choose_placement
 from qatune.prompts import messages_for, prompt_ids
 
 

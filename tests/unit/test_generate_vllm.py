@@ -25,7 +25,8 @@ class FakeLLM:
     instances: list[FakeLLM] = []
 
     def __init__(self, model: str, **kwargs):
-        from qatune.model import choose_placement, load_base, load_tokenizer
+        from qatune.models.load import load_base, load_tokenizer
+        from qatune.models.placement import choose_placement
 
         self.kwargs = kwargs
         self.model = load_base(model, choose_placement())

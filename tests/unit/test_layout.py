@@ -1,6 +1,7 @@
-"""Package layout: no import cycle among qatune's modules, counting imports inside functions too (a lazy import
-that only hides a cycle still couples the modules), the stage entries callers use stay where they are, and
-retrieval stays inside qatune.rag (the index's files, its builders and the "+rag" spelling)."""
+"""Package layout: no import cycle among qatune's modules, counting imports inside functions and under
+`if TYPE_CHECKING:` too (a lazy or type-only import that only hides a cycle still couples the modules), the stage
+entries callers use stay where they are, and retrieval stays inside qatune.rag (the index's files, its builders
+and the "+rag" spelling)."""
 
 from __future__ import annotations
 
@@ -25,23 +26,13 @@ def _modules() -> dict[str, Path]:
     return found
 
 
-def _type_checking(node: ast.stmt) -> bool:
-    test = getattr(node, "test", None)
-    return isinstance(node, ast.If) and (
-        (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING")
-        or (isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
-    )
-
-
 def _imports(tree: ast.Module, modules: dict[str, Path]) -> set[str]:
-    """qatune modules `tree` imports anywhere except under `if TYPE_CHECKING:`; `from pkg import sub` counts
-    as importing the submodule."""
+    """qatune modules `tree` imports anywhere, inside functions and under `if TYPE_CHECKING:` included;
+    `from pkg import sub` counts as importing the submodule."""
     found: set[str] = set()
     todo: list[ast.AST] = [tree]
     while todo:
         node = todo.pop()
-        if isinstance(node, ast.stmt) and _type_checking(node):
-            continue
         if isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
@@ -144,3 +135,12 @@ def test_the_grounded_suffix_is_spelled_only_where_rag_suffix_is_defined():
         if path != names
     }
     assert BENCHMARKS.is_dir() and {path: lines for path, lines in spelled.items() if lines} == {}
+
+
+def test_a_type_only_import_counts():
+    tree = ast.parse(
+        "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from qatune.rundir import RunDir\n"
+        "def f():\n    from qatune import storage\n"
+    )
+    modules = {"qatune.rundir": Path("rundir.py"), "qatune.storage": Path("storage.py")}
+    assert _imports(tree, modules) == {"qatune.rundir", "qatune.storage"}

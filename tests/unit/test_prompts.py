@@ -14,7 +14,9 @@ from qatune.config import Config
 from qatune.console import QatuneError
 from qatune.export import export
 from qatune.generate import BASE, Engine
-from qatune.model import attach_lora, choose_placement, linear_layer_names, load_base, load_tokenizer, lora_config
+from qatune.models.load import load_base, load_tokenizer
+from qatune.models.lora import attach_lora, linear_layer_names, lora_config
+from qatune.models.placement import choose_placement
 from qatune.prompts import (
     FALLBACK_TEMPLATE,
     IGNORE_INDEX,

@@ -8,7 +8,8 @@ import pytest
 
 from qatune.console import QatuneError
 from qatune.generate import BASE, Engine
-from qatune.model import choose_placement, load_base, load_tokenizer
+from qatune.models.load import load_base, load_tokenizer
+from qatune.models.placement import choose_placement
 from qatune.prompts import messages_for
 from qatune.rag import closed_book, is_grounded
 from qatune.rag.index import Index, build_index, load_index, run_index

@@ -13,7 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from qatune.model import load_tokenizer
+from qatune.models.load import load_tokenizer
 from qatune.serve.app import Settings, create_app, is_loopback
 from qatune.serve.completions import Limits, make_job
 from qatune.serve.errors import ApiError

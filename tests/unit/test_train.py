@@ -11,7 +11,7 @@ import torch
 from qatune import train as train_mod
 from qatune.config import load
 from qatune.console import QatuneError
-from qatune.model import cpu_has_native_bf16
+from qatune.models.placement import cpu_has_native_bf16
 from qatune.rundir import RunDir
 from qatune.storage import read_jsonl
 from qatune.train import setup as train_setup
@@ -129,7 +129,7 @@ def test_linear_schedule_decays_to_zero_over_the_whole_sweep(tiny_model_dir, tmp
 def test_every_lora_tensor_changed(trained, tiny_model_dir):
     from peft import get_peft_model_state_dict
 
-    from qatune.model import choose_placement
+    from qatune.models.placement import choose_placement
 
     cfg = config(tiny_model_dir)
     initial = get_peft_model_state_dict(

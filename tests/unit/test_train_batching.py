@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from qatune.console import QatuneError
-from qatune.model import load_tokenizer
+from qatune.models.load import load_tokenizer
 from qatune.prompts import IGNORE_INDEX
 from qatune.train import batching
 from qatune.train.batching import Example, collate, epoch_order, load_examples, plan_batches, shared_prefix_len

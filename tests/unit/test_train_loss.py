@@ -6,7 +6,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from qatune.model import attach_lora, choose_placement, load_base, load_tokenizer, lora_config
+from qatune.models.load import load_base, load_tokenizer
+from qatune.models.lora import attach_lora, lora_config
+from qatune.models.placement import choose_placement
 from qatune.prompts import IGNORE_INDEX
 from qatune.train.batching import collate, load_examples, shared_prefix_len
 from qatune.train.loss import AnswerLoss, full_logits_loss

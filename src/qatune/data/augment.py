@@ -60,7 +60,7 @@ _EDGE = "\"'()[]{},.;:!?"
 
 
 def nltk_data_dir() -> Path:
-    from qatune.embedded import qatune_home
+    from qatune.storage import qatune_home
 
     return qatune_home() / "nltk_data"
 

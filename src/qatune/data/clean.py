@@ -136,7 +136,7 @@ def conflict_warnings(pairs: list[dict], label: str = "") -> list[str]:
 
 def _model_folder(model: str) -> Path | None:
     """The model's local folder when it exists already (no download, no conversion)."""
-    from qatune.embedded import cached_folder, embedded
+    from qatune.models.embedded import cached_folder, embedded
 
     folder = cached_folder(model) if embedded(model) else Path(model).expanduser()
     return folder if (folder / "config.json").is_file() else None

@@ -124,8 +124,8 @@ def _summary(rundir: RunDir) -> dict[str, Any]:
 
 def _machine(config: Config, model_path: str) -> tuple[str, Rates]:
     """The key of this run's rates (model, device, precision, quantization, eval engine) and the built-in ones."""
-    from qatune.footprint import folder_shape
-    from qatune.model import choose_placement
+    from qatune.models.memory import folder_shape
+    from qatune.models.placement import choose_placement
 
     p = choose_placement(config.train.quant, config.train.precision, cpu_bf16=True)
     try:

@@ -9,10 +9,9 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from qatune.embedded import qatune_home
 from qatune.generate.engine import BASE
 from qatune.rag import closed_book, grounded_name, is_grounded
-from qatune.storage import atomic_write_json, read_json
+from qatune.storage import atomic_write_json, qatune_home, read_json
 
 RATES_FILE = "rates.json"
 PRIOR_S = 10.0  # a remembered rate weighs as much as this many seconds of the running stage's own measurement

@@ -37,7 +37,7 @@ def answer_budget(rundir: RunDir, config: Config) -> int:
     """The eval's max_new_tokens for this run, counted with the model's tokenizer."""
 
     def longest(train: str) -> int:
-        from qatune.model import resolve_model
+        from qatune.models.resolve import resolve_model
 
         return _longest_tokens(train, file_sha256(train), resolve_model(config.model), config.trust_remote_code)
 
@@ -46,7 +46,7 @@ def answer_budget(rundir: RunDir, config: Config) -> int:
 
 @lru_cache(maxsize=8)
 def _longest_tokens(train: str, sha: str, model_path: str, trust_remote_code: bool) -> int:
-    from qatune.model import load_tokenizer
+    from qatune.models.load import load_tokenizer
 
     tokenizer = load_tokenizer(model_path, trust_remote_code)
     answers = {str(r.get("answer", "")) for r in read_jsonl(train)}

@@ -36,7 +36,7 @@ def greedy_decode(
     import torch
     from transformers import DynamicCache
 
-    from qatune.model import cache_kwarg
+    from qatune.models.load import cache_kwarg
 
     tokens: list[list[int]] = [[] for _ in range(input_ids.shape[0])]
     alive = list(range(input_ids.shape[0]))

@@ -326,7 +326,7 @@ def _reply_nll(
 
     import torch
 
-    from qatune.model import cache_kwarg
+    from qatune.models.load import cache_kwarg
 
     values: list[float | None] = [None] * len(replies)
     if not any(replies):
@@ -376,7 +376,10 @@ def auto_batch_size(value: int | str, device: str) -> int:
 
 def load_engine(run: Path, config: Config, names: list[str] | None = None) -> Engine:
     """The run's base model with the named adapters (default: every saved one) loaded on it."""
-    from qatune.model import choose_placement, load_adapters, load_base, load_tokenizer, resolve_model
+    from qatune.models.load import load_base, load_tokenizer
+    from qatune.models.lora import load_adapters
+    from qatune.models.placement import choose_placement
+    from qatune.models.resolve import resolve_model
     from qatune.rundir import RunDir
 
     rundir = RunDir(run)

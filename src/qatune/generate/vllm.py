@@ -100,7 +100,7 @@ def _max_rank(adapters: dict[str, Path]) -> int:
 
 
 def _check_weights(model_path: str, adapters: dict[str, Path], allow_pickle: bool) -> None:
-    from qatune.model import check_safe_weights
+    from qatune.models.resolve import check_safe_weights
 
     check_safe_weights(model_path, allow_pickle)
     for path in adapters.values():
@@ -119,7 +119,9 @@ def load_vllm_engine(run: Path, config: Config, adapters: list[str]) -> VllmEngi
         raise QatuneError(
             "--engine vllm needs vLLM on a CUDA machine: pip install 'qatune[vllm]' (or use --engine hf)"
         ) from None
-    from qatune.model import choose_placement, load_tokenizer, resolve_model
+    from qatune.models.load import load_tokenizer
+    from qatune.models.placement import choose_placement
+    from qatune.models.resolve import resolve_model
     from qatune.rundir import RunDir
 
     rundir = RunDir(run)

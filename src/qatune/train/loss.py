@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from qatune.model import cache_kwarg
+from qatune.models.load import cache_kwarg
 from qatune.prompts import IGNORE_INDEX
 
 

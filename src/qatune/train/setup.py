@@ -61,7 +61,8 @@ def _gpu_options(tc: TrainConfig, device: str) -> dict[str, Any]:
 
 
 def load_model(config: Config, model_path: str, placement: Any, gpu: dict[str, Any], batch_tokens: int = 512) -> Any:
-    from qatune.model import attach_lora, load_base, lora_config
+    from qatune.models.load import load_base
+    from qatune.models.lora import attach_lora, lora_config
 
     tc = config.train
     base = load_base(
@@ -90,7 +91,9 @@ def setup(rundir: RunDir, config: Config, key: str, fresh: bool) -> tuple[Setup,
     """Load tokenizer, data and model; choose placement, batch size and speed-ups; print the memory plan."""
     import torch
 
-    from qatune.model import choose_placement, load_tokenizer, resolve_model
+    from qatune.models.load import load_tokenizer
+    from qatune.models.placement import choose_placement
+    from qatune.models.resolve import resolve_model
     from qatune.prompts import ensure_chat_template
     from qatune.train.loss import AnswerLoss
 

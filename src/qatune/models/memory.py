@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from qatune.console import QatuneError
 
 if TYPE_CHECKING:
-    from qatune.model import Placement
+    from qatune.models.placement import Placement
 
 GB = 1024**3
 OVERHEAD = 0.6 * GB  # torch, tokenizer and allocator slack
@@ -152,21 +152,3 @@ def _options(shape: Shape, placement: Placement, training: bool, tokens: int, lo
         tries.append(f"a GPU with more than {q4 / GB:.0f} GB free")
     tries.append("a smaller model")
     return ", ".join(tries[:-1]) + " or " + tries[-1]
-
-
-def check_gguf_conversion(gguf: Path) -> None:
-    """Dequantizing holds the fp32 model about twice (GGUF load, rebuilt model); refuse before reading tensors."""
-    from gguf import GGUFReader
-
-    try:
-        params = sum(int(t.n_elements) for t in GGUFReader(str(gguf)).tensors)
-    except Exception:  # unreadable metadata: the conversion reports it as one line
-        return
-    wanted = params * 4 * 2 + OVERHEAD
-    free = available("cpu")
-    if wanted > free:
-        raise QatuneError(
-            f"converting this GGUF ({params / 1e9:.1f}B parameters) to safetensors needs ~{wanted / GB:.1f} GB of "
-            f"memory; {free / GB:.1f} GB available; try a smaller model or a machine with more memory",
-            path=gguf,
-        )

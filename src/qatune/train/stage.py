@@ -11,6 +11,7 @@ from typing import Any
 from qatune import manifest
 from qatune.config import Config, section_hash
 from qatune.console import QatuneError, info, warn
+from qatune.models.resolve import preflight
 from qatune.rundir import RunDir
 from qatune.storage import atomic_write_json, file_sha256, read_json
 from qatune.train import checkpoint
@@ -56,6 +57,7 @@ def train(run: Path, config: Config, resume: bool = False) -> dict[str, Any]:
     if is_current(run, config):
         info(f"train: already finished with this data and config ({rundir.train_summary_json}); skipping")
         return read_json(rundir.train_summary_json)
+    preflight(config)  # a model that cannot fit is refused from its config, before the tokenizer, data or MiniLM
     resume_from = _resume_point(rundir, key, resume)
     s, meta = setup(rundir, config, key, fresh=resume_from is None)
     main = s.accelerator.is_main_process

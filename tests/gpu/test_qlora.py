@@ -1,6 +1,7 @@
-"""QLoRA on a CUDA GPU with the real default model and 20 pairs of the example syllabus: training on the 4-bit
-base (loss finite and falling, every LoRA tensor trained), evaluation on the 4-bit base, and a merged export of
-that run, whose weights come from the unquantized base plus the adapter. Run with `pytest -m gpu`."""
+"""QLoRA on a CUDA GPU with the GPU tests' model (conftest.py: built here from a config, or the real default
+model) and 20 pairs of the example syllabus: training on the 4-bit base (loss finite and falling, every LoRA tensor
+trained), evaluation on the 4-bit base, and a merged export of that run, whose weights come from the unquantized
+base plus the adapter. Run with `pytest -m gpu`."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ TOKENS = 32
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory) -> Path:
+def run(tmp_path_factory, gpu_model) -> Path:
     from qatune.config import load_for_run
     from qatune.storage import write_jsonl
 
@@ -25,7 +26,7 @@ def run(tmp_path_factory) -> Path:
     write_jsonl(run / "data" / "train.jsonl", pairs[:20])
     write_jsonl(run / "data" / "val.jsonl", pairs[20:])
     write_jsonl(run / "data" / "test.jsonl", reworded_questions(pairs[:20], 8))
-    overrides = {"train": {"epochs": [1, 3], "warmup_steps": 2}, "eval": {"max_new_tokens": TOKENS}}
+    overrides = {"model": gpu_model, "train": {"epochs": [1, 3], "warmup_steps": 2}, "eval": {"max_new_tokens": TOKENS}}
     load_for_run(run, None, overrides)  # RUN/config.yaml: quant and precision stay auto (4-bit, bf16 on CUDA)
     return run
 
@@ -38,14 +39,15 @@ def trained(run) -> dict:
     return train(run, load_for_run(run, None, {}, save=False))
 
 
-def test_qlora_trains_on_a_4bit_base(run, trained):
+def test_qlora_trains_on_a_4bit_base(gpu, run, trained):
     from safetensors.torch import load_file
 
     from qatune.rundir import RunDir
     from qatune.storage import read_jsonl
 
-    assert trained["quantization"] == "4bit" and trained["device"].startswith("cuda")
-    assert trained["precision"] in ("bf16", "fp16")
+    assert trained["quantization"] == gpu.quant and trained["device"].startswith(gpu.device)
+    if gpu.cuda:
+        assert trained["precision"] in ("bf16", "fp16")
     losses = [r["loss"] for r in read_jsonl(RunDir(run).metrics_jsonl) if "loss" in r]
     assert all(loss == loss and loss < float("inf") for loss in losses)
     third = max(1, len(losses) // 3)
@@ -55,14 +57,16 @@ def test_qlora_trains_on_a_4bit_base(run, trained):
     assert lora_b and all(bool(v.abs().sum() > 0) for v in lora_b.values()), "every lora_B starts at zero"
 
 
-def test_base_is_loaded_in_4bit_for_training_and_eval(run, trained):
+def test_base_is_loaded_in_4bit_for_training_and_eval(gpu, run, trained):
+    if not gpu.cuda:
+        pytest.skip("4-bit layers need CUDA")
     import bitsandbytes as bnb
 
     from qatune.config import load_for_run
     from qatune.generate import load_engine
 
     engine = load_engine(run, load_for_run(run, None, {}, save=False))
-    assert engine.device.startswith("cuda")
+    assert engine.device.startswith(gpu.device)
     assert any(isinstance(m, bnb.nn.Linear4bit) for m in engine.model.modules())
 
 

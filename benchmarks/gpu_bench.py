@@ -449,7 +449,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tiny", action="store_true", help="CPU dry run: tiny Mistral, no 4-bit, a few steps")
     ap.add_argument("--out", default=os.environ.get("OUT", tempfile.gettempdir()))
-    ap.add_argument("--model-dir", default=os.path.join(tempfile.gettempdir(), "qatune-gpu-bench-model"))
+    ap.add_argument("--model-dir", help="where the random model is built once (default: in the temp folder)")
     ap.add_argument("--only", default="", help="comma list of phases: seed,qlora,lora")
     ap.add_argument("--steps", type=int, default=10, help="timed optimizer steps per qatune variant")
     ap.add_argument("--seed-steps", type=int, default=12)
@@ -463,8 +463,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     ap.add_argument("--no-liger", action="store_true")
     ap.add_argument("--no-flex", action="store_true")
     args = ap.parse_args(argv)
+    default_dir = os.path.join(tempfile.gettempdir(), "qatune-gpu-bench-model" + ("-tiny" if args.tiny else ""))
+    args.model_dir = args.model_dir or default_dir
     if args.tiny:
-        args.model_dir += "-tiny"
         args.questions, args.seed_questions, args.max_new_tokens, args.seed_max_length = 4, 2, 8, 40
     random.seed(0)
     torch.manual_seed(0)

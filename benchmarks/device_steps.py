@@ -218,8 +218,8 @@ def serve(args: argparse.Namespace) -> dict:
         except subprocess.TimeoutExpired:
             os.killpg(server.pid, signal.SIGKILL)
             server.wait()
-    if not result.get("answer"):
-        raise RuntimeError(f"empty answer: {result}")
+    if not (result.get("usage") or {}).get("completion_tokens"):  # a random model's words may decode to nothing
+        raise RuntimeError(f"no tokens generated: {result}")
     return result
 
 

@@ -16,7 +16,8 @@ test: $(STAMP) system-deps
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow and not gpu and not browser"
 
-# on a CUDA machine with the GPU extras: QLoRA training, 4-bit eval, merged export of a 4-bit run
+# on a CUDA machine with the GPU extras: QLoRA training, 4-bit eval, merged export of a 4-bit run, Liger's fused
+# loss, resume after a kill (benchmarks/device_check.sh runs these and the rest on a borrowed GPU machine)
 test-gpu: $(STAMP)
 	$(BIN)/python -m pytest -q -m gpu
 

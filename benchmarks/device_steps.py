@@ -48,6 +48,7 @@ PACKAGES = (
     "openai",
     "numpy",
 )
+WEIGHT_FILES = ("config.json", "generation_config.json", "bench_meta.json")
 # modules a qatune command imports on its way (an import error here names the wheel to carry)
 IMPORTS = (
     "qatune.cli",
@@ -152,9 +153,9 @@ def build(args: argparse.Namespace) -> dict:
     folder, n_params = build_model_dir(args.tiny, device, work / "model", tokenizer=bpe_tokenizer(corpus))
     bench = work / "bench-model"
     bench.mkdir(parents=True, exist_ok=True)
-    tokenizer_files = {"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja"}
-    for path in folder.iterdir():
-        if path.name not in tokenizer_files and not (bench / path.name).exists():
+    for path in folder.iterdir():  # weights and configs only: the word tokenizer is written beside them
+        weights = path.suffix == ".safetensors" or path.name.endswith(".safetensors.index.json")
+        if (weights or path.name in WEIGHT_FILES) and not (bench / path.name).exists():
             (bench / path.name).symlink_to(path.resolve())
     word_tokenizer(32000).save_pretrained(bench)
     return {

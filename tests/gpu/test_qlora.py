@@ -58,7 +58,7 @@ def test_qlora_trains_on_a_4bit_base(gpu, run, trained):
 
 
 def test_base_is_loaded_in_4bit_for_training_and_eval(gpu, run, trained):
-    if not gpu.cuda:
+    if gpu.quant != "4bit":
         pytest.skip("4-bit layers need CUDA")
     import bitsandbytes as bnb
 

@@ -14,6 +14,7 @@ This file imports only the standard library: torch and qatune run in the steps (
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -69,6 +70,8 @@ class Check:
         self.log.write_text("", encoding="utf-8")
         self.site = self.work / "site"
         self.standin: Path | None = None
+        self.running: subprocess.Popen | None = None
+        signal.signal(signal.SIGTERM, self._terminated)
         self.report: dict = {
             "dry_run": args.dry_run,
             "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -103,6 +106,14 @@ class Check:
             env["QATUNE_GPU_TESTS_ON_CPU"] = "1"
         return env
 
+    def _terminated(self, signum: int, _frame: object) -> None:
+        """Stopped from outside: the running step's processes go too, and the report says so."""
+        if self.running is not None:
+            _stop(self.running)
+        self.report["terminated"] = f"signal {signum} after {time.monotonic() - self.t0:.0f} s"
+        self.save()
+        sys.exit(128 + signum)
+
     def say(self, text: str) -> None:
         line = f"[device-check {time.monotonic() - self.t0:6.1f}s] {text}"
         print(line, flush=True)
@@ -118,14 +129,18 @@ class Check:
         logfile = self.work / f"{step.name}.log"
         start, cpu = time.monotonic(), _children_cpu()
         with open(logfile, "w", encoding="utf-8") as handle:
+            # a process group of its own in this session: stoppable as a whole, and ended with this command
             proc = subprocess.Popen(
-                cmd, cwd=ROOT, env=self.env(), stdout=handle, stderr=subprocess.STDOUT, start_new_session=True
+                cmd, cwd=ROOT, env=self.env(), stdout=handle, stderr=subprocess.STDOUT, process_group=0
             )
+            self.running = proc
             try:
                 rc = proc.wait(timeout=limit)
             except subprocess.TimeoutExpired:
-                _stop(proc)
                 rc = None
+            finally:
+                _stop(proc)  # also what an ended step left running (a server, a test's subprocess)
+                self.running = None
         text = logfile.read_text(encoding="utf-8", errors="replace")
         with open(self.log, "a", encoding="utf-8") as handle:
             handle.write(f"----- {step.name}: {' '.join(cmd)}\n{text}\n")
@@ -256,14 +271,14 @@ STEPS = [  # in order; cap and floor in seconds on the GPU machine (a dry run ha
 
 
 def _stop(proc: subprocess.Popen) -> None:
-    """The step's whole process group: SIGTERM, then SIGKILL after 10 s."""
-    for sig, wait in ((signal.SIGTERM, 10), (signal.SIGKILL, 30)):
-        try:
-            os.killpg(proc.pid, sig)
-            proc.wait(timeout=wait)
-            return
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            continue
+    """The step's whole process group: SIGTERM, 10 s to finish, then SIGKILL for whatever is left of it."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=10)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
 
 
 def _children_cpu() -> float:

@@ -182,9 +182,8 @@ def serve(args: argparse.Namespace) -> dict:
     port = args.port or _free_port()
     base = f"http://127.0.0.1:{port}"
     start = time.monotonic()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "qatune", "serve", "--run", args.run, "--port", str(port)], start_new_session=True
-    )
+    # in this step's process group: a step stopped at its time limit takes the server with it
+    server = subprocess.Popen([sys.executable, "-m", "qatune", "serve", "--run", args.run, "--port", str(port)])
     result: dict = {"port": port}
     try:
         while True:
@@ -213,11 +212,11 @@ def serve(args: argparse.Namespace) -> dict:
             usage=reply.usage.model_dump() if reply.usage else None,
         )
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
+        server.send_signal(signal.SIGTERM)
         try:
             server.wait(timeout=20)
         except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
+            server.kill()
             server.wait()
     if not (result.get("usage") or {}).get("completion_tokens"):  # a random model's words may decode to nothing
         raise RuntimeError(f"no tokens generated: {result}")

@@ -141,7 +141,9 @@ def build(args: argparse.Namespace) -> dict:
     word tokenizer; and, where the MiniLM package is missing (or with --tiny, to run that path too), its stand-in
     under `embedder`, whose folder the check puts on the Python path."""
     import torch
-    from gpu_data import bpe_tokenizer, build_model_dir, standin_embedder, word_tokenizer
+    from gpu_data import SPECIAL_TOKENS, SPECIALS, TEMPLATE, build_model_dir, standin_embedder, word_tokenizer
+
+    from tiny_models import train_tokenizer  # the tests' byte-level BPE, learned in-process
 
     work, corpus = Path(args.work), _corpus()
     start = time.monotonic()
@@ -150,7 +152,9 @@ def build(args: argparse.Namespace) -> dict:
         embedder = str(standin_embedder(work / "embedder", corpus, tiny=args.tiny))
     embedder_s = time.monotonic() - start
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    folder, n_params = build_model_dir(args.tiny, device, work / "model", tokenizer=bpe_tokenizer(corpus))
+    tokenizer = train_tokenizer(corpus, SPECIALS, 4000, **SPECIAL_TOKENS)
+    tokenizer.chat_template = TEMPLATE
+    folder, n_params = build_model_dir(args.tiny, device, work / "model", tokenizer=tokenizer)
     bench = work / "bench-model"
     bench.mkdir(parents=True, exist_ok=True)
     for path in folder.iterdir():  # weights and configs only: the word tokenizer is written beside them
@@ -224,7 +228,7 @@ def serve(args: argparse.Namespace) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
-    sys.path[:0] = [str(HERE), str(ROOT / "src")]
+    sys.path[:0] = [str(HERE), str(ROOT / "src"), str(ROOT / "tests")]
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="step", required=True)
     sub.add_parser("env")

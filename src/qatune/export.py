@@ -89,17 +89,12 @@ def _check_gguf_architecture(config: Config) -> None:
 def _write_gguf(path: Path, merged: Any, tokenizer: Any, quant: str, name: str) -> str:
     """The GGUF file; returns the Modelfile that runs it in Ollama."""
     from qatune.portable.gguf_file import write_gguf
-    from qatune.portable.ollama import go_template, turns
     from qatune.portable.vocab import gguf_vocab
-    from qatune.prompts import end_of_turn_id, has_system_role, stop_token_ids
+    from qatune.prompts import end_of_turn_id
 
     vocab = gguf_vocab(tokenizer, merged.get_input_embeddings().weight.shape[0], end_of_turn_id(tokenizer))
     write_gguf(merged, vocab, tokenizer.chat_template, path, quant, name)
-    found = turns(tokenizer, has_system_role(tokenizer))
-    stops = [tokenizer.convert_ids_to_tokens(i) for i in stop_token_ids(tokenizer)]
-    if found is None:
-        return modelfile(None, "", stops)
-    return modelfile(go_template(found, with_start=not vocab.add_bos), found.default_system, stops)
+    return modelfile(tokenizer, add_bos=vocab.add_bos)
 
 
 def _adapter_dir(rundir: RunDir, model_name: str) -> Path:

@@ -66,16 +66,21 @@ def describe(tmp: Path, exported: Exported, ollama: str | None = None) -> None:
     )
 
 
-def modelfile(template: str | None, system: str, stops: list[str]) -> str:
-    """An Ollama Modelfile for the GGUF beside it: greedy, stopping at the model's end-of-turn tokens."""
+def modelfile(tokenizer: Any, add_bos: bool) -> str:
+    """An Ollama Modelfile for the GGUF beside it: the chat template as a Go template (without the BOS llama.cpp
+    adds itself when `add_bos`), the template's built-in system prompt, its stop tokens, greedy decoding."""
+    from qatune.portable.ollama import go_template, turns
+    from qatune.prompts import has_system_role, stop_token_ids
+
+    found = turns(tokenizer, has_system_role(tokenizer))
     lines = [f"FROM ./{GGUF_FILE}", ""]
-    if template is None:
+    if found is None:
         lines.append("# the chat template could not be written as an Ollama TEMPLATE; Ollama reads the GGUF's own")
     else:
-        lines.append(f'TEMPLATE """{template}"""')
-    if system:
-        lines.append(f'SYSTEM """{system}"""')
-    lines += [f"PARAMETER stop {json.dumps(s)}" for s in stops]
+        lines.append(f'TEMPLATE """{go_template(found, with_start=not add_bos)}"""')
+        if found.default_system:
+            lines.append(f'SYSTEM """{found.default_system}"""')
+    lines += [f"PARAMETER stop {json.dumps(tokenizer.convert_ids_to_tokens(i))}" for i in stop_token_ids(tokenizer)]
     lines.append("PARAMETER temperature 0")
     return "\n".join(lines) + "\n"
 

@@ -1,0 +1,106 @@
+"""A run's model exported as GGUF and answered by llama.cpp itself, against qatune's own greedy answers for the
+same model (the engine in fp32) on the example test questions: at f16, how many answers differ and, for each,
+the fp32 model's top-2 logit gap at the first differing token (a near-tie when it is small); at f16 and q8_0, the
+ROUGE-L against the references. Needs the `llamacpp` extra.
+
+    .venv/bin/python benchmarks/gguf_check.py --run runs/example                  # best, 37 example questions
+    .venv/bin/python benchmarks/gguf_check.py --run runs/example --grounded       # best+rag: ask.py vs serve
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+
+def _engine(run: Path, model: str):
+    from qatune.config import load_for_run
+    from qatune.generate import load_engine
+
+    config = load_for_run(run, None, {"train": {"precision": "fp32"}}, save=False)
+    return load_engine(run, config, names=[model]), config
+
+
+def _first_gap(engine, name: str, messages: list[dict], want: str, got: str) -> tuple[int, float]:
+    """The first token where the answers part and the fp32 model's top-2 logit gap there."""
+    import torch
+
+    from qatune.prompts import prompt_ids
+
+    ids = engine.tokenizer.encode(want, add_special_tokens=False)
+    other = engine.tokenizer.encode(got, add_special_tokens=False)
+    first = next((j for j, (a, b) in enumerate(zip(ids, other, strict=False)) if a != b), min(len(ids), len(other)))
+    prompt = prompt_ids(engine.tokenizer, engine.grounded(name, [messages])[0])
+    with engine.use(name) as model, torch.inference_mode():
+        logits = model(torch.tensor([prompt + ids[:first]])).logits[0, -1].float()
+    top = torch.topk(logits, 2).values
+    return first, float(top[0] - top[1])
+
+
+def _llama_answers(gguf: Path, conversations: list[list[dict]], budget: int) -> tuple[list[str], float]:
+    from qatune.portable.ask import GGUFModel
+
+    model = GGUFModel(gguf)
+    start = time.perf_counter()
+    answers = [model.answer(c, budget) for c in conversations]
+    return answers, time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--run", type=Path, required=True)
+    parser.add_argument("--model", default="best")
+    parser.add_argument("--questions", type=Path, default=None, help="default: the example test questions")
+    parser.add_argument("--grounded", action="store_true", help="answer NAME+rag (retrieved pairs in the prompt)")
+    parser.add_argument("--out", type=Path, default=None, help="keep the exports here (default: a temp folder)")
+    args = parser.parse_args()
+
+    from qatune.data.prepare import example_test_path, load_questions
+    from qatune.evaluate.budget import answer_budget
+    from qatune.evaluate.metrics import rouge
+    from qatune.export import export
+    from qatune.prompts import messages_for
+    from qatune.rundir import RunDir
+
+    name = args.model + ("+rag" if args.grounded else "")
+    engine, config = _engine(args.run, args.model)
+    rows = load_questions(args.questions or example_test_path(), config)
+    budget = answer_budget(RunDir(args.run), config)
+    conversations = [messages_for(r["question"]) for r in rows]
+    asked = engine.grounded(name, conversations)  # serve's prompt: the retrieved pairs in the user turn
+    start = time.perf_counter()
+    ours = [g.text for g in engine.generate(name, conversations, max_new_tokens=budget, batch_size=8)]
+    result = {"run": str(args.run), "model": name, "questions": len(rows), "max_new_tokens": budget}
+    result["qatune_fp32_s"] = round(time.perf_counter() - start, 1)
+    refs = [r["answer"] for r in rows]
+    result["rouge_l"] = {"qatune_fp32": statistics.mean(rouge(a, b)["rougeL"] for a, b in zip(ours, refs, strict=True))}
+    folder = Path(args.out or tempfile.mkdtemp(prefix="gguf-check-"))
+    for quant in ("f16", "q8_0"):
+        out = export(args.run, args.model, folder / quant, fmt="gguf", quant=quant)
+        answers, seconds = _llama_answers(out / "model.gguf", asked, budget)
+        result[f"llama_cpp_{quant}_s"] = round(seconds, 1)
+        result["rouge_l"][quant] = statistics.mean(rouge(a, b)["rougeL"] for a, b in zip(answers, refs, strict=True))
+        differ = [i for i, (a, b) in enumerate(zip(ours, answers, strict=True)) if a != b]
+        result[f"{quant}_differ"] = len(differ)
+        if quant == "f16":
+            result["f16_differences"] = [
+                dict(
+                    zip(
+                        ("question", "token", "top2_gap"),
+                        (rows[i]["question"], *_first_gap(engine, name, conversations[i], ours[i], answers[i])),
+                        strict=True,
+                    )
+                )
+                | {"qatune": ours[i], "llama_cpp": answers[i]}
+                for i in differ
+            ]
+    result["q8_0_minus_f16_rouge_l"] = result["rouge_l"]["q8_0"] - result["rouge_l"]["f16"]
+    print(json.dumps(result, indent=2, ensure_ascii=False))
+
+
+if __name__ == "__main__":
+    main()

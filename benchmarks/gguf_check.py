@@ -25,22 +25,6 @@ def _engine(run: Path, model: str):
     return load_engine(run, config, names=[model]), config
 
 
-def _first_gap(engine, name: str, messages: list[dict], want: str, got: str) -> tuple[int, float]:
-    """The first token where the answers part and the fp32 model's top-2 logit gap there."""
-    import torch
-
-    from qatune.prompts import prompt_ids
-
-    ids = engine.tokenizer.encode(want, add_special_tokens=False)
-    other = engine.tokenizer.encode(got, add_special_tokens=False)
-    first = next((j for j, (a, b) in enumerate(zip(ids, other, strict=False)) if a != b), min(len(ids), len(other)))
-    prompt = prompt_ids(engine.tokenizer, engine.grounded(name, [messages])[0])
-    with engine.use(name) as model, torch.inference_mode():
-        logits = model(torch.tensor([prompt + ids[:first]])).logits[0, -1].float()
-    top = torch.topk(logits, 2).values
-    return first, float(top[0] - top[1])
-
-
 def _llama_answers(gguf: Path, conversations: list[list[dict]], budget: int) -> tuple[list[str], float]:
     from qatune.portable.ask import GGUFModel
 
@@ -63,6 +47,7 @@ def main() -> None:
     from qatune.evaluate.budget import answer_budget
     from qatune.evaluate.metrics import rouge
     from qatune.export import export
+    from qatune.portable.agreement import first_gap
     from qatune.prompts import messages_for
     from qatune.rundir import RunDir
 
@@ -91,7 +76,7 @@ def main() -> None:
                 dict(
                     zip(
                         ("question", "token", "top2_gap"),
-                        (rows[i]["question"], *_first_gap(engine, name, conversations[i], ours[i], answers[i])),
+                        (rows[i]["question"], *first_gap(engine, name, conversations[i], ours[i], answers[i])),
                         strict=True,
                     )
                 )

@@ -86,3 +86,16 @@ def seed_dir() -> Path:
     if not SEED_DIR.is_dir():
         pytest.skip("../shared/seed is not beside the checkout")
     return SEED_DIR
+
+
+@pytest.fixture(scope="session")
+def llama_cpp():
+    """llama-cpp-python (the `llamacpp` extra); `make test` sets QATUNE_REQUIRE_LLAMACPP=1, so there a missing one
+    fails instead of skipping."""
+    try:
+        import llama_cpp
+    except ImportError:
+        if os.environ.get("QATUNE_REQUIRE_LLAMACPP") == "1":
+            raise
+        pytest.skip("llama-cpp-python is not installed (make llamacpp)")
+    return llama_cpp

@@ -196,3 +196,43 @@ def test_export_answers_like_the_engine_in_a_fresh_interpreter(run, questions, g
     loaded = json.loads(plain.stdout.strip().splitlines()[-1])
     assert loaded["dtype"] == "torch.float32"
     assert loaded["answers"] == greedy["best"]
+    # the folder's ask.py retrieves with the saved index and asks as `serve` does for best+rag
+    assert _ask(out, questions) == greedy["best+rag"]
+    assert _ask(out, questions, "--closed-book") == greedy["best"]
+
+
+# ask.py in a fresh interpreter where importing qatune fails: the export folder's script stands alone.
+_ASK = """
+import runpy, sys
+sys.modules["qatune"] = None
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+def _ask(folder: Path, questions: list[str], *flags: str) -> list[str]:
+    args = [str(folder / "ask.py"), "--json", "--max-tokens", str(TOKENS), *flags, *questions]
+    proc = subprocess.run([sys.executable, "-c", _ASK, *args], capture_output=True, text=True, timeout=300, env=_env())
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return [json.loads(line)["answer"] for line in proc.stdout.splitlines() if line.startswith("{")]
+
+
+def test_gguf_export_answers_like_the_engine_in_llama_cpp(run, questions, greedy, tmp_path, llama_cpp):
+    """llama.cpp on the f16 GGUF (through the folder's ask.py) gives the engine's fp32 answers, closed-book and
+    grounded as `serve` answers best+rag; an answer may differ only where the two best tokens nearly tie."""
+    from qatune.config import load_for_run
+    from qatune.generate import load_engine
+    from qatune.portable.agreement import first_gap
+    from qatune.prompts import messages_for
+
+    out = tmp_path / "gguf"
+    _qatune("export", "--run", run, "--model", "best", "--format", "gguf", "--out", out)
+    assert {p.name for p in out.iterdir()} >= {"model.gguf", "Modelfile", "ask.py", "index", "README.md"}
+    engine = load_engine(run, load_for_run(run, None, {}, save=False), names=["best"])
+    for name, flags in (("best", ("--closed-book",)), ("best+rag", ())):
+        answers = _ask(out, questions, *flags)
+        assert len(answers) == len(questions)
+        for question, want, got in zip(questions, greedy[name], answers, strict=True):
+            if want != got:
+                _, gap = first_gap(engine, name, messages_for(question), want, got)
+                assert gap < 0.1, (name, question, want, got, gap)

@@ -6,7 +6,6 @@ with nothing left behind."""
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys
@@ -19,22 +18,12 @@ from qatune.config import load_for_run
 from qatune.console import QatuneError
 from qatune.export import MARKER, export
 from qatune.generate import load_engine
+from qatune.portable.agreement import first_gap
 from qatune.prompts import messages_for, prompt_ids
 from template_models import FAMILIES, build_family_model
 
 TOKENS = 12
 NEAR_TIE = 0.05  # top-2 logit gap of the fp32 model below which f16 weights may pick the other token
-
-
-def llama_cpp():
-    """llama-cpp-python (the `llamacpp` extra); `make test` sets QATUNE_REQUIRE_LLAMACPP=1 so it cannot skip."""
-    try:
-        import llama_cpp
-    except ImportError:
-        if os.environ.get("QATUNE_REQUIRE_LLAMACPP") == "1":
-            raise
-        pytest.skip("llama-cpp-python is not installed (pip install -c constraints.txt -e '.[llamacpp]')")
-    return llama_cpp
 
 
 def _family(name):
@@ -124,28 +113,16 @@ def test_gemma3_norms_become_plain_scales_with_its_window_and_rope(gemma_run, tm
 def _answers_agree(engine, name, questions, answers):
     """Indices of questions whose answers differ; each must differ first where the fp32 model's top-2 tokens are
     within NEAR_TIE of each other."""
-    import torch
-
-    differ = []
     expected = engine.generate(name, [messages_for(q) for q in questions], max_new_tokens=TOKENS, batch_size=1)
-    for i, (question, want, got) in enumerate(zip(questions, expected, answers, strict=True)):
-        if want.text == got:
-            continue
-        differ.append(i)
-        prompt = prompt_ids(engine.tokenizer, messages_for(question))
-        ids = engine.tokenizer.encode(want.text, add_special_tokens=False)
-        mine = engine.tokenizer.encode(got, add_special_tokens=False)
-        first = next((j for j, (a, b) in enumerate(zip(ids, mine, strict=False)) if a != b), min(len(ids), len(mine)))
-        with engine.use(name) as model, torch.inference_mode():
-            logits = model(torch.tensor([prompt + ids[:first]])).logits[0, -1]
-        top = torch.topk(logits, 2).values
-        assert float(top[0] - top[1]) < NEAR_TIE, (question, want.text, got)
+    differ = [i for i, (want, got) in enumerate(zip(expected, answers, strict=True)) if want.text != got]
+    for i in differ:
+        _, gap = first_gap(engine, name, messages_for(questions[i]), expected[i].text, answers[i])
+        assert gap < NEAR_TIE, (questions[i], expected[i].text, answers[i], gap)
     return differ
 
 
 @pytest.mark.parametrize("which", ["llama", "gemma3"])
-def test_llama_cpp_tokenizes_and_answers_like_qatune(which, llama_run, gemma_run, tmp_path):
-    llama_cpp()
+def test_llama_cpp_tokenizes_and_answers_like_qatune(which, llama_run, gemma_run, tmp_path, llama_cpp):
     from qatune.portable.ask import GGUFModel
 
     run = llama_run if which == "llama" else gemma_run

@@ -77,3 +77,34 @@ def test_the_whole_loop_on_a_few_pairs(tmp_path):
     rows = [json.loads(line) for line in (run / "eval" / "test" / "generations.jsonl").read_text().splitlines()]
     assert {r["model"] for r in rows} >= {"base", "best"}
     assert all(r["answer"].strip() for r in rows if r["model"] == "base")  # with BOS the base model answers
+    _check_gguf_export(run, [r["question"] for r in rows if r["model"] == "best"], tmp_path)
+
+
+def _check_gguf_export(run: Path, questions: list[str], tmp_path: Path) -> None:
+    """The GGUF of `best` (Gemma 3, SentencePiece-style tokenizer) in llama.cpp: qatune's prompt ids, and the
+    engine's fp32 answers except where the two best tokens nearly tie."""
+    try:
+        import llama_cpp  # noqa: F401
+    except ImportError:
+        if os.environ.get("QATUNE_REQUIRE_LLAMACPP") == "1":
+            raise
+        return
+    from qatune.config import load_for_run
+    from qatune.generate import load_engine
+    from qatune.portable.agreement import first_gap
+    from qatune.portable.ask import GGUFModel
+    from qatune.prompts import messages_for, prompt_ids
+
+    out = tmp_path / "gguf"
+    args = ["export", "--run", str(run), "--model", "best", "--format", "gguf", "--out", str(out)]
+    result = subprocess.run([sys.executable, "-m", "qatune", *args], capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    engine = load_engine(run, load_for_run(run, None, {"train": {"precision": "fp32"}}, save=False), names=["best"])
+    model = GGUFModel(out / "model.gguf")
+    for question in questions:
+        messages = messages_for(question)
+        assert model.prompt(messages) == prompt_ids(engine.tokenizer, messages)
+        want = engine.generate("best", [messages], max_new_tokens=32, batch_size=1)[0].text
+        got = model.answer(messages, 32)
+        if want != got:
+            assert first_gap(engine, "best", messages, want, got)[1] < 0.1, (question, want, got)

@@ -70,16 +70,23 @@ class GGUFModel:
         self.template = self.llm.metadata["tokenizer.chat_template"]
 
     def prompt(self, messages: list[dict]) -> list[int]:
+        """The template rendered as transformers renders it, tokenized with special tokens parsed (the template
+        writes any BOS itself, so llama.cpp adds none)."""
+        from datetime import datetime
+
+        from jinja2.ext import loopcontrols
         from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+        def raise_exception(message: str) -> None:
+            raise ValueError(message)
+
         tokens = {
-            name: self.llm.detokenize([getattr(self.llm, f"token_{name}")()], special=True).decode("utf-8")
+            f"{name}_token": self.llm.detokenize([getattr(self.llm, f"token_{name}")()], special=True).decode("utf-8")
             for name in ("bos", "eos")
         }
-        env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
-        text = env.from_string(self.template).render(
-            messages=messages, add_generation_prompt=True, bos_token=tokens["bos"], eos_token=tokens["eos"]
-        )
+        env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=[loopcontrols])
+        env.globals.update(raise_exception=raise_exception, strftime_now=lambda f: datetime.now().strftime(f))
+        text = env.from_string(self.template).render(messages=messages, add_generation_prompt=True, **tokens)
         return self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
 
     def answer(self, messages: list[dict], max_tokens: int) -> str:

@@ -228,25 +228,18 @@ def test_unknown_format_or_quant_is_refused(llama_run, tmp_path, kwargs, match):
     assert not (tmp_path / "x").exists()
 
 
+def _cli_gguf(run, model, out):
+    args = ["export", "--run", str(run), "--format", "gguf", "--model", model, "--out", str(out)]
+    return subprocess.run([sys.executable, "-m", "qatune", *args], capture_output=True, text=True, timeout=120)
+
+
 def test_an_architecture_the_writer_does_not_cover_is_refused_before_any_weight(tmp_path):
     folder = build_family_model(tmp_path / "gemma2", _family("gemma2"))
     run = make_run(tmp_path / "run", folder, seeds={"epoch-1": 1})
-    proc = subprocess.run(
-        [sys.executable, "-m", "qatune", "export", "--run", str(run), "--format", "gguf", "--model", "epoch-1"]
-        + ["--out", str(tmp_path / "out")],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    proc = _cli_gguf(run, "epoch-1", tmp_path / "out")
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "GGUF export covers gemma3_text, llama, mistral, qwen2 models; this model is 'gemma2'" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out.*"))
-    proc = subprocess.run(
-        [sys.executable, "-m", "qatune", "export", "--run", str(run), "--format", "gguf", "--model", "epoch-9"]
-        + ["--out", str(tmp_path / "out")],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    proc = _cli_gguf(run, "epoch-9", tmp_path / "out")
     assert proc.returncode == 2 and "no model 'epoch-9'" in proc.stderr and not (tmp_path / "out").exists()

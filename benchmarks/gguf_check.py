@@ -4,7 +4,8 @@ the fp32 model's top-2 logit gap at the first differing token (a near-tie when i
 ROUGE-L against the references. Needs the `llamacpp` extra.
 
     .venv/bin/python benchmarks/gguf_check.py --run runs/example                  # best, 37 example questions
-    .venv/bin/python benchmarks/gguf_check.py --run runs/example --grounded       # best+rag: ask.py vs serve
+    .venv/bin/python benchmarks/gguf_check.py --run runs/example --grounded       # best+rag, and the f16 export's
+                                                                                  # ask.py script against it
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -84,6 +87,11 @@ def main() -> None:
                 for i in differ
             ]
     result["q8_0_minus_f16_rouge_l"] = result["rouge_l"]["q8_0"] - result["rouge_l"]["f16"]
+    if args.grounded:  # the export folder's own script: its retrieval and prompt, in a fresh interpreter
+        script = [sys.executable, str(folder / "f16" / "ask.py"), "--json", "--max-tokens", str(budget)]
+        proc = subprocess.run(script, input="\n".join(r["question"] for r in rows), capture_output=True, text=True)
+        asked_answers = [json.loads(line)["answer"] for line in proc.stdout.splitlines() if line.startswith("{")]
+        result["ask_py_f16_differ"] = sum(a != b for a, b in zip(ours, asked_answers, strict=True))
     print(json.dumps(result, indent=2, ensure_ascii=False))
 
 

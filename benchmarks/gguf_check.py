@@ -29,7 +29,7 @@ def _engine(run: Path, model: str):
 
 
 def _llama_answers(gguf: Path, conversations: list[list[dict]], budget: int) -> tuple[list[str], float]:
-    from qatune.portable.ask import GGUFModel
+    from qatune.rag.ask import GGUFModel
 
     model = GGUFModel(gguf)
     start = time.perf_counter()
@@ -52,9 +52,10 @@ def main() -> None:
     from qatune.export import export
     from qatune.portable.agreement import first_gap
     from qatune.prompts import messages_for
+    from qatune.rag import grounded_name
     from qatune.rundir import RunDir
 
-    name = args.model + ("+rag" if args.grounded else "")
+    name = grounded_name(args.model) if args.grounded else args.model
     engine, config = _engine(args.run, args.model)
     rows = load_questions(args.questions or example_test_path(), config)
     budget = answer_budget(RunDir(args.run), config)

@@ -92,8 +92,8 @@ def _check_gguf_export(run: Path, questions: list[str], tmp_path: Path) -> None:
     from qatune.config import load_for_run
     from qatune.generate import load_engine
     from qatune.portable.agreement import first_gap
-    from qatune.portable.ask import GGUFModel
     from qatune.prompts import messages_for, prompt_ids
+    from qatune.rag.ask import GGUFModel
 
     out = tmp_path / "gguf"
     args = ["export", "--run", str(run), "--model", "best", "--format", "gguf", "--out", str(out)]

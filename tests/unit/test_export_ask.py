@@ -41,8 +41,8 @@ runpy.run_path(sys.argv[0], run_name="__main__")
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory, lively_model_dir):
-    from qatune.evaluate.embeddings import load_embedder
-    from qatune.generate.context import run_index
+    from qatune.rag.embeddings import load_embedder
+    from qatune.rag.index import run_index
 
     run = make_run(tmp_path_factory.mktemp("ask") / "run", lively_model_dir)
     rundir = RunDir(run)

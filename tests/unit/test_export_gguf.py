@@ -123,7 +123,7 @@ def _answers_agree(engine, name, questions, answers):
 
 @pytest.mark.parametrize("which", ["llama", "gemma3"])
 def test_llama_cpp_tokenizes_and_answers_like_qatune(which, llama_run, gemma_run, tmp_path, llama_cpp):
-    from qatune.portable.ask import GGUFModel
+    from qatune.rag.ask import GGUFModel
 
     run = llama_run if which == "llama" else gemma_run
     engine = _engine(run, "epoch-1")

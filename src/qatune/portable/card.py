@@ -49,7 +49,9 @@ def describe(tmp: Path, exported: Exported, ollama: str | None = None) -> None:
     """README.md, the Modelfile (GGUF; `ollama` is its text), ask.py and the index (grounded), the marker."""
     if exported.grounded:  # the retrieval index travels with the model: grounded answers need it
         shutil.copytree(exported.rundir.index_dir, tmp / "index")
-        shutil.copyfile(Path(__file__).with_name(ASK_SCRIPT), tmp / ASK_SCRIPT)
+        from qatune.rag import ask
+
+        shutil.copyfile(str(ask.__file__), tmp / ASK_SCRIPT)
     if ollama is not None:
         atomic_write_text(tmp / "Modelfile", ollama)
     atomic_write_text(tmp / "README.md", model_card(exported))

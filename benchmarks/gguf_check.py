@@ -4,7 +4,7 @@ the fp32 model's top-2 logit gap at the first differing token (a near-tie when i
 ROUGE-L against the references. Needs the `llamacpp` extra.
 
     .venv/bin/python benchmarks/gguf_check.py --run runs/example                  # best, 37 example questions
-    .venv/bin/python benchmarks/gguf_check.py --run runs/example --grounded       # best+rag, and the f16 export's
+    .venv/bin/python benchmarks/gguf_check.py --run runs/example --grounded       # grounded, and the f16 export's
                                                                                   # ask.py script against it
 """
 
@@ -42,7 +42,7 @@ def main() -> None:
     parser.add_argument("--run", type=Path, required=True)
     parser.add_argument("--model", default="best")
     parser.add_argument("--questions", type=Path, default=None, help="default: the example test questions")
-    parser.add_argument("--grounded", action="store_true", help="answer NAME+rag (retrieved pairs in the prompt)")
+    parser.add_argument("--grounded", action="store_true", help="the grounded model (retrieved pairs in the prompt)")
     parser.add_argument("--out", type=Path, default=None, help="keep the exports here (default: a temp folder)")
     args = parser.parse_args()
 

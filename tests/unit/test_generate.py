@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from qatune.generate import BASE, Engine
-from qatune.generate.engine import _cut_at_stop
+from qatune.generate.streaming import cut_at_stop
 from qatune.models.load import load_base, load_tokenizer
 from qatune.models.lora import attach_lora, lora_config
 from qatune.models.placement import choose_placement
@@ -85,8 +85,8 @@ def test_unknown_model_is_a_clear_error(tiny_model_dir):
 
 
 def test_stop_strings_cut_the_text():
-    assert _cut_at_stop("Paris. Question: next", ["Question:"]) == ("Paris. ", True)
-    assert _cut_at_stop("Paris.", ["zzz"]) == ("Paris.", False)
+    assert cut_at_stop("Paris. Question: next", ["Question:"]) == ("Paris. ", True)
+    assert cut_at_stop("Paris.", ["zzz"]) == ("Paris.", False)
 
 
 def test_pruned_greedy_decoding_equals_hf_generate(lively_model_dir):

@@ -12,7 +12,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from qatune.console import QatuneError
+from qatune.generate.batch import DecodeBatch, Row
 from qatune.generate.decoding import greedy_decode
+from qatune.generate.streaming import TextStream, cut_at_stop
 from qatune.prompts import (
     IGNORE_INDEX,
     encode_pair,
@@ -37,11 +39,6 @@ class Generation:
     stopped: bool  # ended at EOS/end-of-turn (or a stop string) before the token limit
     new_tokens: int
     reference_nll: float | None = None  # mean NLL per reference-answer token, when references were given
-
-
-def _cut_at_stop(text: str, stop: list[str] | None) -> tuple[str, bool]:
-    cuts = [text.index(s) for s in stop or [] if s and s in text]
-    return (text[: min(cuts)], True) if cuts else (text, False)
 
 
 class Engine:
@@ -164,8 +161,16 @@ class Engine:
     def _finish(self, tokens: list[int], stop: list[str] | None) -> Generation:
         end = next((j for j, t in enumerate(tokens) if t in self.stop_ids), None)
         kept = tokens if end is None else tokens[:end]
-        text, cut = _cut_at_stop(self.tokenizer.decode(kept, skip_special_tokens=True).strip(), stop)
+        text, cut = cut_at_stop(self.tokenizer.decode(kept, skip_special_tokens=True).strip(), stop)
         return Generation(text=text, stopped=end is not None or cut, new_tokens=len(kept) + (end is not None))
+
+    def prompts(self, name: str, conversations: list[list[dict]]) -> list[list[int]]:
+        """The prompt tokens model `name` answers: grounded for a `+rag` name, through the chat template."""
+        return [prompt_ids(self.tokenizer, conv) for conv in self.grounded(name, conversations)]
+
+    def new_batch(self) -> DecodeBatch:
+        """An empty continuous batch on this engine (rows of any of its models join and leave it)."""
+        return DecodeBatch(self)
 
     def stream(
         self,
@@ -179,64 +184,25 @@ class Engine:
         cancel: threading.Event | None = None,
         stats: dict[str, Any] | None = None,
     ) -> Iterator[str]:
-        """Yield text pieces as they are decoded; setting `cancel` ends generation at the next token.
-
-        `stats`, when given, receives `new_tokens` and `stopped` (as in Generation) once generation ends."""
-        import torch
-        from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
-
-        cancel = cancel or threading.Event()
-
-        class _Cancelled(StoppingCriteria):
-            def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> bool:
-                return cancel.is_set()
-
-        ids = torch.tensor([prompt_ids(self.tokenizer, self.grounded(name, [messages])[0])], device=self.device)
-        streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
-        failure: list[BaseException] = []
-        counts: dict[str, Any] = {"new_tokens": 0, "stopped": False}
-
-        def _run() -> None:
-            try:
-                with self.use(name) as model, torch.inference_mode():
-                    out = model.generate(
-                        input_ids=ids,
-                        attention_mask=torch.ones_like(ids),
-                        streamer=streamer,
-                        stopping_criteria=StoppingCriteriaList([_Cancelled()]),
-                        **self._gen_kwargs(max_new_tokens, temperature, top_p),
-                    )
-                new = out[0, ids.shape[1] :].tolist()
-                counts.update(new_tokens=len(new), stopped=bool(new) and new[-1] in self.stop_ids)
-            except BaseException as exc:  # surfaced to the consumer below
-                failure.append(exc)
-                streamer.end()
-
-        thread = threading.Thread(target=_run, daemon=True)
-        thread.start()
-        text = ""
+        """Yield text pieces as they are decoded (a batch of one row); setting `cancel` ends generation at the
+        next token. `stats`, when given, receives `new_tokens` and `stopped` (as in Generation) at the end."""
+        if name not in self.names:
+            raise QatuneError(f"unknown model {name!r}; available: {', '.join(self.names)}")
+        row = Row(closed_book(name), self.prompts(name, [messages])[0], max_new_tokens, temperature, top_p)
+        batch, text = self.new_batch(), TextStream(self.tokenizer, self.stop_ids, stop)
         try:
-            for piece in streamer:
-                if cancel.is_set():
-                    break
-                text += piece
-                cut, hit = _cut_at_stop(text, stop)
-                if hit:
-                    counts["stop_string"] = True
-                    yield piece[: len(piece) - (len(text) - len(cut))]
-                    cancel.set()
-                    break
+            batch.add([row])
+            while True:
+                piece = text.update(row.tokens, final=row.done)
                 if piece:
                     yield piece
+                if row.done or text.cut or (cancel is not None and cancel.is_set()):
+                    break
+                batch.step()
         finally:
-            cancel.set()
-            thread.join()
+            batch.remove([row])
             if stats is not None:
-                stats.update(
-                    new_tokens=counts["new_tokens"], stopped=counts["stopped"] or counts.get("stop_string", False)
-                )
-        if failure:
-            raise failure[0]
+                stats.update(new_tokens=len(row.tokens), stopped=row.stopped or text.cut)
 
     def answer_nll(
         self, name: str, pairs: list[tuple[str, str]], *, batch_tokens: int = 4096, max_length: int = 1024

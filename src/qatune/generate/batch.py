@@ -1,0 +1,208 @@
+"""Continuous batching for serving: rows (one request each, any adapter, greedy or sampled) join a running
+batch at a step boundary after one prompt pass for all newcomers, then gain one token per step together and
+leave when they stop, reach their limit or are cancelled. All rows share one KV cache whose columns are
+right-aligned: each row's tokens end at the last column, the left padding in front of them is masked out,
+and positions are counted per row, so a row decodes as it would alone."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+PEFT_BASE = "__base__"  # peft's name for the rows of a mixed-adapter batch that use no adapter
+
+
+@dataclass(eq=False)
+class Row:
+    adapter: str  # an adapter of the engine, or "base"
+    prompt: list[int]
+    max_new_tokens: int
+    temperature: float = 0.0
+    top_p: float = 1.0
+    seed: int | None = None  # sampling: the same seed gives the same answer, whatever else is in the batch
+    tokens: list[int] = field(default_factory=list)
+    stopped: bool = False  # the last token is a stop token
+    generator: Any = field(default=None, repr=False)
+
+    @property
+    def done(self) -> bool:
+        return self.stopped or len(self.tokens) >= self.max_new_tokens
+
+
+def mixed_adapters(model: Any) -> bool:
+    """Whether rows of different adapters can share a pass (peft's `adapter_names`): LoRA adapters without
+    DoRA, none merged into the weights. Otherwise a batch holds one adapter at a time."""
+    configs = getattr(model, "peft_config", None)
+    if not configs:
+        return False
+    lora = all(getattr(c, "peft_type", None) == "LORA" and not getattr(c, "use_dora", False) for c in configs.values())
+    return lora and not any(getattr(m, "merged", False) for m in model.modules() if hasattr(m, "lora_A"))
+
+
+class DecodeBatch:
+    """The rows decoding together on one engine. `add` runs the newcomers' prompts and gives each its first
+    token; `step` gives every row its next token; `remove` takes rows out (finished or cancelled)."""
+
+    def __init__(self, engine: Any):
+        self.engine = engine
+        self.mixed = bool(engine.adapters) and mixed_adapters(engine.model)
+        self.rows: list[Row] = []
+        self._cache: Any = None
+        self._mask: Any = None  # rows x cache columns, 1 where the column holds one of the row's tokens
+
+    @property
+    def columns(self) -> int:
+        """The KV cache's length: the longest row (prompt and answer so far) plus the left padding of the rest."""
+        return 0 if self._mask is None else int(self._mask.shape[1])
+
+    def accepts(self, adapter: str, others: list[str]) -> bool:
+        """Whether a row of `adapter` may join this batch along with newcomers of the `others` adapters."""
+        return self.mixed or all(a == adapter for a in [*(r.adapter for r in self.rows), *others])
+
+    def add(self, rows: list[Row]) -> None:
+        """One pass over the newcomers' prompts (left-padded); rows not done after their first token join."""
+        import torch
+        from transformers import DynamicCache
+
+        from qatune.generate.decoding import prompt_logits_index
+
+        width = max(len(r.prompt) for r in rows)
+        ids = torch.full((len(rows), width), self.engine.tokenizer.pad_token_id, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, row in enumerate(rows):
+            ids[i, width - len(row.prompt) :] = torch.tensor(row.prompt)
+            mask[i, width - len(row.prompt) :] = 1
+            row.generator = _generator(row) if row.temperature > 0 else None
+        ids, mask = ids.to(self.engine.device), mask.to(self.engine.device)
+        cache = DynamicCache()
+        logits = self._forward(
+            rows, cache, ids, mask, (mask.cumsum(-1) - 1).clamp(min=0), logits_to_keep=prompt_logits_index(ids)
+        )
+        self._append(rows, logits)
+        going = [i for i, row in enumerate(rows) if not row.done]
+        if going:
+            keep = torch.tensor(going, device=mask.device)
+            if len(going) < len(rows):
+                cache.batch_select_indices(keep)
+            self._join(cache, mask[keep], [rows[i] for i in going])
+
+    def step(self) -> None:
+        """Feed every row its last token and append the next one."""
+        import torch
+
+        if not self.rows:
+            return
+        device = self._mask.device
+        ids = torch.tensor([[r.tokens[-1]] for r in self.rows], device=device)
+        positions = torch.tensor([[len(r.prompt) + len(r.tokens) - 1] for r in self.rows], device=device)
+        self._mask = torch.cat([self._mask, self._mask.new_ones((len(self.rows), 1))], dim=1)
+        self._append(self.rows, self._forward(self.rows, self._cache, ids, self._mask, positions, logits_to_keep=1))
+
+    def remove(self, rows: list[Row]) -> None:
+        """Take rows out; cache columns no remaining row uses are dropped from the left."""
+        import torch
+
+        keep = [i for i, r in enumerate(self.rows) if r not in rows]
+        if len(keep) == len(self.rows):
+            return
+        if not keep:
+            self.rows, self._cache, self._mask = [], None, None
+            return
+        index = torch.tensor(keep, device=self._mask.device)
+        self._cache.batch_select_indices(index)
+        self.rows, self._mask = [self.rows[i] for i in keep], self._mask[index]
+        unused = int(self._mask.any(0).long().argmax())  # leading columns that are padding in every row
+        if unused:
+            for layer in self._cache.layers:
+                layer.keys, layer.values = layer.keys[..., unused:, :], layer.values[..., unused:, :]
+            self._mask = self._mask[:, unused:]
+
+    def _join(self, cache: Any, mask: Any, rows: list[Row]) -> None:
+        """Newcomers' cache and mask below the running rows', both left-padded to the wider of the two."""
+        import torch
+
+        if not self.rows:
+            self._cache, self._mask, self.rows = cache, mask, rows
+            return
+        width = max(mask.shape[1], self._mask.shape[1])
+        for mine, theirs in zip(self._cache.layers, cache.layers, strict=True):
+            mine.keys = torch.cat([_pad_left(mine.keys, width), _pad_left(theirs.keys, width)])
+            mine.values = torch.cat([_pad_left(mine.values, width), _pad_left(theirs.values, width)])
+        self._mask = torch.cat([_pad_left(self._mask, width, dim=1), _pad_left(mask, width, dim=1)])
+        self.rows = self.rows + rows
+
+    def _forward(self, rows: list[Row], cache: Any, ids: Any, mask: Any, positions: Any, logits_to_keep: Any) -> Any:
+        import torch
+
+        from qatune.models.load import cache_kwarg
+
+        with self._adapters(rows) as (model, extra), torch.inference_mode():
+            out = model(
+                input_ids=ids,
+                attention_mask=mask,
+                position_ids=positions,
+                use_cache=True,
+                logits_to_keep=logits_to_keep,
+                **{cache_kwarg(model): cache},
+                **extra,
+            )
+        return out.logits[:, -1]
+
+    @contextmanager
+    def _adapters(self, rows: list[Row]) -> Iterator[tuple[Any, dict]]:
+        """The model with each row's adapter: per row in a mixed batch, else the one adapter all rows use."""
+        if self.mixed:
+            names = [PEFT_BASE if r.adapter == "base" else r.adapter for r in rows]
+            with self.engine.lock:
+                yield self.engine.model, {"adapter_names": names}
+        else:
+            with self.engine.use(rows[0].adapter) as model:
+                yield model, {}
+
+    def _append(self, rows: list[Row], logits: Any) -> None:
+        stops = set(self.engine.stop_ids)
+        for row, token in zip(rows, _choose(logits, rows), strict=True):
+            row.tokens.append(token)
+            row.stopped = token in stops
+
+
+def _pad_left(tensor: Any, width: int, dim: int = -2) -> Any:
+    import torch
+
+    missing = width - tensor.shape[dim]
+    if not missing:
+        return tensor
+    shape = list(tensor.shape)
+    shape[dim] = missing
+    return torch.cat([tensor.new_zeros(shape), tensor], dim=dim)
+
+
+def _generator(row: Row) -> Any:
+    import torch
+
+    generator = torch.Generator()
+    if row.seed is None:
+        generator.seed()
+    else:
+        generator.manual_seed(row.seed)
+    return generator
+
+
+def _choose(logits: Any, rows: list[Row]) -> list[int]:
+    """Greedy rows take the most likely token; sampled rows draw with their temperature and top-p (nucleus:
+    the most likely tokens whose probabilities first reach top_p), each from its own generator."""
+    import torch
+
+    logits = logits.float()
+    picks = logits.argmax(-1).tolist()
+    for i, row in enumerate(rows):
+        if row.temperature > 0:
+            probs = torch.softmax(logits[i].cpu() / row.temperature, dim=-1)
+            if row.top_p < 1.0:
+                ordered, order = probs.sort(descending=True)
+                outside = ordered.cumsum(0) - ordered >= row.top_p  # tokens after the nucleus is full
+                probs = probs.index_fill(0, order[outside], 0.0)
+            picks[i] = int(torch.multinomial(probs, 1, generator=row.generator))
+    return picks

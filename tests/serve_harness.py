@@ -1,5 +1,6 @@
 """Server test helpers: run an app under a real uvicorn on a free loopback port in a thread, and a
-scripted engine (fixed answers, adjustable token pace) for page, timeout and disconnect tests."""
+scripted engine (fixed answers, adjustable token pace, a continuous batch of its own) for page, timeout,
+disconnect and queueing tests."""
 
 from __future__ import annotations
 
@@ -37,7 +38,8 @@ def running(app: Any) -> Iterator[str]:
 
 class ScriptedEngine:
     """Duck-types qatune.generate.Engine for the server: `answers[(model, question)]` or
-    '<model> answers: <question>', one word per token, `delay` seconds per token; `endless` never stops."""
+    '<model> answers: <question>', one tokenizer token per step, `delay` seconds per step; `endless` never
+    stops. `batches` records how many rows each step decoded together."""
 
     def __init__(
         self,
@@ -52,45 +54,65 @@ class ScriptedEngine:
         self.answers = answers or {}
         self.delay = delay
         self.endless = endless
+        self.stop_ids: list[int] = []
         self.lock = threading.RLock()
         self.produced: list[int] = []  # tokens produced per finished generation
+        self.batches: list[int] = []  # rows per step
 
     @property
     def names(self) -> list[str]:
         return ["base", *self.adapters]
 
-    def _pieces(self, name: str, question: str) -> Iterator[str]:
-        if self.endless:
-            while True:
-                yield "more "
-        text = self.answers.get((name, question), f"{name} answers: {question}")
-        yield from (w + " " for w in text.split(" "))
+    def prompts(self, name: str, conversations: list[list[dict]]) -> list[list[int]]:
+        if name not in self.names:
+            raise ValueError(f"unknown model {name!r}")
+        return [self.tokenizer.encode(conv[-1]["content"], add_special_tokens=False) for conv in conversations]
 
-    def stream(
-        self,
-        name: str,
-        messages: list[dict],
-        *,
-        max_new_tokens: int = 256,
-        temperature: float = 0.0,
-        top_p: float = 1.0,
-        stop: list[str] | None = None,
-        cancel: threading.Event | None = None,
-        stats: dict | None = None,
-    ) -> Iterator[str]:
-        cancel = cancel or threading.Event()
-        count, ended = 0, False
-        with self.lock:
-            try:
-                for piece in self._pieces(name, messages[-1]["content"]):
-                    if cancel.is_set() or count >= max_new_tokens:
-                        break
-                    time.sleep(self.delay)
-                    count += 1
-                    yield piece
-                else:
-                    ended = True
-            finally:
-                self.produced.append(count)
-                if stats is not None:
-                    stats.update(new_tokens=count, stopped=ended)
+    def new_batch(self) -> ScriptedBatch:
+        return ScriptedBatch(self)
+
+    def script(self, name: str, prompt: list[int]) -> list[int]:
+        """The answer's tokens (endless: a long repetition)."""
+        if self.endless:
+            return self.tokenizer.encode("more " * 5000, add_special_tokens=False)
+        question = self.tokenizer.decode(prompt)
+        return self.tokenizer.encode(self.answers.get((name, question), f"{name} answers: {question}"))
+
+
+class ScriptedBatch:
+    """Rows advance one scripted token per step, all in one `delay`, holding the engine's lock."""
+
+    mixed = True
+
+    def __init__(self, engine: ScriptedEngine):
+        self.engine = engine
+        self.rows: list[Any] = []
+        self._scripts: dict[int, list[int]] = {}
+
+    def accepts(self, adapter: str, others: list[str]) -> bool:
+        return True
+
+    def add(self, rows: list[Any]) -> None:
+        for row in rows:
+            self._scripts[id(row)] = self.engine.script(row.adapter, row.prompt)
+        self._advance(rows)
+        self.rows += [r for r in rows if not r.done]
+
+    def step(self) -> None:
+        if self.rows:
+            self._advance(self.rows)
+
+    def remove(self, rows: list[Any]) -> None:
+        for row in rows:
+            if self._scripts.pop(id(row), None) is not None:
+                self.engine.produced.append(len(row.tokens))
+        self.rows = [r for r in self.rows if r not in rows]
+
+    def _advance(self, rows: list[Any]) -> None:
+        with self.engine.lock:
+            time.sleep(self.engine.delay)
+            self.engine.batches.append(len(rows))
+            for row in rows:
+                script = self._scripts[id(row)]
+                row.tokens.append(script[len(row.tokens)])
+                row.stopped = len(row.tokens) == len(script)

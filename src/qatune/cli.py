@@ -342,11 +342,14 @@ def serve(
     api_key: Annotated[
         str | None, typer.Option("--api-key", envvar="QATUNE_API_KEY", help="Require 'Authorization: Bearer KEY'.")
     ] = None,
+    max_batch: Annotated[
+        int, typer.Option("--max-batch", help="Requests answered together in one batch (1: one at a time).")
+    ] = 16,
 ) -> None:
     """OpenAI-compatible API for base and every adapter, plus a comparison page at /."""
     from qatune.serve.app import serve as run_serve
 
-    run_serve(run, host=host, port=port, api_key=api_key)
+    run_serve(run, host=host, port=port, api_key=api_key, max_batch=max_batch)
 
 
 @app.command()

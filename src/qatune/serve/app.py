@@ -23,7 +23,7 @@ from qatune.serve.completions import Limits, respond
 from qatune.serve.errors import ApiError
 from qatune.serve.guard import Guard
 from qatune.serve.schemas import ChatCompletion, ChatCompletionRequest, ModelCard, ModelList, now
-from qatune.serve.worker import Worker
+from qatune.serve.worker import Precheck, Worker
 
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 _REPORT_CSP = (
@@ -45,6 +45,8 @@ class Settings:
     default_max_tokens: int = 256
     request_timeout_s: float = 120.0  # queueing + generation; past it the job is cancelled (504)
     max_waiting: int = 64  # requests queued or running; more get 429
+    max_batch: int = 16  # requests decoded together; 1 answers one request at a time
+    precheck: Precheck | None = None  # may answer a request without generation (see worker.Precheck)
 
 
 def _page() -> tuple[str, str]:
@@ -82,7 +84,13 @@ def _context_length(engine: Any) -> int | None:
 
 def create_app(settings: Settings) -> FastAPI:
     engine = settings.engine if settings.engine is not None else _load_engine(settings.run)
-    worker = Worker(engine, context_length=_context_length(engine), max_waiting=settings.max_waiting)
+    worker = Worker(
+        engine,
+        context_length=_context_length(engine),
+        max_waiting=settings.max_waiting,
+        max_batch=settings.max_batch,
+        precheck=settings.precheck,
+    )
     limits = Limits(settings.max_tokens_cap, settings.default_max_tokens, settings.request_timeout_s)
     page, page_csp = _page()
     report = None
@@ -106,7 +114,7 @@ def create_app(settings: Settings) -> FastAPI:
 
     @app.get("/healthz")
     async def healthz() -> dict:
-        return {"status": "ok", "busy": worker.busy}
+        return {"status": "ok", "busy": worker.busy, "running": worker.running, "waiting": worker.waiting}
 
     @app.get("/v1/models")
     async def models() -> ModelList:
@@ -160,11 +168,15 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def serve(run: Path, host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None) -> None:
+def serve(
+    run: Path, host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None, max_batch: int = 16
+) -> None:
     import uvicorn
 
     if api_key is not None and not api_key.strip():
         raise QatuneError("--api-key is empty; give a secret key or leave the flag out")
+    if max_batch < 1:
+        raise QatuneError(f"--max-batch must be 1 or more (got {max_batch})")
     loopback = is_loopback(host)
     if not loopback and not api_key:
         warn(
@@ -174,7 +186,12 @@ def serve(run: Path, host: str = "127.0.0.1", port: int = 8000, api_key: str | N
     sock = _bind(host, port)  # a busy port fails before minutes of model loading, not after
     try:
         app = create_app(
-            Settings(run=Path(run), api_key=api_key, allowed_hosts=list(LOOPBACK_HOSTS) if loopback else None)
+            Settings(
+                run=Path(run),
+                api_key=api_key,
+                allowed_hosts=list(LOOPBACK_HOSTS) if loopback else None,
+                max_batch=max_batch,
+            )
         )
     except BaseException:
         sock.close()

@@ -49,7 +49,7 @@ def make_job(body: ChatCompletionRequest, names: list[str], limits: Limits) -> J
             "max_tokens",
         )
     messages = [m.as_template_message() for m in body.messages]
-    return Job(body.model, messages, wanted, body.temperature, body.top_p, body.stop)
+    return Job(body.model, messages, wanted, body.temperature, body.top_p, body.stop, body.seed)
 
 
 class _Waiter:

@@ -36,6 +36,7 @@ class ChatCompletionRequest(BaseModel):
     temperature: float = Field(0.0, ge=0.0, le=2.0)
     top_p: float = Field(1.0, gt=0.0, le=1.0)
     stop: str | list[str] | None = None
+    seed: int | None = Field(None, ge=-(2**63), lt=2**64)  # with temperature > 0: same seed, same answer
     stream: bool = False
     stream_options: dict | None = None
     n: int = Field(1, ge=1, le=1, description="Only one choice per request is generated.")

@@ -1,6 +1,7 @@
 """Continuous batching: rows of different adapters and prompt lengths that join and leave a running batch at
-step boundaries get, token for token, what each gets from HF `generate` on its own; a row taken out mid-answer
-leaves the others as they were; seeded sampling does not depend on the rest of the batch."""
+step boundaries get, token for token, what each gets from HF `generate` on its own (with a chat template
+whose prompts share a long start, SmolLM2's, and one whose prompts do not); a row taken out mid-answer leaves
+the others as they were; seeded sampling does not depend on the rest of the batch."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from qatune.models.load import load_base
 from qatune.models.lora import attach_lora, lora_config
 from qatune.models.placement import choose_placement
 from qatune.prompts import messages_for
+from template_models import FAMILIES, build_family_model
 
 QUESTIONS = [
     "Who is the instructor?",
@@ -31,6 +33,15 @@ LIMITS = [20, 7, 15, 30, 3, 12]
 @pytest.fixture(scope="module")
 def engine(tmp_path_factory, lively_model_dir):
     run = make_run(tmp_path_factory.mktemp("batch") / "run", lively_model_dir)
+    return load_engine(run, load_for_run(run, None, {}, save=False))
+
+
+@pytest.fixture(scope="module")
+def smol_engine(tmp_path_factory):
+    """SmolLM2's template: every prompt opens with the same system prompt (a start shared by all rows)."""
+    family = next(f for f in FAMILIES if f.name == "smollm2")
+    folder = build_family_model(tmp_path_factory.mktemp("smol") / "model", family, initializer_range=0.3)
+    run = make_run(tmp_path_factory.mktemp("smol") / "run", folder)
     return load_engine(run, load_for_run(run, None, {}, save=False))
 
 
@@ -70,8 +81,19 @@ def _drain(batch, finished: list[Row]) -> None:
         _step(batch, finished)
 
 
+def _passes(engine) -> tuple[list[int], object]:
+    """Records the number of tokens each row feeds in every forward pass (until the handle is removed)."""
+    widths: list[int] = []
+    handle = engine.model.get_base_model().register_forward_pre_hook(
+        lambda _m, _a, kwargs: widths.append(kwargs["input_ids"].shape[1]), with_kwargs=True
+    )
+    return widths, handle
+
+
 @pytest.mark.parametrize("with_stops", [False, True])
-def test_rows_joining_and_leaving_decode_as_they_would_alone(engine, monkeypatch, with_stops):
+@pytest.mark.parametrize("template", ["chatml", "smollm2"])
+def test_rows_joining_and_leaving_decode_as_they_would_alone(request, monkeypatch, template, with_stops):
+    engine = request.getfixturevalue("smol_engine" if template == "smollm2" else "engine")
     rows = _rows(engine)
     expected = [_alone(engine, r.adapter, r.prompt, r.max_new_tokens) for r in rows]
     if with_stops:  # tokens met mid-answer end some rows early, each at its own step
@@ -82,7 +104,14 @@ def test_rows_joining_and_leaving_decode_as_they_would_alone(engine, monkeypatch
     batch, finished = engine.new_batch(), []
     assert batch.mixed
     a, b, c, d, e, f = rows
+    widths, hook = _passes(engine)
     batch.add([a, b])
+    hook.remove()
+    if template == "smollm2":  # the shared start ran once, then only the rest of each prompt
+        start = next(i for i in range(len(a.prompt)) if a.prompt[i] != b.prompt[i])
+        assert start >= 8 and widths == [start, start, max(len(a.prompt), len(b.prompt)) - start]
+    else:
+        assert widths == [max(len(a.prompt), len(b.prompt))]
     for _ in range(3):
         _step(batch, finished)
     batch.add([c])  # a shorter prompt joins longer running rows

@@ -1,8 +1,9 @@
 """Continuous batching for serving: rows (one request each, any adapter, greedy or sampled) join a running
 batch at a step boundary after one prompt pass for all newcomers, then gain one token per step together and
 leave when they stop, reach their limit or are cancelled. All rows share one KV cache whose columns are
-right-aligned: each row's tokens end at the last column, the left padding in front of them is masked out,
-and positions are counted per row, so a row decodes as it would alone."""
+right-aligned: each row's tokens end at the last column, the padding in front of them is masked out, and
+positions are counted per row, so a row decodes as it would alone. The start every chat prompt shares
+(system prompt, role header) is computed once per adapter and copied into each newcomer's cache."""
 
 from __future__ import annotations
 
@@ -45,12 +46,14 @@ class DecodeBatch:
     """The rows decoding together on one engine. `add` runs the newcomers' prompts and gives each its first
     token; `step` gives every row its next token; `remove` takes rows out (finished or cancelled)."""
 
-    def __init__(self, engine: Any):
+    def __init__(self, engine: Any, share_start: bool = True):
         self.engine = engine
         self.mixed = bool(engine.adapters) and mixed_adapters(engine.model)
         self.rows: list[Row] = []
         self._cache: Any = None
         self._mask: Any = None  # rows x cache columns, 1 where the column holds one of the row's tokens
+        self._start = _template_start(engine) if share_start else []
+        self._start_kv: dict[str, list[tuple[Any, Any]]] = {}  # adapter -> the start's keys and values per layer
 
     @property
     def columns(self) -> int:
@@ -62,31 +65,55 @@ class DecodeBatch:
         return self.mixed or all(a == adapter for a in [*(r.adapter for r in self.rows), *others])
 
     def add(self, rows: list[Row]) -> None:
-        """One pass over the newcomers' prompts (left-padded); rows not done after their first token join."""
+        """Prompt passes for the newcomers; rows not done after their first token join. Prompts that open with
+        the shared start run only the rest of their tokens; the padding then sits between start and rest."""
+        skip = len(self._start)
+        shared = [r for r in rows if skip and len(r.prompt) > skip and r.prompt[:skip] == self._start]
+        for group, first in ((shared, skip), ([r for r in rows if r not in shared], 0)):
+            if group:
+                self._prompt_pass(group, first)
+
+    def _prompt_pass(self, rows: list[Row], skip: int) -> None:
         import torch
         from transformers import DynamicCache
 
         from qatune.generate.decoding import prompt_logits_index
 
-        width = max(len(r.prompt) for r in rows)
+        width = max(len(r.prompt) - skip for r in rows)
         ids = torch.full((len(rows), width), self.engine.tokenizer.pad_token_id, dtype=torch.long)
         mask = torch.zeros((len(rows), width), dtype=torch.long)
         for i, row in enumerate(rows):
-            ids[i, width - len(row.prompt) :] = torch.tensor(row.prompt)
-            mask[i, width - len(row.prompt) :] = 1
+            ids[i, width - len(row.prompt) + skip :] = torch.tensor(row.prompt[skip:])
+            mask[i, width - len(row.prompt) + skip :] = 1
             row.generator = _generator(row) if row.temperature > 0 else None
         ids, mask = ids.to(self.engine.device), mask.to(self.engine.device)
-        cache = DynamicCache()
-        logits = self._forward(
-            rows, cache, ids, mask, (mask.cumsum(-1) - 1).clamp(min=0), logits_to_keep=prompt_logits_index(ids)
-        )
-        self._append(rows, logits)
+        positions = skip + (mask.cumsum(-1) - 1).clamp(min=0)
+        cache = DynamicCache(ddp_cache_data=self._starts(rows)) if skip else DynamicCache()
+        mask = torch.cat([mask.new_ones((len(rows), skip)), mask], dim=1)
+        self._append(rows, self._forward(rows, cache, ids, mask, positions, prompt_logits_index(ids)))
         going = [i for i, row in enumerate(rows) if not row.done]
         if going:
             keep = torch.tensor(going, device=mask.device)
             if len(going) < len(rows):
                 cache.batch_select_indices(keep)
             self._join(cache, mask[keep], [rows[i] for i in going])
+
+    def _starts(self, rows: list[Row]) -> list[tuple[Any, Any]]:
+        """The shared start's keys and values for each row's adapter, stacked per layer (one pass per adapter,
+        the first time it is needed)."""
+        import torch
+        from transformers import DynamicCache
+
+        for adapter in {r.adapter for r in rows} - set(self._start_kv):
+            cache, ids = DynamicCache(), torch.tensor([self._start], device=self.engine.device)
+            probe = [Row(adapter, self._start, 1)]
+            self._forward(probe, cache, ids, torch.ones_like(ids), torch.arange(ids.shape[1])[None], 1)
+            self._start_kv[adapter] = [(layer.keys, layer.values) for layer in cache.layers]
+        per_row = [self._start_kv[r.adapter] for r in rows]
+        return [
+            (torch.cat([kv[i][0] for kv in per_row]), torch.cat([kv[i][1] for kv in per_row]))
+            for i in range(len(per_row[0]))
+        ]
 
     def step(self) -> None:
         """Feed every row its last token and append the next one."""
@@ -166,6 +193,21 @@ class DecodeBatch:
         for row, token in zip(rows, _choose(logits, rows), strict=True):
             row.tokens.append(token)
             row.stopped = token in stops
+
+
+def _template_start(engine: Any) -> list[int]:
+    """The tokens every single-question chat prompt opens with (system prompt, role header), where there are
+    enough to be worth a pass of their own. Not used with sliding-window attention, whose window would count
+    the padding between start and rest."""
+    from qatune.generate.decoding import MIN_SHARED_PREFIX
+    from qatune.prompts import messages_for, prompt_ids
+
+    config = getattr(engine.model, "config", None)
+    if getattr(config, "sliding_window", None) and getattr(config, "use_sliding_window", True):
+        return []
+    a, b = (prompt_ids(engine.tokenizer, messages_for(q)) for q in ("a", "Z9?"))
+    shared = next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b)))
+    return a[:shared] if shared >= MIN_SHARED_PREFIX else []
 
 
 def _pad_left(tensor: Any, width: int, dim: int = -2) -> Any:

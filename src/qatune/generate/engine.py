@@ -168,9 +168,10 @@ class Engine:
         """The prompt tokens model `name` answers: grounded for a `+rag` name, through the chat template."""
         return [prompt_ids(self.tokenizer, conv) for conv in self.grounded(name, conversations)]
 
-    def new_batch(self) -> DecodeBatch:
-        """An empty continuous batch on this engine (rows of any of its models join and leave it)."""
-        return DecodeBatch(self)
+    def new_batch(self, share_start: bool = True) -> DecodeBatch:
+        """An empty continuous batch on this engine (rows of any of its models join and leave it);
+        `share_start`: the prompts' shared start is computed once and kept (worth it for a long-lived batch)."""
+        return DecodeBatch(self, share_start)
 
     def stream(
         self,
@@ -189,7 +190,7 @@ class Engine:
         if name not in self.names:
             raise QatuneError(f"unknown model {name!r}; available: {', '.join(self.names)}")
         row = Row(closed_book(name), self.prompts(name, [messages])[0], max_new_tokens, temperature, top_p)
-        batch, text = self.new_batch(), TextStream(self.tokenizer, self.stop_ids, stop)
+        batch, text = self.new_batch(share_start=False), TextStream(self.tokenizer, self.stop_ids, stop)
         try:
             batch.add([row])
             while True:

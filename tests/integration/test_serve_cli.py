@@ -92,3 +92,9 @@ def test_missing_run_is_a_one_line_error(tmp_path):
     proc = _start(tmp_path / "nowhere", _free_port())
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 2 and "run directory not found" in err and "Traceback" not in err
+
+
+def test_max_batch_below_one_is_a_one_line_error(run):
+    proc = _start(run, _free_port(), "--max-batch", "0")
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 2 and "--max-batch must be 1 or more" in err and "Traceback" not in err

@@ -1,8 +1,12 @@
 """Load test of `qatune serve` on loopback: concurrent clients for a bounded time, alternating adapters, some
-streaming, some malformed, some without the API key. Reports p50/p95 latency, requests/s, error counts,
-wrong-adapter answers and the server's memory. tests/integration/test_load.py runs it briefly.
+streaming, some malformed, some without the API key. Reports p50/p95 latency, answers/s, error counts,
+answers that differ from the one-at-a-time answers (and those that are another model's answer) and the
+server's memory. tests/integration/test_load.py runs it briefly.
 
-    python benchmarks/serve_load.py --run RUN [--duration 60] [--clients 16] [--max-tokens 16]
+The sweep starts the server twice, one at a time (`--max-batch 1`) and batched (`--max-batch N`), and
+measures each at every client count; the reference answers come from the one-at-a-time server.
+
+    python benchmarks/serve_load.py --run RUN [--duration 60] [--clients 1,4,16] [--max-tokens 16]
     python benchmarks/serve_load.py --make-run tiny|default   # builds a throwaway two-adapter run first
 """
 
@@ -43,6 +47,7 @@ class LoadResult:
     errors_5xx: int = 0
     unexpected: list[str] = field(default_factory=list)  # any other status or a broken stream
     wrong_answers: int = 0  # a 200 whose text differs from that model's known answer
+    wrong_adapter: int = 0  # ... and is another model's known answer to the question
     latencies_ms: list[float] = field(default_factory=list)  # answered requests only
     rss_mb: list[float] = field(default_factory=list)  # sampled once a second
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -63,6 +68,7 @@ class LoadResult:
             "errors_5xx": self.errors_5xx,
             "unexpected": len(self.unexpected),
             "wrong_answers": self.wrong_answers,
+            "wrong_adapter": self.wrong_adapter,
             "rss_start_mb": self.rss_mb[0] if self.rss_mb else None,
             "rss_end_mb": self.rss_mb[-1] if self.rss_mb else None,
             "rss_max_mb": max(self.rss_mb) if self.rss_mb else None,
@@ -156,7 +162,11 @@ def _client_loop(
                 else:
                     result.answered += 1
                     result.latencies_ms.append(elapsed)
-                    result.wrong_answers += int(text != expected[(model, question)])
+                    own = expected[(model, question)]
+                    result.wrong_answers += int(text != own)
+                    result.wrong_adapter += int(
+                        text != own and any(text == expected[(m, question)] for m in models if m != model)
+                    )
 
 
 def _one(client, url, kind, model, question, max_tokens, auth) -> tuple[int, str | None, int]:
@@ -233,12 +243,11 @@ def _make_run(kind: str) -> Path:
     return make_run(root / "run", model)
 
 
-def _serve(run: Path, api_key: str | None) -> tuple[subprocess.Popen, str]:
+def _serve(run: Path, api_key: str | None, max_batch: int) -> tuple[subprocess.Popen, str]:
     port = _free_port()
     cmd = [sys.executable, "-m", "qatune", "serve", "--run", str(run), "--port", str(port)]
-    proc = subprocess.Popen(
-        cmd + (["--api-key", api_key] if api_key else []), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
+    cmd += ["--max-batch", str(max_batch)] + (["--api-key", api_key] if api_key else [])
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline and proc.poll() is None:
@@ -251,57 +260,85 @@ def _serve(run: Path, api_key: str | None) -> tuple[subprocess.Popen, str]:
     raise SystemExit("qatune serve did not start")
 
 
-def main() -> None:
+def _sweep(run: Path, args: argparse.Namespace, max_batch: int, expected: dict | None) -> tuple[list[dict], dict]:
+    """One server, every client count in turn; the answers it gives one at a time when none are given."""
     import psutil
 
+    proc, url = _serve(run, args.api_key, max_batch)
+    points = []
+    try:
+        auth = {"Authorization": f"Bearer {args.api_key}"}
+        models = [m["id"] for m in httpx.get(f"{url}/v1/models", timeout=30, headers=auth).json()["data"]]
+        expected = expected or expected_answers(url, models, QUESTIONS, args.max_tokens, args.api_key)
+        server = psutil.Process(proc.pid)
+        for clients in args.clients:
+            load_before = os.getloadavg()[0]
+            result = run_load(
+                url,
+                models,
+                QUESTIONS,
+                expected,
+                clients=clients,
+                duration_s=args.duration,
+                max_tokens=args.max_tokens,
+                api_key=args.api_key,
+                rss=lambda: server.memory_info().rss / 2**20,
+            )
+            point = {"max_batch": max_batch, "clients": clients, "models": models, **result.summary()}
+            point["loadavg_1m"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
+            point["unexpected_sample"] = result.unexpected[:5]
+            points.append(point)
+            print(json.dumps(point), flush=True)
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    return points, expected
+
+
+def _table(points: list[dict]) -> list[str]:
+    lines = [
+        f"{'clients':>7}  {'max-batch':>9}  {'answers/s':>9}  {'p50 s':>6}  {'p95 s':>6}  {'5xx':>3}  "
+        f"{'differ':>6}  {'wrong-adapter':>13}  {'unexpected':>10}"
+    ]
+    for p in sorted(points, key=lambda p: (p["clients"], p["max_batch"])):
+        p50 = f"{p['p50_ms'] / 1000:.2f}" if p["p50_ms"] is not None else "-"
+        p95 = f"{p['p95_ms'] / 1000:.2f}" if p["p95_ms"] is not None else "-"
+        lines.append(
+            f"{p['clients']:>7}  {p['max_batch']:>9}  {p['answers_per_s'] or 0:>9.2f}  {p50:>6}  {p95:>6}  "
+            f"{p['errors_5xx']:>3}  {p['wrong_answers']:>6}  {p['wrong_adapter']:>13}  {p['unexpected']:>10}"
+        )
+    one = {p["clients"]: p for p in points if p["max_batch"] == 1}
+    for p in (p for p in points if p["max_batch"] > 1 and p["clients"] in one):
+        base = one[p["clients"]]
+        if base["answers_per_s"] and p["answers_per_s"] and base["p95_ms"] and p["p95_ms"]:
+            lines.append(
+                f"{p['clients']} clients: batched {p['answers_per_s'] / base['answers_per_s']:.2f}x the answers/s, "
+                f"p95 latency {p['p95_ms'] / base['p95_ms']:.2f}x"
+            )
+    return lines
+
+
+def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run", type=Path)
     parser.add_argument("--make-run", choices=["tiny", "default"])
-    parser.add_argument("--duration", type=float, default=60)
-    parser.add_argument("--clients", type=int, default=16)
+    parser.add_argument("--duration", type=float, default=60, help="seconds per point")
+    parser.add_argument("--clients", type=lambda v: [int(c) for c in v.split(",")], default=[1, 4, 16])
+    parser.add_argument("--max-batch", type=int, default=16, help="the batched server's --max-batch")
+    parser.add_argument("--only-batched", action="store_true", help="skip the one-at-a-time server")
     parser.add_argument("--max-tokens", type=int, default=16)
     parser.add_argument("--api-key", default="load-test-key")
     args = parser.parse_args()
     run = args.run or _make_run(args.make_run or "tiny")
-    proc, url = _serve(run, args.api_key)
-    try:
-        models = [
-            m["id"]
-            for m in httpx.get(
-                f"{url}/v1/models", timeout=30, headers={"Authorization": f"Bearer {args.api_key}"}
-            ).json()["data"]
-        ]
-        expected = expected_answers(url, models, QUESTIONS, args.max_tokens, args.api_key)
-        distinct = sum(len({expected[(m, q)] for m in models}) == len(models) for q in QUESTIONS)
-        server = psutil.Process(proc.pid)
-        result = run_load(
-            url,
-            models,
-            QUESTIONS,
-            expected,
-            clients=args.clients,
-            duration_s=args.duration,
-            max_tokens=args.max_tokens,
-            api_key=args.api_key,
-            rss=lambda: server.memory_info().rss / 2**20,
-        )
-    finally:
-        proc.terminate()
-        proc.wait(30)
-    summary = {
-        "run": str(run),
-        "models": models,
-        "clients": args.clients,
-        "max_tokens": args.max_tokens,
-        "questions_with_distinct_answers": f"{distinct}/{len(QUESTIONS)}",
-        **result.summary(),
-        "cpu_count": os.cpu_count(),
-    }
-    for key, value in summary.items():
-        print(f"{key:>32}: {value}")
-    for line in result.unexpected[:10]:
-        print("unexpected:", line)
-    print(json.dumps(summary))
+    points, expected = ([], None) if args.only_batched else _sweep(run, args, 1, None)
+    points += _sweep(run, args, args.max_batch, expected)[0]
+    models = {m for m, _ in expected}
+    distinct = sum(len({expected[(m, q)] for m in models}) == len(models) for q in QUESTIONS)
+    print(f"run {run}; {args.max_tokens}-token answers; {args.duration:g} s per point; cpu_count {os.cpu_count()}")
+    print(f"questions each model answers differently (wrong-adapter answers detectable): {distinct}/{len(QUESTIONS)}")
+    for line in _table(points):
+        print(line)
+    print(json.dumps({"run": str(run), "max_tokens": args.max_tokens, "points": points}))
 
 
 if __name__ == "__main__":

@@ -260,38 +260,48 @@ def _serve(run: Path, api_key: str | None, max_batch: int) -> tuple[subprocess.P
     raise SystemExit("qatune serve did not start")
 
 
-def _sweep(run: Path, args: argparse.Namespace, max_batch: int, expected: dict | None) -> tuple[list[dict], dict]:
-    """One server, every client count in turn; the answers it gives one at a time when none are given."""
+def _point(url: str, proc: subprocess.Popen, args: argparse.Namespace, models: list[str], expected: dict, clients: int):
     import psutil
 
-    proc, url = _serve(run, args.api_key, max_batch)
+    server = psutil.Process(proc.pid)
+    load_before = os.getloadavg()[0]
+    result = run_load(
+        url,
+        models,
+        QUESTIONS,
+        expected,
+        clients=clients,
+        duration_s=args.duration,
+        max_tokens=args.max_tokens,
+        api_key=args.api_key,
+        rss=lambda: server.memory_info().rss / 2**20,
+    )
+    point = {"clients": clients, "models": models, **result.summary()}
+    point["loadavg_1m"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
+    point["unexpected_sample"] = result.unexpected[:5]
+    return point
+
+
+def _sweep(run: Path, args: argparse.Namespace) -> tuple[list[dict], dict]:
+    """Both servers up at once (only one is asked at a time); at each client count the one-at-a-time server,
+    then the batched one, so a change in the machine's load falls on both. The reference answers are the
+    one-at-a-time server's, asked one by one."""
+    sizes = [args.max_batch] if args.only_batched else [1, args.max_batch]
+    servers = [(size, *_serve(run, args.api_key, size)) for size in sizes]
     points = []
     try:
         auth = {"Authorization": f"Bearer {args.api_key}"}
+        url = servers[0][2]
         models = [m["id"] for m in httpx.get(f"{url}/v1/models", timeout=30, headers=auth).json()["data"]]
-        expected = expected or expected_answers(url, models, QUESTIONS, args.max_tokens, args.api_key)
-        server = psutil.Process(proc.pid)
+        expected = expected_answers(url, models, QUESTIONS, args.max_tokens, args.api_key)
         for clients in args.clients:
-            load_before = os.getloadavg()[0]
-            result = run_load(
-                url,
-                models,
-                QUESTIONS,
-                expected,
-                clients=clients,
-                duration_s=args.duration,
-                max_tokens=args.max_tokens,
-                api_key=args.api_key,
-                rss=lambda: server.memory_info().rss / 2**20,
-            )
-            point = {"max_batch": max_batch, "clients": clients, "models": models, **result.summary()}
-            point["loadavg_1m"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
-            point["unexpected_sample"] = result.unexpected[:5]
-            points.append(point)
-            print(json.dumps(point), flush=True)
+            for size, proc, url in servers:
+                points.append({"max_batch": size, **_point(url, proc, args, models, expected, clients)})
+                print(json.dumps(points[-1]), flush=True)
     finally:
-        proc.terminate()
-        proc.wait(30)
+        for _, proc, _ in servers:
+            proc.terminate()
+            proc.wait(30)
     return points, expected
 
 
@@ -330,8 +340,7 @@ def main() -> None:
     parser.add_argument("--api-key", default="load-test-key")
     args = parser.parse_args()
     run = args.run or _make_run(args.make_run or "tiny")
-    points, expected = ([], None) if args.only_batched else _sweep(run, args, 1, None)
-    points += _sweep(run, args, args.max_batch, expected)[0]
+    points, expected = _sweep(run, args)
     models = {m for m, _ in expected}
     distinct = sum(len({expected[(m, q)] for m in models}) == len(models) for q in QUESTIONS)
     print(f"run {run}; {args.max_tokens}-token answers; {args.duration:g} s per point; cpu_count {os.cpu_count()}")

@@ -70,3 +70,12 @@ def make_run(root: Path, model_dir: Path, seeds: dict[str, int] | None = None) -
         )
     )
     return run.root
+
+
+def run_engine(root: Path, model_dir: Path):
+    """The engine of a fresh run made by `make_run`: the base with both adapters loaded on it."""
+    from qatune.config import load_for_run
+    from qatune.generate import load_engine
+
+    run = make_run(root, model_dir)
+    return load_engine(run, load_for_run(run, None, {}, save=False))

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from example_runs import example_pairs
+from greedy_reference import hf_greedy
 from qatune.generate import BASE, Engine
 from qatune.generate import decoding as decoding_mod
 from qatune.models.load import load_base, load_tokenizer
@@ -21,19 +22,6 @@ from qatune.prompts import messages_for, prompt_ids, stop_token_ids
 pytestmark = pytest.mark.slow
 TOKENS = 40
 ROWS = 6
-
-
-def _hf_greedy(model, tokenizer, prompt: list[int], stops: list[int]) -> list[int]:
-    ids = torch.tensor([prompt])
-    out = model.generate(
-        input_ids=ids,
-        attention_mask=torch.ones_like(ids),
-        max_new_tokens=TOKENS,
-        do_sample=False,
-        eos_token_id=stops,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    return out[0, ids.shape[1] :].tolist()
 
 
 def _setup(precision: str):
@@ -61,7 +49,7 @@ def test_batched_drafted_decoding_equals_hf_generate_in_fp32(monkeypatch):
 
     monkeypatch.setattr(decoding_mod, "lookup_draft", counting_draft)
     with torch.inference_mode():
-        expected = [_hf_greedy(model, tokenizer, p, stops) for p in prompts]
+        expected = [hf_greedy(model, tokenizer.pad_token_id, p, TOKENS, stops) for p in prompts]
         batch = tokenizer.pad({"input_ids": prompts}, return_tensors="pt")
         got = decoding_mod.greedy_decode(model, batch["input_ids"], batch["attention_mask"], TOKENS, stops)
         alone = [
@@ -126,5 +114,7 @@ def test_bf16_decoding_equals_hf_generate_for_the_same_passes_and_drafts_flip_on
         for prompt in prompts[:3]:  # alone, a row is drafted from its second token on
             one = torch.tensor([prompt])
             (alone,) = decoding_mod.greedy_decode(model, one, torch.ones_like(one), TOKENS, stops)
-            gaps.append(_first_flip_gap(model, prompt, alone, _hf_greedy(model, tokenizer, prompt, stops)))
+            gaps.append(
+                _first_flip_gap(model, prompt, alone, hf_greedy(model, tokenizer.pad_token_id, prompt, TOKENS, stops))
+            )
     assert max(gaps) < 1.0, f"a draft check changed a token that was not a near-tie (logit gaps {gaps})"

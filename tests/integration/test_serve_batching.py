@@ -12,9 +12,7 @@ import time
 import openai
 import pytest
 
-from adapter_runs import make_run
-from qatune.config import load_for_run
-from qatune.generate import load_engine
+from adapter_runs import run_engine
 from qatune.generate.batch import DecodeBatch
 from qatune.models.load import load_tokenizer
 from qatune.prompts import messages_for
@@ -34,8 +32,7 @@ MODELS = ["base", "epoch-1", "epoch-2"]
 
 @pytest.fixture(scope="module")
 def engine(tmp_path_factory, lively_model_dir):
-    run = make_run(tmp_path_factory.mktemp("batching") / "run", lively_model_dir)
-    return load_engine(run, load_for_run(run, None, {}, save=False))
+    return run_engine(tmp_path_factory.mktemp("batching") / "run", lively_model_dir)
 
 
 @pytest.fixture(scope="module")

@@ -11,9 +11,7 @@ import time
 import openai
 import pytest
 
-from adapter_runs import QUESTIONS, make_run
-from qatune.config import load_for_run
-from qatune.generate import load_engine
+from adapter_runs import QUESTIONS, run_engine
 from qatune.models.resolve import resolve_model
 from qatune.prompts import messages_for
 from qatune.serve.app import Settings, create_app
@@ -25,8 +23,7 @@ MODELS = ["base", "epoch-1", "epoch-2"]
 
 
 def test_default_model_batched_answers_equal_one_at_a_time_and_a_client_cancels(tmp_path):
-    run = make_run(tmp_path / "run", resolve_model("default"))
-    engine = load_engine(run, load_for_run(run, None, {}, save=False))
+    engine = run_engine(tmp_path / "run", resolve_model("default"))
     jobs = [(MODELS[i % 3], QUESTIONS[i % 4], i % 2 == 0) for i in range(9)]
     expected = {
         (m, q): engine.generate(m, [messages_for(q)], max_new_tokens=TOKENS, batch_size=1)[0].text for m, q, _ in jobs

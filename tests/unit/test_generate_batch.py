@@ -6,11 +6,10 @@ the others as they were; seeded sampling does not depend on the rest of the batc
 from __future__ import annotations
 
 import pytest
-import torch
 
-from adapter_runs import make_run
-from qatune.config import load_for_run
-from qatune.generate import BASE, load_engine
+from adapter_runs import run_engine
+from greedy_reference import hf_greedy
+from qatune.generate import BASE
 from qatune.generate.batch import Row, mixed_adapters
 from qatune.models.load import load_base
 from qatune.models.lora import attach_lora, lora_config
@@ -32,8 +31,7 @@ LIMITS = [20, 7, 15, 30, 3, 12]
 
 @pytest.fixture(scope="module")
 def engine(tmp_path_factory, lively_model_dir):
-    run = make_run(tmp_path_factory.mktemp("batch") / "run", lively_model_dir)
-    return load_engine(run, load_for_run(run, None, {}, save=False))
+    return run_engine(tmp_path_factory.mktemp("batch") / "run", lively_model_dir)
 
 
 @pytest.fixture(scope="module")
@@ -41,8 +39,7 @@ def smol_engine(tmp_path_factory):
     """SmolLM2's template: every prompt opens with the same system prompt (a start shared by all rows)."""
     family = next(f for f in FAMILIES if f.name == "smollm2")
     folder = build_family_model(tmp_path_factory.mktemp("smol") / "model", family, initializer_range=0.3)
-    run = make_run(tmp_path_factory.mktemp("smol") / "run", folder)
-    return load_engine(run, load_for_run(run, None, {}, save=False))
+    return run_engine(tmp_path_factory.mktemp("smol") / "run", folder)
 
 
 def _prompt(engine, question: str) -> list[int]:
@@ -51,17 +48,8 @@ def _prompt(engine, question: str) -> list[int]:
 
 def _alone(engine, name: str, prompt: list[int], limit: int) -> list[int]:
     """HF generate for this prompt alone, with the adapter switched on the usual way (not per row)."""
-    ids = torch.tensor([prompt])
-    with engine.use(name) as model, torch.inference_mode():
-        out = model.generate(
-            input_ids=ids,
-            attention_mask=torch.ones_like(ids),
-            max_new_tokens=limit,
-            do_sample=False,
-            eos_token_id=engine.stop_ids,
-            pad_token_id=engine.tokenizer.pad_token_id,
-        )
-    return out[0, ids.shape[1] :].tolist()
+    with engine.use(name) as model:
+        return hf_greedy(model, engine.tokenizer.pad_token_id, prompt, limit, engine.stop_ids)
 
 
 def _rows(engine) -> list[Row]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from greedy_reference import hf_greedy
 from qatune.generate.decoding import greedy_decode, lookup_draft
 from qatune.models.load import load_base, load_tokenizer
 from qatune.models.placement import choose_placement
@@ -27,18 +28,6 @@ def _model(folder):
     return load_base(str(folder), choose_placement()), load_tokenizer(str(folder))
 
 
-def _hf_greedy(model, tok, ids, max_new_tokens, stop):
-    out = model.generate(
-        input_ids=ids,
-        attention_mask=torch.ones_like(ids),
-        max_new_tokens=max_new_tokens,
-        do_sample=False,
-        pad_token_id=tok.pad_token_id,
-        eos_token_id=stop,
-    )
-    return out[0, ids.shape[1] :].tolist()
-
-
 def test_a_looping_row_takes_fewer_forward_passes(tiny_model_dir):
     """The near-constant tiny model repeats one token: drafted ten at a time, with HF generate's tokens."""
     model, tok = _model(tiny_model_dir)
@@ -48,7 +37,7 @@ def test_a_looping_row_takes_fewer_forward_passes(tiny_model_dir):
     with torch.inference_mode():
         got = greedy_decode(model, ids, torch.ones_like(ids), 60, [])
     hook.remove()
-    assert got == [_hf_greedy(model, tok, ids, 60, None)]
+    assert got == [hf_greedy(model, tok.pad_token_id, ids[0].tolist(), 60, None)]
     assert len(set(got[0])) <= 2 and len(calls) <= 12
 
 
@@ -83,7 +72,7 @@ def test_verified_drafts_keep_exactly_the_greedy_tokens(lively_model_dir, monkey
         drafter, drafts = _oracle({tuple(prompt): plain}, model.config.vocab_size)
         monkeypatch.setattr(decoding, "lookup_draft", drafter)
         (got,) = greedy_decode(model, ids, torch.ones_like(ids), 60, [])
-    assert got == plain == _hf_greedy(model, tok, ids, 60, None)
+    assert got == plain == hf_greedy(model, tok.pad_token_id, ids[0].tolist(), 60, None)
     assert len(drafts) < 30
 
 
@@ -111,7 +100,7 @@ def test_drafted_rows_stop_where_greedy_decoding_stops(lively_model_dir, monkeyp
             stop = sorted({f[(5 + 7 * i + shift) % 45] for i, f in enumerate(free)})
             got = greedy_decode(model, ids, mask, 50, stop)
             for row, prompt in enumerate(prompts):
-                expected = _hf_greedy(model, tok, torch.tensor([prompt]), 50, stop)
+                expected = hf_greedy(model, tok.pad_token_id, prompt, 50, stop)
                 assert got[row] == expected, (shift, row)
             assert len({len(t) for t in got}) > 1, "rows must stop at different steps"
         capped = greedy_decode(model, ids, mask, 7, [])
@@ -138,4 +127,4 @@ def test_the_start_all_prompts_share_runs_once(lively_model_dir):
     hook.remove()
     assert shapes[:2] == [(1, shared), (len(prompts), ids.shape[1] - shared)]
     for prompt, tokens in zip(prompts, got, strict=True):
-        assert tokens == _hf_greedy(model, tok, torch.tensor([prompt]), 20, None)
+        assert tokens == hf_greedy(model, tok.pad_token_id, prompt, 20, None)

@@ -108,7 +108,8 @@ class DecodeBatch:
             cache, ids = DynamicCache(), torch.tensor([self._start], device=self.engine.device)
             probe = [Row(adapter, self._start, 1)]
             self._forward(probe, cache, ids, torch.ones_like(ids), torch.arange(ids.shape[1])[None], 1)
-            self._start_kv[adapter] = [(layer.keys, layer.values) for layer in cache.layers]
+            layers: list[Any] = list(cache.layers)
+            self._start_kv[adapter] = [(layer.keys, layer.values) for layer in layers]
         per_row = [self._start_kv[r.adapter] for r in rows]
         return [
             (torch.cat([kv[i][0] for kv in per_row]), torch.cat([kv[i][1] for kv in per_row]))
@@ -165,16 +166,9 @@ class DecodeBatch:
 
         from qatune.models.load import cache_kwarg
 
+        inputs = {"input_ids": ids, "attention_mask": mask, "position_ids": positions, "use_cache": True}
         with self._adapters(rows) as (model, extra), torch.inference_mode():
-            out = model(
-                input_ids=ids,
-                attention_mask=mask,
-                position_ids=positions,
-                use_cache=True,
-                logits_to_keep=logits_to_keep,
-                **{cache_kwarg(model): cache},
-                **extra,
-            )
+            out = model(**inputs, logits_to_keep=logits_to_keep, **{cache_kwarg(model): cache}, **extra)
         return out.logits[:, -1]
 
     @contextmanager

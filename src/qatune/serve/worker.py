@@ -203,7 +203,8 @@ class Worker:
         try:
             answer = self.precheck(job) if self.precheck else None
             if answer is not None:
-                return self._answer_directly(job, emit, answer)
+                self._answer_directly(job, emit, answer)
+                return None
             prompt = self.engine.prompts(job.model, [job.messages])[0]
             if self.context_length and len(prompt) + job.max_tokens > self.context_length:
                 raise ApiError(

@@ -72,11 +72,14 @@ class ScriptedEngine:
         return ScriptedBatch(self)
 
     def script(self, name: str, prompt: list[int]) -> list[int]:
-        """The answer's tokens (endless: a long repetition)."""
+        """The answer's tokens (endless: a long repetition); an exception as the answer is raised."""
         if self.endless:
             return self.tokenizer.encode("more " * 5000, add_special_tokens=False)
         question = self.tokenizer.decode(prompt)
-        return self.tokenizer.encode(self.answers.get((name, question), f"{name} answers: {question}"))
+        answer = self.answers.get((name, question), f"{name} answers: {question}")
+        if isinstance(answer, Exception):
+            raise answer
+        return self.tokenizer.encode(answer)
 
 
 class ScriptedBatch:

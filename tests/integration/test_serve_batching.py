@@ -191,3 +191,12 @@ def test_a_precheck_answers_without_generation(tokenizer):
     assert reply.choices[0].message.content == "I don't know." == streamed
     assert reply.choices[0].finish_reason == "stop" and reply.usage.completion_tokens > 0
     assert generated == "best answers: known?"
+
+
+def test_a_failing_pass_is_a_500_and_the_server_goes_on(tokenizer):
+    engine = ScriptedEngine(tokenizer, ["best"], answers={("best", "boom"): RuntimeError("out of memory")})
+    with running(create_app(Settings(engine=engine))) as url:
+        with pytest.raises(openai.InternalServerError) as err:
+            _ask(url, "best", "boom", False)
+        assert err.value.body["code"] == "generation_failed"
+        assert _ask(url, "best", "fine?", True) == "best answers: fine?"

@@ -190,7 +190,8 @@ class Worker:
             return
         try:
             self._batch.add([r.row for r in joining])
-        except Exception as exc:  # reported to the requests that were joining
+        except Exception as exc:  # reported to the requests that were joining (none of them stays)
+            self._batch.remove([r.row for r in joining])
             for r in joining:
                 self._end(r.job, r.emit, Event("error", error=exc), cut_short=True)
             return

@@ -28,6 +28,9 @@ from pathlib import Path
 
 import httpx
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import record  # noqa: E402
+
 QUESTIONS = [
     "Who is the instructor?",
     "How is the grade computed?",
@@ -261,10 +264,11 @@ def _serve(run: Path, api_key: str | None, max_batch: int) -> tuple[subprocess.P
 
 
 def _point(url: str, proc: subprocess.Popen, args: argparse.Namespace, models: list[str], expected: dict, clients: int):
+    """One measurement, with the cores other processes kept busy meanwhile (the machine is shared)."""
     import psutil
 
     server = psutil.Process(proc.pid)
-    load_before = os.getloadavg()[0]
+    server_cpu, since = sum(server.cpu_times()[:2]), record.snapshot()
     result = run_load(
         url,
         models,
@@ -276,8 +280,11 @@ def _point(url: str, proc: subprocess.Popen, args: argparse.Namespace, models: l
         api_key=args.api_key,
         rss=lambda: server.memory_info().rss / 2**20,
     )
+    server_cores = (sum(server.cpu_times()[:2]) - server_cpu) / result.duration_s
     point = {"clients": clients, "models": models, **result.summary()}
-    point["loadavg_1m"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
+    point["server_cores"] = round(server_cores, 2)
+    point["other_cores"] = round(max(0.0, record.other_cores(since) - server_cores), 2)
+    point["load_avg"] = [round(x, 2) for x in os.getloadavg()]
     point["unexpected_sample"] = result.unexpected[:5]
     return point
 
@@ -306,25 +313,20 @@ def _sweep(run: Path, args: argparse.Namespace) -> tuple[list[dict], dict]:
 
 
 def _table(points: list[dict]) -> list[str]:
-    lines = [
-        f"{'clients':>7}  {'max-batch':>9}  {'answers/s':>9}  {'p50 s':>6}  {'p95 s':>6}  {'5xx':>3}  "
-        f"{'differ':>6}  {'wrong-adapter':>13}  {'unexpected':>10}"
-    ]
+    """One line per point (one-at-a-time and batched side by side per client count), then the ratios."""
+    head = ("clients", "max-batch", "answers/s", "p50 s", "p95 s", "5xx", "differ", "wrong-adapter", "other cores")
+    keys = ("clients", "max_batch", "answers_per_s", "p50_ms", "p95_ms", "errors_5xx", "wrong_answers")
+    lines = ["  ".join(f"{h:>9}" for h in head)]
     for p in sorted(points, key=lambda p: (p["clients"], p["max_batch"])):
-        p50 = f"{p['p50_ms'] / 1000:.2f}" if p["p50_ms"] is not None else "-"
-        p95 = f"{p['p95_ms'] / 1000:.2f}" if p["p95_ms"] is not None else "-"
-        lines.append(
-            f"{p['clients']:>7}  {p['max_batch']:>9}  {p['answers_per_s'] or 0:>9.2f}  {p50:>6}  {p95:>6}  "
-            f"{p['errors_5xx']:>3}  {p['wrong_answers']:>6}  {p['wrong_adapter']:>13}  {p['unexpected']:>10}"
-        )
+        cells = [p[k] / 1000 if k.endswith("_ms") and p[k] else p[k] for k in keys]
+        lines.append("  ".join(f"{c:>9.2f}" if isinstance(c, float) else f"{c!s:>9}" for c in cells))
+        lines[-1] += f"  {p['wrong_adapter']:>9}  {p['other_cores']:>9.2f}"
     one = {p["clients"]: p for p in points if p["max_batch"] == 1}
-    for p in (p for p in points if p["max_batch"] > 1 and p["clients"] in one):
-        base = one[p["clients"]]
-        if base["answers_per_s"] and p["answers_per_s"] and base["p95_ms"] and p["p95_ms"]:
-            lines.append(
-                f"{p['clients']} clients: batched {p['answers_per_s'] / base['answers_per_s']:.2f}x the answers/s, "
-                f"p95 latency {p['p95_ms'] / base['p95_ms']:.2f}x"
-            )
+    for p in points:
+        base = one.get(p["clients"])
+        if p["max_batch"] > 1 and base and base["answers_per_s"] and base["p95_ms"] and p["p95_ms"]:
+            speed, p95 = p["answers_per_s"] / base["answers_per_s"], p["p95_ms"] / base["p95_ms"]
+            lines.append(f"{p['clients']} clients: batched {speed:.2f}x the answers/s, p95 latency {p95:.2f}x")
     return lines
 
 
@@ -338,6 +340,7 @@ def main() -> None:
     parser.add_argument("--only-batched", action="store_true", help="skip the one-at-a-time server")
     parser.add_argument("--max-tokens", type=int, default=16)
     parser.add_argument("--api-key", default="load-test-key")
+    parser.add_argument("--save", action="store_true", help="append the points to benchmarks/results/serve_load.json")
     args = parser.parse_args()
     run = args.run or _make_run(args.make_run or "tiny")
     points, expected = _sweep(run, args)
@@ -347,7 +350,10 @@ def main() -> None:
     print(f"questions each model answers differently (wrong-adapter answers detectable): {distinct}/{len(QUESTIONS)}")
     for line in _table(points):
         print(line)
-    print(json.dumps({"run": str(run), "max_tokens": args.max_tokens, "points": points}))
+    summary = {"run": str(run), "max_tokens": args.max_tokens, "duration_s": args.duration, "points": points}
+    print(json.dumps(summary))
+    if args.save:
+        print(f"saved to {record.save('serve_load', summary)}")
 
 
 if __name__ == "__main__":

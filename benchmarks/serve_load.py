@@ -246,11 +246,12 @@ def _make_run(kind: str) -> Path:
     return make_run(root / "run", model)
 
 
-def _serve(run: Path, api_key: str | None, max_batch: int) -> tuple[subprocess.Popen, str]:
+def _serve(run: Path, api_key: str | None, max_batch: int, threads: int | None) -> tuple[subprocess.Popen, str]:
     port = _free_port()
     cmd = [sys.executable, "-m", "qatune", "serve", "--run", str(run), "--port", str(port)]
     cmd += ["--max-batch", str(max_batch)] + (["--api-key", api_key] if api_key else [])
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    env = {**os.environ, **({"OMP_NUM_THREADS": str(threads)} if threads else {})}
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline and proc.poll() is None:
@@ -294,7 +295,7 @@ def _sweep(run: Path, args: argparse.Namespace) -> tuple[list[dict], dict]:
     then the batched one, so a change in the machine's load falls on both. The reference answers are the
     one-at-a-time server's, asked one by one."""
     sizes = [args.max_batch] if args.only_batched else [1, args.max_batch]
-    servers = [(size, *_serve(run, args.api_key, size)) for size in sizes]
+    servers = [(size, *_serve(run, args.api_key, size, args.threads)) for size in sizes]
     points = []
     try:
         auth = {"Authorization": f"Bearer {args.api_key}"}
@@ -340,17 +341,20 @@ def main() -> None:
     parser.add_argument("--only-batched", action="store_true", help="skip the one-at-a-time server")
     parser.add_argument("--max-tokens", type=int, default=16)
     parser.add_argument("--api-key", default="load-test-key")
+    parser.add_argument("--threads", type=int, help="the servers' OMP_NUM_THREADS (default: torch's, one per core)")
     parser.add_argument("--save", action="store_true", help="append the points to benchmarks/results/serve_load.json")
     args = parser.parse_args()
     run = args.run or _make_run(args.make_run or "tiny")
     points, expected = _sweep(run, args)
     models = {m for m, _ in expected}
     distinct = sum(len({expected[(m, q)] for m in models}) == len(models) for q in QUESTIONS)
-    print(f"run {run}; {args.max_tokens}-token answers; {args.duration:g} s per point; cpu_count {os.cpu_count()}")
+    threads = args.threads or "default"
+    print(f"run {run}; {args.max_tokens}-token answers; {args.duration:g} s per point; server threads {threads}")
     print(f"questions each model answers differently (wrong-adapter answers detectable): {distinct}/{len(QUESTIONS)}")
     for line in _table(points):
         print(line)
-    summary = {"run": str(run), "max_tokens": args.max_tokens, "duration_s": args.duration, "points": points}
+    summary = {"run": str(run), "max_tokens": args.max_tokens, "duration_s": args.duration, "threads": args.threads}
+    summary["points"] = points
     print(json.dumps(summary))
     if args.save:
         print(f"saved to {record.save('serve_load', summary)}")

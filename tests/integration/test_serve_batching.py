@@ -102,6 +102,26 @@ def test_concurrent_requests_share_steps_and_answer_as_alone(engine, expected, m
     assert any(len(set(s)) > 1 for s in recorder.steps) == mixed
 
 
+class _SamePairs:
+    """Stands in for the run's retriever: the same two training pairs for every question."""
+
+    def contexts(self, questions: list[str]) -> list[list[dict]]:
+        pairs = [{"question": "Who teaches?", "answer": "Ada Lovelace."}, {"question": "Room?", "answer": "101."}]
+        return [pairs for _ in questions]
+
+
+def test_grounded_requests_join_the_batch_with_their_retrieved_pairs(engine, monkeypatch):
+    monkeypatch.setattr(engine, "retriever", _SamePairs())
+    jobs = [("epoch-1+rag" if i % 2 else "epoch-1", QUESTIONS[i % 5], i % 3 == 0) for i in range(8)]
+    expected = {
+        (m, q): engine.generate(m, [messages_for(q)], max_new_tokens=TOKENS, batch_size=1)[0].text for m, q, _ in jobs
+    }
+    assert expected[("epoch-1+rag", QUESTIONS[1])] != expected[("epoch-1", QUESTIONS[1])]
+    with running(create_app(Settings(engine=engine))) as url:
+        answers = _together([lambda j=j: _ask(url, *j) for j in jobs])
+    assert answers == [expected[(m, q)] for m, q, _ in jobs]
+
+
 def test_a_client_that_leaves_drops_out_and_the_others_go_on(engine, expected, monkeypatch):
     recorder = _Recorder(engine)
     monkeypatch.setattr(engine, "new_batch", recorder)

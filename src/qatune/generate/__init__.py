@@ -1,5 +1,6 @@
-"""Answers from a run's models: engine.py (one base, many adapters), decoding.py (batched greedy decoding) and
-vllm.py (the optional vLLM backend, imported only when asked for)."""
+"""Answers from a run's models: engine.py (one base, many adapters), decoding.py (batched greedy decoding for
+eval), batch.py (continuous batching for serve and chat), streaming.py (text as tokens arrive) and vllm.py
+(the optional vLLM backend, imported only when asked for)."""
 
 from qatune.generate.engine import BASE, Engine, Generation, auto_batch_size, load_engine
 

@@ -1,5 +1,6 @@
 """Answers from one base model with every adapter of a run loaded on it: batched greedy decoding with
-the KV cache and left padding, token streaming for chat/serve, and teacher-forced answer NLL."""
+the KV cache and left padding, continuous batches and token streaming for chat/serve, and teacher-forced
+answer NLL."""
 
 from __future__ import annotations
 
@@ -165,7 +166,7 @@ class Engine:
         return Generation(text=text, stopped=end is not None or cut, new_tokens=len(kept) + (end is not None))
 
     def prompts(self, name: str, conversations: list[list[dict]]) -> list[list[int]]:
-        """The prompt tokens model `name` answers: grounded for a `+rag` name, through the chat template."""
+        """The prompt tokens model `name` answers, through the chat template (with retrieved pairs if grounded)."""
         return [prompt_ids(self.tokenizer, conv) for conv in self.grounded(name, conversations)]
 
     def new_batch(self, share_start: bool = True) -> DecodeBatch:

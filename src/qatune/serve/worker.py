@@ -200,7 +200,7 @@ class Worker:
 
     def _prepare(self, job: Job, emit: Emit) -> _Running | None:
         """The one place a request is looked at before it is generated: a precheck may answer it, its prompt is
-        built (with retrieved pairs for `+rag` models) and must fit the model's context."""
+        built (with retrieved pairs for grounded models) and must fit the model's context."""
         try:
             answer = self.precheck(job) if self.precheck else None
             if answer is not None:

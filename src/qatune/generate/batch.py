@@ -107,7 +107,9 @@ class DecodeBatch:
         for adapter in {r.adapter for r in rows} - set(self._start_kv):
             cache, ids = DynamicCache(), torch.tensor([self._start], device=self.engine.device)
             probe = [Row(adapter, self._start, 1)]
-            self._forward(probe, cache, ids, torch.ones_like(ids), torch.arange(ids.shape[1])[None], 1)
+            self._forward(
+                probe, cache, ids, torch.ones_like(ids), torch.arange(ids.shape[1], device=ids.device)[None], 1
+            )
             layers: list[Any] = list(cache.layers)
             self._start_kv[adapter] = [(layer.keys, layer.values) for layer in layers]
         per_row = [self._start_kv[r.adapter] for r in rows]

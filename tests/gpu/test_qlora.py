@@ -36,7 +36,7 @@ def trained(run) -> dict:
     from qatune.config import load_for_run
     from qatune.train import train
 
-    return train(run, load_for_run(run, None, {}, save=False))
+    return train(run, load_for_run(run, None, {}, save=False)).to_json()
 
 
 def test_qlora_trains_on_a_4bit_base(gpu, run, trained):

@@ -34,7 +34,7 @@ def _steps(rundir: RunDir) -> list[dict]:
 
 def test_killed_training_resumes_from_its_checkpoint(gpu, gpu_model, tmp_path):
     reference = write_data(tmp_path / "reference", n_train=24)
-    expected = train_mod.train(reference, config(gpu_model, **SETTINGS))
+    expected = train_mod.train(reference, config(gpu_model, **SETTINGS)).to_json()
     assert expected["quantization"] == gpu.quant
 
     run = write_data(tmp_path / "run", n_train=24)

@@ -40,7 +40,7 @@ def test_one_epoch_on_example_pairs_moves_answers_toward_the_references(tmp_path
     run = tmp_path / "run"
     write_jsonl(run / "data" / "train.jsonl", rows[:20])
     write_jsonl(run / "data" / "val.jsonl", rows[20:])
-    summary = train(run, load(None, {"train": {"epochs": [1], "lr": 1e-3, "warmup_steps": 2}}))
+    summary = train(run, load(None, {"train": {"epochs": [1], "lr": 1e-3, "warmup_steps": 2}})).to_json()
 
     losses = [r["loss"] for r in read_jsonl(RunDir(run).metrics_jsonl) if "loss" in r]
     assert all(loss == loss for loss in losses) and len(losses) >= 6

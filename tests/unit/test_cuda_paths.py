@@ -204,7 +204,8 @@ def _one_step(run, mixed_precision: str, grad_norm: float) -> dict:
     from qatune.config import TrainConfig
     from qatune.rundir import RunDir
     from qatune.train.batching import Example
-    from qatune.train.loop import Setup, new_progress, train_step
+    from qatune.train.loop import Setup, train_step
+    from qatune.train.state import TrainProgress
 
     weight = torch.nn.Parameter(torch.ones(()))
 
@@ -231,7 +232,7 @@ def _one_step(run, mixed_precision: str, grad_norm: float) -> dict:
         log=None,
     )
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
-    return train_step(s, [[0]], optimizer, scheduler, new_progress("x"))
+    return train_step(s, [[0]], optimizer, scheduler, TrainProgress("x"))
 
 
 def test_an_infinite_gradient_norm_is_left_to_the_fp16_scaler_and_stops_other_precisions(tmp_path):

@@ -30,6 +30,7 @@ from qatune.eta.estimate import (
 )
 from qatune.rundir import RunDir
 from qatune.storage import atomic_write_json, write_jsonl
+from qatune.train.state import TrainSummary
 from train_runs import pairs, train_settings, write_data
 
 RATES = Rates(train_tokens_per_s=100.0, train_setup_s=10.0, recall_s_per_answer=0.5, eval_s_per_token=0.01)
@@ -165,6 +166,7 @@ def test_finished_stages_update_the_rates():
     work = TrainWork(epoch_tokens=1000, epochs=2, recall_questions=4, saves=2)
     summary = {"tokens_per_second": 640.0, "train_seconds": 30.0, "eval_seconds": 4.0}
     summary["recall_rougeL_by_epoch"] = {"1": 0.2, "2": 0.3}
+    summary = TrainSummary.from_json(summary)
     rates = train_rates(RATES, work, Measured(epoch_tokens=1500), summary, seconds=46.0)
     assert rates.train_tokens_per_s == 640 and rates.token_scale == 1.5
     assert rates.train_setup_s == 12 and rates.recall_s_per_answer == 0.5

@@ -10,6 +10,7 @@ from report_fakes import make_run
 from qatune.report import plots
 from qatune.report.load import load_run
 from qatune.storage import read_jsonl
+from qatune.train.state import TrainSummary
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -46,7 +47,7 @@ def test_loss_curves_handle_resume_and_independent_sweep():
     resumed += [{"step": 4, "epoch": 1.0, "eval_loss": 1.5}, {"step": 8, "epoch": 2.0, "eval_loss": 1.4}]
     series = plots._series(resumed, "loss")
     assert [p[0] for p in series[""]] == list(range(1, 13))
-    assert plots.loss_curves(resumed, {"epochs": [1, 2, 3]}).startswith(PNG_MAGIC)
+    assert plots.loss_curves(resumed, TrainSummary(epochs=[1, 2, 3])).startswith(PNG_MAGIC)
     swept = [
         {"step": s, "epoch": s / 2, "loss": 1 / s, "target_epochs": t} for t in (1, 2) for s in range(1, 2 * t + 1)
     ]

@@ -8,6 +8,7 @@ from report_fakes import copy_eval, make_run
 
 from qatune.report.html import build
 from qatune.report.recommend import recommend, val_loss_trend
+from qatune.train.state import TrainSummary
 
 
 def _scores(
@@ -32,11 +33,11 @@ def _scores(
     return out
 
 
-def _summary(losses: dict[int, float], best: int | None = None) -> dict:
-    return {
-        "eval_loss_by_epoch": {str(k): v for k, v in losses.items()},
-        "best_epoch": best if best is not None else min(losses, key=losses.get),
-    }
+def _summary(losses: dict[int, float], best: int | None = None) -> TrainSummary:
+    return TrainSummary(
+        eval_loss_by_epoch={str(k): v for k, v in losses.items()},
+        best_epoch=best if best is not None else min(losses, key=losses.get),
+    )
 
 
 def test_picks_the_significantly_better_model_with_the_best_mean():

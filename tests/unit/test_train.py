@@ -49,7 +49,7 @@ MODEL_FILES = {
 @pytest.fixture(scope="module")
 def trained(tiny_model_dir, tmp_path_factory):
     run = write_data(tmp_path_factory.mktemp("train") / "run")
-    summary = train_mod.train(run, config(tiny_model_dir))
+    summary = train_mod.train(run, config(tiny_model_dir)).to_json()
     return run, summary
 
 
@@ -116,7 +116,7 @@ def test_loss_falls_and_warm_up_then_constant_rate(trained):
 
 def test_linear_schedule_decays_to_zero_over_the_whole_sweep(tiny_model_dir, tmp_path):
     run = write_data(tmp_path / "run", n_train=8, n_val=2)
-    summary = train_mod.train(run, config(tiny_model_dir, lr_schedule="linear", batch_size=2))
+    summary = train_mod.train(run, config(tiny_model_dir, lr_schedule="linear", batch_size=2)).to_json()
     rows = read_jsonl(RunDir(run).metrics_jsonl)
     lrs = [r["lr"] for r in rows if "lr" in r]
     assert len(lrs) == summary["steps"] == 8  # 4 steps an epoch, one pass to epoch 2
@@ -153,13 +153,13 @@ def test_a_finished_run_is_not_retrained(trained, tiny_model_dir, monkeypatch):
     cfg = config(tiny_model_dir)
     assert train_mod.is_current(run, cfg)
     monkeypatch.setattr(stage, "setup", lambda *a, **k: pytest.fail("retrained a finished run"))
-    assert train_mod.train(run, cfg) == summary
+    assert train_mod.train(run, cfg).to_json() == summary
     assert not train_mod.is_current(run, config(tiny_model_dir, lr=1e-3))
 
 
 def test_independent_sweep_trains_one_run_per_count(tiny_model_dir, tmp_path):
     run = write_data(tmp_path / "run", n_train=8, n_val=2)
-    summary = train_mod.train(run, config(tiny_model_dir, sweep="independent"))
+    summary = train_mod.train(run, config(tiny_model_dir, sweep="independent")).to_json()
     assert summary["sweep"] == "independent" and summary["epochs"] == [1, 2]
     assert summary["epochs_run"] == 3 and summary["train_examples"] == 3 * 8
     rows = read_jsonl(RunDir(run).metrics_jsonl)
@@ -175,7 +175,7 @@ def test_early_stopping_reports_epochs_not_reached(tiny_model_dir, tmp_path, mon
     losses = iter([1.0, 2.0, 3.0, 4.0])
     monkeypatch.setattr(loop, "evaluate", lambda s: next(losses))
     run = write_data(tmp_path / "run", n_train=6, n_val=2)
-    summary = train_mod.train(run, config(tiny_model_dir, epochs=[1, 2, 4], early_stopping_patience=1))
+    summary = train_mod.train(run, config(tiny_model_dir, epochs=[1, 2, 4], early_stopping_patience=1)).to_json()
     assert summary["epochs_run"] == 2 and summary["stopped_early"]
     assert summary["epochs"] == [1, 2] and summary["epochs_not_reached"] == [4]
     assert summary["best_epoch"] == 1
@@ -233,7 +233,7 @@ def test_models_whose_cache_cannot_be_shared_fall_back_to_full_rows(tiny_model_d
 
     monkeypatch.setattr(cache_utils.DynamicCache, "batch_repeat_interleave", unsupported)
     run = write_data(tmp_path / "run", n_train=6, n_val=2)
-    summary = train_mod.train(run, config(tiny_model_dir, epochs=[1]))
+    summary = train_mod.train(run, config(tiny_model_dir, epochs=[1])).to_json()
     assert summary["shared_prefix_tokens"] == 0 and summary["epochs"] == [1]
 
 
@@ -241,7 +241,7 @@ def test_two_trainings_with_different_precision_in_one_process(tmp_path, tiny_mo
     """A library caller may train fp32 then bf16 in one process (accelerate's state is process-wide)."""
     for precision in ("fp32", "bf16"):
         run = write_data(tmp_path / precision, n_train=6, n_val=2)
-        summary = train_mod.train(run, config(tiny_model_dir, epochs=[1], precision=precision))
+        summary = train_mod.train(run, config(tiny_model_dir, epochs=[1], precision=precision)).to_json()
         assert summary["precision"] == precision
 
 
@@ -266,7 +266,7 @@ def test_best_is_the_saved_epoch_that_recalls_trained_facts_best(tiny_model_dir,
         return lambda: next(scores)
 
     monkeypatch.setattr(recall, "recall_scorer", scorer)
-    summary = train_mod.train(run, config(tiny_model_dir, epochs=[1, 2, 3], early_stopping_patience=0))
+    summary = train_mod.train(run, config(tiny_model_dir, epochs=[1, 2, 3], early_stopping_patience=0)).to_json()
     assert asked == [[r["question"] for r in reworded]]
     assert summary["best_epoch"] == 2 and summary["recall_rougeL_by_epoch"] == {"1": 0.2, "2": 0.6, "3": 0.4}
     assert "ROUGE-L on held-out rewordings of trained questions" in summary["selected_by"]

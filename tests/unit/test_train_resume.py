@@ -51,7 +51,7 @@ def test_interrupt_then_resume_gives_the_uninterrupted_adapter(
     monkeypatch.undo()
     with pytest.raises(QatuneError, match="unfinished training found.*--resume"):
         train_mod.train(run, cfg)
-    summary = train_mod.train(run, cfg, resume=True)
+    summary = train_mod.train(run, cfg, resume=True).to_json()
     for name in ("epoch-1", "epoch-2", "best"):
         assert_same_adapter(rundir.model_dir(name), reference.model_dir(name))
     assert summary["steps"] == 20 and summary["train_examples"] == 40

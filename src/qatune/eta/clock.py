@@ -32,7 +32,7 @@ from qatune.eta.estimate import (
     train_rates,
 )
 from qatune.rundir import RunDir
-from qatune.storage import read_json
+from qatune.train.state import read_summary
 
 if TYPE_CHECKING:
     from qatune.config import Config
@@ -103,7 +103,7 @@ class RunClock:
 
     def _remember(self, work: Work | None, seconds: float) -> None:
         if isinstance(work, TrainWork):
-            rates = train_rates(self.rates, work, self.measured, _summary(self.rundir), seconds)
+            rates = train_rates(self.rates, work, self.measured, read_summary(self.rundir.train_summary_json), seconds)
         elif isinstance(work, EvalWork):
             rates = eval_rates(self.rates, work, self.measured, seconds)
         elif isinstance(work, ReportWork):
@@ -112,14 +112,6 @@ class RunClock:
             return
         self.rates = rates
         save_rates(self.key, rates)
-
-
-def _summary(rundir: RunDir) -> dict[str, Any]:
-    try:
-        summary = read_json(rundir.train_summary_json)
-    except (OSError, ValueError):
-        return {}
-    return summary if isinstance(summary, dict) else {}
 
 
 def _machine(config: Config, model_path: str) -> tuple[str, Rates]:

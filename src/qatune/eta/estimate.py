@@ -7,11 +7,14 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from qatune.generate.engine import BASE
 from qatune.rag import closed_book, grounded_name, is_grounded
 from qatune.storage import atomic_write_json, qatune_home, read_json
+
+if TYPE_CHECKING:
+    from qatune.train.state import TrainSummary
 
 RATES_FILE = "rates.json"
 PRIOR_S = 10.0  # a remembered rate weighs as much as this many seconds of the running stage's own measurement
@@ -160,17 +163,17 @@ Work = TrainWork | EvalWork | ReportWork
 REPORT = ReportWork()
 
 
-def train_rates(rates: Rates, work: TrainWork, m: Measured, summary: dict[str, Any], seconds: float) -> Rates:
+def train_rates(rates: Rates, work: TrainWork, m: Measured, summary: TrainSummary | None, seconds: float) -> Rates:
     """What a finished training measured: tokens/s of the loop, the estimate's scale, validation and setup."""
     new: dict[str, float] = {}
-    if float(summary.get("tokens_per_second") or 0) > 0:
-        new["train_tokens_per_s"] = float(summary["tokens_per_second"])
+    if summary is not None and (summary.tokens_per_second or 0) > 0:
+        new["train_tokens_per_s"] = float(summary.tokens_per_second or 0)
     if m.epoch_tokens and work.epoch_tokens > 0:
         new["token_scale"] = m.epoch_tokens / work.epoch_tokens
-    saved_recall = work.recall_questions * len(summary.get("recall_rougeL_by_epoch") or {})
-    if not work.resumed and summary:
-        validation = float(summary.get("eval_seconds") or 0)
-        new["train_setup_s"] = max(1.0, seconds - float(summary.get("train_seconds") or 0) - validation)
+    saved_recall = work.recall_questions * len(summary.recall_rougeL_by_epoch if summary else {})
+    if not work.resumed and summary is not None:
+        validation = float(summary.eval_seconds or 0)
+        new["train_setup_s"] = max(1.0, seconds - float(summary.train_seconds or 0) - validation)
         if saved_recall and validation > 0:
             new["recall_s_per_answer"] = validation / saved_recall
     return replace(rates, **new)

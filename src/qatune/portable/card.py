@@ -20,6 +20,7 @@ from qatune.console import info
 from qatune.rag.card import grounded_usage
 from qatune.rundir import RunDir
 from qatune.storage import atomic_write_json, atomic_write_text, read_json
+from qatune.train.state import read_summary
 
 if TYPE_CHECKING:
     from qatune.config import Config
@@ -208,11 +209,11 @@ def _data_section(rundir: RunDir) -> str:
 
 
 def _training_section(rundir: RunDir, config: Config, model_name: str) -> str:
-    summary = _read(rundir.train_summary_json) or {}
+    summary = read_summary(rundir.train_summary_json)
     lora = _read(rundir.model_dir(model_name) / "adapter_config.json") or {}
     which = model_name
-    if model_name == "best" and summary.get("best_epoch") is not None:
-        which = f"best (= epoch-{_md(summary['best_epoch'])}, lowest validation loss)"
+    if model_name == "best" and summary is not None and summary.best_epoch is not None:
+        which = f"best (= epoch-{_md(summary.best_epoch)}, lowest validation loss)"
     targets = lora.get("target_modules") or config.train.target_modules
     targets = sorted(targets) if isinstance(targets, list | tuple | set) else _as_list(targets)
     lines = [
@@ -221,20 +222,25 @@ def _training_section(rundir: RunDir, config: Config, model_name: str) -> str:
         f"- LoRA r={_md(lora.get('r', config.train.lora_r))}, "
         f"alpha={_md(lora.get('lora_alpha', config.train.lora_alpha))}, "
         f"targets {_md(', '.join(map(str, targets)))}; learning rate {_lr_text(rundir, config)}",
-        f"- epoch counts saved: {_md(', '.join(map(str, _as_list(summary.get('epochs', config.train.epochs)))))}",
+        f"- epoch counts saved: {_md(', '.join(map(str, summary.epochs if summary else config.train.epochs)))}",
     ]
     if summary:
         lines.append(
-            f"- trained on {_md(summary.get('device', '?'))}, base quantization "
-            f"{_md(summary.get('quantization', '?'))}, precision {_md(summary.get('precision', '?'))}, "
-            f"{_md(summary.get('train_examples', '?'))} training examples"
+            f"- trained on {_md(_known(summary.device))}, base quantization "
+            f"{_md(_known(summary.quantization))}, precision {_md(_known(summary.precision))}, "
+            f"{_md(_known(summary.train_examples))} training examples"
         )
     return "\n".join(lines) + "\n"
 
 
+def _known(value: Any) -> Any:
+    return "?" if value is None else value
+
+
 def _lr_text(rundir: RunDir, config: Config) -> str:
-    used = (_read(rundir.train_summary_json) or {}).get("lr")
-    return f"{used:g}" if isinstance(used, int | float) else str(config.train.lr)
+    summary = read_summary(rundir.train_summary_json)
+    used = summary.lr if summary is not None else None
+    return f"{used:g}" if used is not None else str(config.train.lr)
 
 
 def _as_list(value: Any) -> list:

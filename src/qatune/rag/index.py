@@ -91,10 +91,10 @@ def load_index(folder: Path) -> Index:
 
 def run_rag_k(rundir: Any) -> int:
     """How many retrieved pairs the run's grounded prompts hold (its training summary; DEFAULT_K before one)."""
-    try:
-        return int(read_json(rundir.train_summary_json).get("rag_k") or DEFAULT_K)
-    except (OSError, ValueError, AttributeError):
-        return DEFAULT_K
+    from qatune.train.state import read_summary
+
+    summary = read_summary(rundir.train_summary_json)
+    return (summary.rag_k if summary is not None else None) or DEFAULT_K
 
 
 def run_index(rundir: Any, embedder: Any, k: int = DEFAULT_K) -> Index:

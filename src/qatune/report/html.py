@@ -13,6 +13,7 @@ from qatune.report import plots, tables, training
 from qatune.report.load import EvalSet, RunData, kind_of, load_run, model_order, number
 from qatune.report.recommend import SMALL_N, recommend
 from qatune.storage import atomic_dir, atomic_write_bytes, atomic_write_json, atomic_write_text
+from qatune.train.state import TrainSummary
 
 MAX_DROPPED_SHOWN = 200
 MAX_QUESTIONS_SHOWN = 500
@@ -66,7 +67,7 @@ def _data_view(report: dict[str, Any] | None) -> dict[str, Any] | None:
     }
 
 
-def _answers(ev: EvalSet, summary: dict[str, Any] | None) -> list[dict[str, Any]]:
+def _answers(ev: EvalSet, summary: TrainSummary | None) -> list[dict[str, Any]]:
     """Question cards: reference then each model's answer with its own scores, in model order."""
     cards: dict[str, dict[str, Any]] = {}
     for g in ev.generations:
@@ -143,7 +144,7 @@ def _about(name: str, report: dict[str, Any] | None) -> str | None:
 
 
 def _eval_view(
-    ev: EvalSet, summary: dict[str, Any] | None, images: dict[str, bytes], about: str | None = None
+    ev: EvalSet, summary: TrainSummary | None, images: dict[str, bytes], about: str | None = None
 ) -> dict[str, Any]:
     charts = []
     for key, title, png in (
@@ -218,8 +219,8 @@ def _context(data: RunData, rec: dict[str, Any], images: dict[str, bytes]) -> di
         "data": _data_view(data.data_report),
         "model": _plain(config.get("model")) if config else None,
         "config_rows": _flatten({k: v for k, v in config.items() if k != "eval"}),
-        "summary_rows": training.summary_rows(summary) if summary else None,
-        "summary_json": training.raw_json(summary) if summary else None,
+        "summary_rows": training.summary_rows(summary) if summary and data.summary_json else None,
+        "summary_json": training.raw_json(data.summary_json) if data.summary_json else None,
         "val_losses": training.val_losses(summary) if summary else [],
         "loss_uri": _uri(loss_png) if loss_png else None,
         "evals": [_eval_view(ev, summary, images, _about(ev.name, data.data_report)) for ev in data.evals],

@@ -14,6 +14,7 @@ from qatune.console import QatuneError
 from qatune.rag import closed_book, grounded_name, is_grounded
 from qatune.rundir import RunDir
 from qatune.storage import read_jsonl
+from qatune.train.state import TrainSummary
 
 _EPOCH = re.compile(r"epoch-(\d+)")
 
@@ -32,7 +33,8 @@ class RunData:
     data_report: dict[str, Any] | None = None
     config: dict[str, Any] | None = None
     metrics: list[dict[str, Any]] = field(default_factory=list)
-    summary: dict[str, Any] | None = None
+    summary: TrainSummary | None = None
+    summary_json: dict[str, Any] | None = None  # the file as written, for the report's raw block
     evals: list[EvalSet] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
 
@@ -66,16 +68,13 @@ def comparison(
     return number(entry["diff"]), number(ci[0]), number(ci[1]), number(entry.get("p"))
 
 
-def epoch_of(model: str, summary: dict[str, Any] | None = None) -> int | None:
+def epoch_of(model: str, summary: TrainSummary | None = None) -> int | None:
     """Epoch count of `epoch-N`; for `best`, the training summary's best epoch."""
     model = closed_book(model)
     m = _EPOCH.fullmatch(model)
     if m:
         return int(m.group(1))
-    if model == "best" and summary:
-        best = number(summary.get("best_epoch"))
-        return int(best) if best is not None else None
-    return None
+    return summary.best_epoch if model == "best" and summary is not None else None
 
 
 def kind_of(scores: dict[str, Any], model: str) -> str:
@@ -172,9 +171,10 @@ def load_run(run: str | Path) -> RunData:
     data.config = _read_config(rundir.config_yaml, notes)
     if rundir.metrics_jsonl.exists():
         data.metrics = _read_rows(rundir.metrics_jsonl, notes)
-    data.summary = _read_json(
+    data.summary_json = _read_json(
         rundir.train_summary_json, dict, notes, f"training has not finished: run `qatune train --run {rundir.root}`"
     )
+    data.summary = TrainSummary.from_json(data.summary_json) if data.summary_json is not None else None
     folders = [p for p in rundir.eval_root.iterdir() if p.is_dir()] if rundir.eval_root.is_dir() else []
     folders.sort(key=lambda p: (p.name != "test", p.name))
     for folder in folders:

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from qatune.rag import RAG_SUFFIX, is_grounded
 from qatune.report.load import epoch_of, kind_of, model_order, number, stat
 from qatune.report.tables import LOWER_IS_BETTER, label, metric_columns, model_label
+from qatune.train.state import TrainSummary
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -86,12 +87,12 @@ def smoothing_weight(points: int) -> float:
     return 0.0 if window < 2 else min(0.98, 1 - 1 / window)
 
 
-def loss_curves(metrics: list[dict[str, Any]], summary: dict[str, Any] | None) -> bytes | None:
+def loss_curves(metrics: list[dict[str, Any]], summary: TrainSummary | None) -> bytes | None:
     fig = loss_figure(metrics, summary)
     return _png(fig) if fig is not None else None
 
 
-def loss_figure(metrics: list[dict[str, Any]], summary: dict[str, Any] | None) -> Figure | None:
+def loss_figure(metrics: list[dict[str, Any]], summary: TrainSummary | None) -> Figure | None:
     """Train loss per logging step (faint) with its moving average, and validation loss per evaluation, one set
     of lines per sweep run, with a dashed line at each epoch boundary and the saved epoch counts labelled."""
     train, val = _series(metrics, "loss"), _series(metrics, "eval_loss")
@@ -99,7 +100,7 @@ def loss_figure(metrics: list[dict[str, Any]], summary: dict[str, Any] | None) -
         return None
     fig = _figure(10, 4.6)
     ax = fig.add_subplot()
-    saved = {int(e) for e in (summary or {}).get("epochs") or [] if number(e) is not None}
+    saved = set(summary.epochs) if summary is not None else set()
     for i, key in enumerate(sorted(set(train) | set(val), key=str)):
         suffix = f" (run to {key} epochs)" if key.isdigit() else f" ({key})" if key else ""
         color = f"C{i}"
@@ -150,7 +151,7 @@ def _epoch_markers(ax: Any, points: list[tuple[float, float, float]], saved: set
             )
 
 
-def metrics_vs_epoch(scores: dict[str, Any], summary: dict[str, Any] | None) -> bytes | None:
+def metrics_vs_epoch(scores: dict[str, Any], summary: TrainSummary | None) -> bytes | None:
     """One panel per metric: fine-tuned models' mean and 95% CI band over epoch count; base as a grey
     reference line with its CI; retrieval as a dotted baseline."""
     models = [m for m in model_order(list(scores.get("models") or {})) if m.startswith("epoch-")]
@@ -171,9 +172,7 @@ def metrics_vs_epoch(scores: dict[str, Any], summary: dict[str, Any] | None) -> 
     return _png(fig)
 
 
-def _epoch_panel(
-    ax: Any, scores: dict[str, Any], summary: dict[str, Any] | None, models: list[str], metric: str
-) -> None:
+def _epoch_panel(ax: Any, scores: dict[str, Any], summary: TrainSummary | None, models: list[str], metric: str) -> None:
     pts: list = []
     for grounded, color, name in (
         (False, "C0", "closed-book (epoch-N)"),
@@ -207,7 +206,7 @@ def _epoch_panel(
     ax.grid(alpha=0.3)
 
 
-def rouge_bar_figure(scores: dict[str, Any], summary: dict[str, Any] | None) -> Figure | None:
+def rouge_bar_figure(scores: dict[str, Any], summary: TrainSummary | None) -> Figure | None:
     """The seed's comparison chart done right: ROUGE-1/2/L F1 means over all questions (from scores.json),
     95% CI error bars, for base, retrieval (hatched, a baseline) and each fine-tuned model."""
     rouge = [m for m in ("rouge1", "rouge2", "rougeL")]
@@ -258,13 +257,13 @@ def rouge_bar_figure(scores: dict[str, Any], summary: dict[str, Any] | None) -> 
     return fig
 
 
-def rouge_bars(scores: dict[str, Any], summary: dict[str, Any] | None) -> bytes | None:
+def rouge_bars(scores: dict[str, Any], summary: TrainSummary | None) -> bytes | None:
     fig = rouge_bar_figure(scores, summary)
     return _png(fig) if fig is not None else None
 
 
 def rouge_heatmap(
-    generations: list[dict[str, Any]], scores: dict[str, Any], summary: dict[str, Any] | None
+    generations: list[dict[str, Any]], scores: dict[str, Any], summary: TrainSummary | None
 ) -> bytes | None:
     """Per-question ROUGE-L (rows: questions, columns: models): where each model wins or fails."""
     models = model_order([str(g["model"]) for g in generations if g.get("model")])

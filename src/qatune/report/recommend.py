@@ -8,6 +8,7 @@ from typing import Any
 from qatune.rag import closed_book, grounded_name, is_grounded
 from qatune.report.load import comparison, epoch_of, kind_of, model_order, number, stat
 from qatune.report.tables import ceiling_note, fmt, fmt_p, fmt_stat
+from qatune.train.state import TrainSummary
 
 PRIMARY = ("rougeL", "semantic")
 NEAR_TIE = 0.01  # ROUGE-L means closer than this are treated as a tie
@@ -15,7 +16,7 @@ LOW_STOP_RATE = 0.9
 SMALL_N = 30
 
 
-def _candidate(scores: dict[str, Any], summary: dict[str, Any] | None, model: str) -> dict[str, Any]:
+def _candidate(scores: dict[str, Any], summary: TrainSummary | None, model: str) -> dict[str, Any]:
     vs_base: dict[str, Any] = {}
     for metric in PRIMARY:
         c = comparison(scores, model, metric)
@@ -24,7 +25,7 @@ def _candidate(scores: dict[str, Any], summary: dict[str, Any] | None, model: st
     better = [m for m, c in vs_base.items() if c["ci95"][0] is not None and c["ci95"][0] > 0]
     worse = [m for m, c in vs_base.items() if c["ci95"][1] is not None and c["ci95"][1] < 0]
     means = {m: stat(scores, model, m) for m in PRIMARY}
-    losses = (summary or {}).get("eval_loss_by_epoch") or {}
+    losses = summary.eval_loss_by_epoch if summary is not None else {}
     epochs = epoch_of(model, summary)
     vs_retrieval = ((scores.get("vs_retrieval") or {}).get(model) or {}).get("rougeL")
     return {
@@ -65,17 +66,17 @@ def _pick(cands: list[dict[str, Any]]) -> tuple[dict[str, Any], list[str]]:
     return chosen, [why]
 
 
-def val_loss_trend(summary: dict[str, Any] | None) -> str | None:
+def val_loss_trend(summary: TrainSummary | None) -> str | None:
     """One sentence on validation loss by epoch: where it bottomed out and whether it rose after."""
-    raw = (summary or {}).get("eval_loss_by_epoch") or {}
-    points = sorted((int(k), number(v)) for k, v in raw.items() if str(k).isdigit() and number(v) is not None)
+    raw = summary.eval_loss_by_epoch if summary is not None else {}
+    points = sorted((int(k), number(v)) for k, v in raw.items() if k.isdigit() and number(v) is not None)
     if len(points) < 2:
         return None
     best_epoch, best = min(points, key=lambda p: p[1])
     last_epoch, last = points[-1]
     first_epoch, first = points[0]
     what = "validation loss"
-    if (summary or {}).get("recall_rougeL_by_epoch"):
+    if summary is not None and summary.recall_rougeL_by_epoch:
         what = "validation loss (reworded questions about trained facts)"
     text = f"{what} went from {first:.3f} (epoch {first_epoch}) to a low of {best:.3f} (epoch {best_epoch})"
     if last_epoch != best_epoch and last > best * 1.02:
@@ -104,7 +105,7 @@ def _dedupe_best(cands: list[dict[str, Any]]) -> list[dict[str, Any]]:
     ]
 
 
-def _notes(scores: dict[str, Any], summary: dict[str, Any] | None, chosen: dict[str, Any] | None) -> list[str]:
+def _notes(scores: dict[str, Any], summary: TrainSummary | None, chosen: dict[str, Any] | None) -> list[str]:
     notes = []
     n = number(scores.get("n"))
     if n is not None and n < SMALL_N:
@@ -125,7 +126,7 @@ def _notes(scores: dict[str, Any], summary: dict[str, Any] | None, chosen: dict[
 
 def recommend(
     scores: dict[str, Any] | None,
-    summary: dict[str, Any] | None,
+    summary: TrainSummary | None,
     eval_set: str = "test",
     others: dict[str, dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
@@ -200,7 +201,7 @@ def _retrieval_wins(chosen: dict[str, Any], retrieval: dict[str, Any]) -> bool:
     return _mean(retrieval, "rougeL") > _mean(chosen, "rougeL") and high is not None and high < 0
 
 
-def _elsewhere(chosen: dict[str, Any], summary: dict[str, Any] | None, others: dict[str, dict[str, Any]]) -> list[str]:
+def _elsewhere(chosen: dict[str, Any], summary: TrainSummary | None, others: dict[str, dict[str, Any]]) -> list[str]:
     """How the chosen model fares on the other eval sets (e.g. paraphrased questions)."""
     notes = []
     for name, scores in others.items():
@@ -221,7 +222,7 @@ def _held(scores: dict[str, Any]) -> str:
 
 def _nothing(
     scores: dict[str, Any],
-    summary: dict[str, Any] | None,
+    summary: TrainSummary | None,
     cands: list[dict[str, Any]],
     retrieval: dict[str, Any] | None,
     evidence: dict[str, Any],

@@ -10,6 +10,7 @@ from typing import Any
 
 from qatune.rag import RAG_SUFFIX, is_grounded
 from qatune.report.load import EvalSet, comparison, epoch_of, kind_of, load_run, model_order, number, stat
+from qatune.train.state import TrainSummary
 
 SEED_METRICS = ["rouge1", "rouge2", "rougeL", "bleu"]
 LABELS = {
@@ -44,14 +45,14 @@ def models_of(ev: EvalSet) -> list[str]:
     return model_order(names)
 
 
-def display_name(model: str, summary: dict[str, Any] | None) -> str:
+def display_name(model: str, summary: TrainSummary | None) -> str:
     """`best` shows which epoch it is a copy of."""
     rag = RAG_SUFFIX if is_grounded(model) else ""
     epoch = epoch_of(model, summary) if model.removesuffix(rag) == "best" else None
     return f"best{rag} (= epoch-{epoch}{rag})" if epoch is not None else model
 
 
-def model_label(model: str, kind: str, summary: dict[str, Any] | None) -> str:
+def model_label(model: str, kind: str, summary: TrainSummary | None) -> str:
     """The name used in plain-text tables and charts, marking baselines."""
     name = display_name(model, summary)
     return f"{name} (baseline)" if kind == "baseline" else name
@@ -99,7 +100,7 @@ def stop_rate(ev: EvalSet, model: str) -> float | None:
     return sum(flags) / len(flags) if flags else None
 
 
-def result_rows(ev: EvalSet, summary: dict[str, Any] | None) -> list[dict[str, Any]]:
+def result_rows(ev: EvalSet, summary: TrainSummary | None) -> list[dict[str, Any]]:
     """One row per model: label, kind, {metric: (mean, lo, hi) | None}, stop rate."""
     metrics = metric_columns(ev.scores)
     rows = []
@@ -127,7 +128,7 @@ def verdict(metric: str, diff: float, lo: float | None, hi: float | None) -> str
     return "better" if up != (metric in LOWER_IS_BETTER) else "worse"
 
 
-def retrieval_rows(ev: EvalSet, summary: dict[str, Any] | None) -> list[dict[str, Any]]:
+def retrieval_rows(ev: EvalSet, summary: TrainSummary | None) -> list[dict[str, Any]]:
     """Closed-book and grounded models against the retrieval baseline (paired ROUGE-L and semantic
     similarity differences with 95% CIs), from scores.json's `vs_retrieval`."""
     table = ev.scores.get("vs_retrieval") or {}
@@ -178,7 +179,7 @@ def ceiling_note(scores: dict[str, Any]) -> str | None:
     )
 
 
-def comparison_rows(ev: EvalSet, summary: dict[str, Any] | None) -> list[dict[str, Any]]:
+def comparison_rows(ev: EvalSet, summary: TrainSummary | None) -> list[dict[str, Any]]:
     """Each model vs base (paired): {metric: {text, p, verdict}} for the HTML comparisons table."""
     metrics = metric_columns(ev.scores)
     rows = []
@@ -231,7 +232,7 @@ def _md(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace("|", "\\|")
 
 
-def markdown(evals: list[EvalSet], summary: dict[str, Any] | None) -> str:
+def markdown(evals: list[EvalSet], summary: TrainSummary | None) -> str:
     """Results in Markdown: per eval set, the scores table then the paired change vs base."""
     if not evals:
         return "No evaluation results yet: run `qatune eval`.\n"
@@ -261,7 +262,7 @@ def markdown(evals: list[EvalSet], summary: dict[str, Any] | None) -> str:
     return "\n".join(parts)
 
 
-def csv_text(evals: list[EvalSet], summary: dict[str, Any] | None) -> str:
+def csv_text(evals: list[EvalSet], summary: TrainSummary | None) -> str:
     """Machine-readable results: one row per eval set x model, each metric as mean, CI low, CI high."""
     all_metrics = list(dict.fromkeys(m for ev in evals for m in metric_columns(ev.scores)))
     heads = ["eval_set", "n", "model", "kind"]

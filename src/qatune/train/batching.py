@@ -176,16 +176,5 @@ def auto_batch_size(lengths: list[int], token_budget: int, n_min_steps: int = 8)
     return max(1, min(by_budget, by_steps))
 
 
-def describe(examples: list[Example]) -> dict[str, Any]:
-    lengths = [len(e.input_ids) for e in examples]
-    return {
-        "examples": len(examples),
-        "tokens": sum(lengths),
-        "answer_tokens": sum(e.answer_tokens for e in examples),
-        "max_length": max(lengths, default=0),
-        "mean_length": round(sum(lengths) / max(len(lengths), 1), 1),
-    }
-
-
 def to_device(batch: dict[str, Any], device: torch.device | str) -> dict[str, Any]:
     return {k: (v.to(device) if v is not None else None) for k, v in batch.items()}

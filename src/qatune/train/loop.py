@@ -17,6 +17,7 @@ from qatune.console import QatuneError
 from qatune.rundir import RunDir
 from qatune.train import checkpoint
 from qatune.train.batching import Example, batch_tokens, collate, epoch_order, plan_batches, to_device
+from qatune.train.state import EpochResult, TrainProgress
 from qatune.train.telemetry import TrainLog
 
 
@@ -88,28 +89,37 @@ class StopRequest:
         return bool(s.accelerator.reduce(flag, "max").item())
 
 
-def new_progress(input_hash: str) -> dict[str, Any]:
-    return {
-        "input_hash": input_hash,
-        "run_index": 0,
-        "epoch": 1,
-        "step_in_epoch": 0,
-        "global_step": 0,
-        "train_seconds": 0.0,
-        "eval_seconds": 0.0,
-        "train_examples": 0,
-        "train_tokens": 0,
-        "answer_tokens": 0,
-        "epoch_loss_sum": 0.0,
-        "epoch_targets": 0,
-        "history": [],
-        "saved": [],
-        "best_epoch": None,
-        "best_loss": None,
-        "best_rouge": None,
-        "bad_epochs": 0,
-        "stopped_early": False,
-    }
+@dataclass(frozen=True)
+class SweepRun:
+    """One training run of the sweep: to `epochs`, saving a model at each count in `saves`. One-pass mode trains
+    once to the largest count; an independent sweep trains each count from scratch and compares final epochs."""
+
+    epochs: int
+    saves: tuple[int, ...]
+    independent: bool
+
+    @property
+    def label(self) -> int:
+        """The `run` that metrics.jsonl rows and epoch results carry: the run's epoch count, 0 in one-pass mode."""
+        return self.epochs if self.independent else 0
+
+    def counts(self, epoch: int) -> bool:
+        """Whether the epoch competes for `best` (an independent run's final epoch; every epoch in one pass)."""
+        return not self.independent or epoch == self.epochs
+
+    def tagged(self, row: dict[str, Any]) -> dict[str, Any]:
+        return {**row, "run": self.epochs} if self.independent else row
+
+
+def sweep_runs(tc: TrainConfig) -> list[SweepRun]:
+    if tc.sweep == "independent":
+        return [SweepRun(n, (n,), True) for n in tc.epochs]
+    return [SweepRun(max(tc.epochs), tuple(tc.epochs), False)]
+
+
+def grounded_per_epoch(grounded: int, share: float) -> int:
+    """Grounded examples trained in each epoch: a `share` of them, at least one (all when share is 1)."""
+    return grounded if grounded == 0 or share >= 1 else max(1, round(grounded * share))
 
 
 def epoch_examples(s: Setup, epoch: int) -> list[int]:
@@ -119,7 +129,7 @@ def epoch_examples(s: Setup, epoch: int) -> list[int]:
     grounded = len(s.train) - start
     if grounded == 0 or s.tc.grounded_share >= 1:
         return list(range(len(s.train)))
-    take = max(1, round(grounded * s.tc.grounded_share))
+    take = grounded_per_epoch(grounded, s.tc.grounded_share)
     order = epoch_order(grounded, s.tc.seed, 0)  # one fixed order, walked a window per epoch
     first = (epoch - 1) * take
     return list(range(start)) + [start + order[(first + i) % grounded] for i in range(take)]
@@ -136,17 +146,19 @@ def epoch_steps(s: Setup, epoch: int) -> list[list[list[int]]]:
     return [micro[i : i + s.tc.grad_accum] for i in range(0, len(micro), s.tc.grad_accum)]
 
 
-def _nan_error(s: Setup, what: str, value: float, progress: dict[str, Any]) -> QatuneError:
+def _nan_error(s: Setup, what: str, value: float, progress: TrainProgress) -> QatuneError:
     last = checkpoint.latest(s.rundir.checkpoints_dir)
     kept = f"the last good checkpoint is kept ({last.name})" if last else "no checkpoint was written yet"
     return QatuneError(
-        f"training {what} became {value} at epoch {progress['epoch']}, step "
-        f"{progress['global_step'] + 1}; stopped ({kept}). Lower the learning rate "
+        f"training {what} became {value} at epoch {progress.epoch}, step "
+        f"{progress.global_step + 1}; stopped ({kept}). Lower the learning rate "
         f"(now {s.lr:g}) or use --precision fp32, then train again"
     )
 
 
-def train_step(s: Setup, micro: list[list[int]], optimizer: Any, scheduler: Any, progress: dict) -> dict[str, float]:
+def train_step(
+    s: Setup, micro: list[list[int]], optimizer: Any, scheduler: Any, progress: TrainProgress
+) -> dict[str, float]:
     """One optimizer step. Each micro-batch is split across processes; the loss is the mean over the
     step's answer tokens however they are batched, so padding, packing and world size do not change it."""
     import torch
@@ -213,10 +225,10 @@ def evaluate(s: Setup, examples: list[Example] | None = None) -> float | None:
     return total.item() / max(count.item(), 1)
 
 
-def save_checkpoint(s: Setup, progress: dict[str, Any], optimizer: Any, scheduler: Any) -> None:
+def save_checkpoint(s: Setup, progress: TrainProgress, optimizer: Any, scheduler: Any) -> None:
     if s.accelerator.is_main_process:
         try:
-            checkpoint.save(s.rundir.checkpoints_dir, progress, s.params, optimizer, scheduler)
+            checkpoint.save(s.rundir.checkpoints_dir, progress.to_json(), s.params, optimizer, scheduler)
         except OSError as exc:
             last = checkpoint.latest(s.rundir.checkpoints_dir)
             kept = f"the previous checkpoint {last.name} is intact" if last else "no earlier checkpoint exists"
@@ -228,116 +240,106 @@ def save_checkpoint(s: Setup, progress: dict[str, Any], optimizer: Any, schedule
     s.accelerator.wait_for_everyone()
 
 
-def _record(s: Setup, progress: dict, stats: dict, seconds: float, epoch: int, i: int, n_steps: int, run: int) -> None:
-    progress["global_step"] += 1
-    progress["step_in_epoch"] = i + 1
-    progress["train_seconds"] += seconds
-    for key, stat in (("train_examples", "examples"), ("train_tokens", "tokens"), ("answer_tokens", "answer")):
-        progress[key] += stats[stat]
-    progress["epoch_loss_sum"] += stats["loss"] * stats["targets"]
-    progress["epoch_targets"] += stats["targets"]
-    if progress["global_step"] % s.tc.logging_steps == 0 or i + 1 == n_steps:
+def _record(s: Setup, progress: TrainProgress, stats: dict, seconds: float, plan: SweepRun, i: int, n: int) -> None:
+    progress.global_step += 1
+    progress.step_in_epoch = i + 1
+    progress.train_seconds += seconds
+    progress.train_examples += int(stats["examples"])
+    progress.train_tokens += int(stats["tokens"])
+    progress.answer_tokens += int(stats["answer"])
+    progress.epoch_loss_sum += stats["loss"] * stats["targets"]
+    progress.epoch_targets += int(stats["targets"])
+    epoch = progress.epoch
+    if progress.global_step % s.tc.logging_steps == 0 or i + 1 == n:
         row = {
-            "step": progress["global_step"],
-            "epoch": round(epoch - 1 + (i + 1) / n_steps, 4),
+            "step": progress.global_step,
+            "epoch": round(epoch - 1 + (i + 1) / n, 4),
             "loss": stats["loss"],
             "lr": stats["lr"],
             "grad_norm": stats["grad_norm"],
             "tokens_per_second": round(stats["tokens"] / max(seconds, 1e-9), 1),
         }
-        s.log.step({**row, "run": run} if run else row)
-    s.log.bar(f"epoch {epoch}", stats["loss"], stats["tokens"], seconds)
+        s.log.step(plan.tagged(row))
+    s.log.bar(f"epoch {epoch}", stats["loss"], int(stats["tokens"]), seconds)
 
 
-def _end_epoch(s: Setup, progress: dict, epoch: int, saves: list[int], run: int, final: bool) -> bool:
+def _end_epoch(s: Setup, progress: TrainProgress, plan: SweepRun) -> bool:
     """Evaluate, save requested/best models, update early stopping. True when training should stop.
 
     `best` is the saved epoch whose greedy answers to the recall questions score the highest ROUGE-L
     (ties: lower recall loss); without recall questions, the epoch with the lowest validation loss."""
-    start = time.perf_counter()
+    start, epoch, counts = time.perf_counter(), progress.epoch, plan.counts(progress.epoch)
     val = evaluate(s)
     unseen = evaluate(s, s.val_unseen) if s.val_unseen else None
-    rouge = s.recall_score() if epoch in saves and (final or not run) else None
-    progress["eval_seconds"] += time.perf_counter() - start
-    train_loss = progress["epoch_loss_sum"] / max(progress["epoch_targets"], 1)
-    entry = {"run": run, "epoch": epoch, "train_loss": train_loss, "eval_loss": val}
-    entry.update(unseen_loss=unseen, recall_rouge=rouge)
-    progress["history"].append(entry)
-    row = {"step": progress["global_step"], "epoch": epoch, "eval_loss": val}
+    rouge = s.recall_score() if epoch in plan.saves and counts else None
+    progress.eval_seconds += time.perf_counter() - start
+    train_loss = progress.epoch_loss_sum / max(progress.epoch_targets, 1)
+    progress.history.append(EpochResult(plan.label, epoch, train_loss, val, unseen_loss=unseen, recall_rouge=rouge))
+    row = {"step": progress.global_step, "epoch": epoch, "eval_loss": val}
     row.update({k: v for k, v in (("unseen_loss", unseen), ("recall_rougeL", rouge)) if v is not None})
-    s.log.evaluation({**row, "run": run} if run else row)
-    info = {"epoch": epoch, "eval_loss": val, "train_loss": train_loss, "step": progress["global_step"]}
+    s.log.evaluation(plan.tagged(row))
+    info = {"epoch": epoch, "eval_loss": val, "train_loss": train_loss, "step": progress.global_step}
     if rouge is not None:
         info["recall_rougeL"] = rouge
-    if epoch in saves:
+    if epoch in plan.saves:
         s.save_adapter(f"epoch-{epoch}", info)
-        progress["saved"] = sorted(set(progress["saved"]) | {epoch})
-    best_loss = progress["best_loss"]
+        progress.saved = sorted(set(progress.saved) | {epoch})
+    best_loss, top = progress.best_loss, progress.best_rouge
     lower = val is None or best_loss is None or val < best_loss
-    counts = final or not run  # independent runs compare their final epochs only
-    if rouge is not None or progress.get("best_rouge") is not None:
-        top = progress.get("best_rouge")
+    if rouge is not None or top is not None:
         better = rouge is not None and (top is None or rouge > top + 1e-9 or (abs(rouge - top) <= 1e-9 and lower))
     else:
         better = lower and counts
     if better:
         s.save_adapter("best", info)
-        progress["best_epoch"], progress["best_rouge"] = epoch, rouge
+        progress.best_epoch, progress.best_rouge = epoch, rouge
     if lower and counts:
-        progress["best_loss"] = val
-    progress["bad_epochs"] = 0 if lower else progress["bad_epochs"] + 1
-    progress.update(epoch=epoch + 1, step_in_epoch=0, epoch_loss_sum=0.0, epoch_targets=0)
+        progress.best_loss = val
+    progress.bad_epochs = 0 if lower else progress.bad_epochs + 1
+    progress.next_epoch()
     patience = s.tc.early_stopping_patience
-    stop = bool(not run and patience and val is not None and progress["bad_epochs"] >= patience)
-    progress["stopped_early"] = stop
-    return stop
+    progress.stopped_early = bool(
+        not plan.independent and patience and val is not None and progress.bad_epochs >= patience
+    )
+    return progress.stopped_early
 
 
-def fit(
-    s: Setup,
-    progress: dict,
-    optimizer: Any,
-    scheduler: Any,
-    n_epochs: int,
-    saves: list[int],
-    run: int,
-    stop: StopRequest,
-) -> None:
-    """Train from `progress` to `n_epochs` (run = epoch count of an independent run, 0 in one-pass mode)."""
-    if progress["stopped_early"]:
+def fit(s: Setup, progress: TrainProgress, optimizer: Any, scheduler: Any, plan: SweepRun, stop: StopRequest) -> None:
+    """Train one run of the sweep from where `progress` stands to its last epoch."""
+    if progress.stopped_early:
         return
     n_steps = len(epoch_steps(s, 1))
     every, last_save = s.tc.checkpoint_steps, time.monotonic()
-    done = (progress["epoch"] - 1) * n_steps + progress["step_in_epoch"]
+    done = (progress.epoch - 1) * n_steps + progress.step_in_epoch
     epoch_tokens = sum(len(s.train[i].input_ids) for i in epoch_examples(s, 1))
-    s.log.start_bar(f"epoch {progress['epoch']}", n_epochs * n_steps, done, epoch_tokens)
+    s.log.start_bar(f"epoch {progress.epoch}", plan.epochs * n_steps, done, epoch_tokens)
     s.loss.train()
-    for epoch in range(progress["epoch"], n_epochs + 1):
+    for epoch in range(progress.epoch, plan.epochs + 1):
         steps = epoch_steps(s, epoch)
-        for i in range(progress["step_in_epoch"], len(steps)):
+        for i in range(progress.step_in_epoch, len(steps)):
             start = time.perf_counter()
             stats = train_step(s, steps[i], optimizer, scheduler, progress)
-            _record(s, progress, stats, time.perf_counter() - start, epoch, i, len(steps), run)
-            due = (every and progress["global_step"] % every == 0) or (not every and time.monotonic() - last_save > 600)
+            _record(s, progress, stats, time.perf_counter() - start, plan, i, len(steps))
+            due = (every and progress.global_step % every == 0) or (not every and time.monotonic() - last_save > 600)
             halt = stop.agreed(s)
             if i + 1 < len(steps) and (due or halt):
                 save_checkpoint(s, progress, optimizer, scheduler)
                 last_save = time.monotonic()
             if halt and i + 1 < len(steps):
                 raise _interrupted(s, progress)
-        early = _end_epoch(s, progress, epoch, saves, run, final=epoch == n_epochs)
+        early = _end_epoch(s, progress, plan)
         save_checkpoint(s, progress, optimizer, scheduler)
         last_save = time.monotonic()
-        if stop.agreed(s) and epoch < n_epochs:
+        if stop.agreed(s) and epoch < plan.epochs:
             raise _interrupted(s, progress)
         if early:
             break
     s.log.stop_bar()
 
 
-def _interrupted(s: Setup, progress: dict[str, Any]) -> TrainingInterrupted:
+def _interrupted(s: Setup, progress: TrainProgress) -> TrainingInterrupted:
     s.log.stop_bar()
     return TrainingInterrupted(
-        f"interrupted at epoch {progress['epoch']}, step {progress['global_step']}; "
+        f"interrupted at epoch {progress.epoch}, step {progress.global_step}; "
         f"checkpoint saved. Continue with `qatune train --run {s.rundir.root} --resume`"
     )

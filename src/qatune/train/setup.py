@@ -9,21 +9,36 @@ import random
 import shutil
 import warnings
 from collections.abc import Callable
-from dataclasses import replace
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
 
 from qatune import __version__, console, manifest
 from qatune.config import Config, TrainConfig, resolve_lr
 from qatune.console import QatuneError, info, warn
 from qatune.rundir import RunDir
 from qatune.storage import atomic_dir, atomic_write_json
-from qatune.train.batching import auto_batch_size, describe, load_examples, shared_prefix_len
+from qatune.train.batching import auto_batch_size, load_examples, shared_prefix_len
 from qatune.train.loop import Setup
 from qatune.train.telemetry import TrainLog
+
+if TYPE_CHECKING:
+    from qatune.models.placement import Placement
 
 CPU_TOKEN_BUDGET = 1024  # tokens per micro-batch on CPU: throughput is flat beyond this
 GPU_TOKEN_BUDGET = 16384
 FEW_PAIRS = 20
+
+
+@dataclass(frozen=True)
+class SetupMeta:
+    """What setup chose and found, for the summary and the manifest."""
+
+    placement: Placement
+    model_path: str
+    train_examples: int  # closed-book and grounded
+    val_examples: int  # the recall questions (or unseen-fact pairs when there are none) that pick `best`
+    unseen_examples: int
+    trainable_params: int
 
 
 def seed_all(seed: int) -> None:
@@ -87,7 +102,7 @@ def load_model(config: Config, model_path: str, placement: Any, gpu: dict[str, A
         return attach_lora(base, lora_config(tc.lora_r, tc.lora_alpha, tc.lora_dropout, tc.target_modules))
 
 
-def setup(rundir: RunDir, config: Config, key: str, fresh: bool) -> tuple[Setup, dict[str, Any]]:
+def setup(rundir: RunDir, config: Config, key: str, fresh: bool) -> tuple[Setup, SetupMeta]:
     """Load tokenizer, data and model; choose placement, batch size and speed-ups; print the memory plan."""
     import torch
 
@@ -122,16 +137,10 @@ def setup(rundir: RunDir, config: Config, key: str, fresh: bool) -> tuple[Setup,
     loss = acc.prepare(loss, device_placement=[False])
     if acc.is_main_process and fresh:
         shutil.rmtree(rundir.checkpoints_dir, ignore_errors=True)
-    meta = {
-        "placement": placement,
-        "model_path": model_path,
-        "train": describe(train_ex),
-        "val": describe(val_ex),
-        "val_unseen": describe(unseen_ex),
-        "trainable": sum(p.numel() for p in params.values()),
-    }
+    trainable = sum(p.numel() for p in params.values())
+    meta = SetupMeta(placement, model_path, len(train_ex), len(val_ex), len(unseen_ex), trainable)
     _announce(config, meta, batch_size, acc.num_processes, prefix)
-    info(_memory_plan(model, meta["trainable"], max(lengths) * batch_size, placement))
+    info(_memory_plan(model, trainable, max(lengths) * batch_size, placement))
     log = TrainLog(rundir, enabled=False, resume_at=None)  # opened by _fit_all once the start point is known
     frozen = sum(p.numel() for p in model.parameters() if not p.requires_grad)
     s = Setup(
@@ -237,11 +246,11 @@ def _fits(tokenizer: Any, max_length: int) -> Callable[[str, str], bool]:
     return fits
 
 
-def _announce(config: Config, meta: dict[str, Any], batch_size: int, processes: int, prefix: int) -> None:
+def _announce(config: Config, meta: SetupMeta, batch_size: int, processes: int, prefix: int) -> None:
     tc = config.train
     info(
-        f"train: {meta['train']['examples']} pairs ({meta['val']['examples']} validation), model {config.model}; "
-        f"{meta['placement'].reason}; batch {batch_size} x accumulation {tc.grad_accum}"
+        f"train: {meta.train_examples} pairs ({meta.val_examples} validation), model {config.model}; "
+        f"{meta.placement.reason}; batch {batch_size} x accumulation {tc.grad_accum}"
         f"{' x ' + str(processes) + ' processes' if processes > 1 else ''}, "
         f"{'packed rows' if tc.packing else 'length-grouped padding'}, shared prompt prefix {prefix} tokens"
     )

@@ -15,8 +15,9 @@ from qatune.models.resolve import preflight
 from qatune.rundir import RunDir
 from qatune.storage import atomic_write_json, file_sha256, read_json
 from qatune.train import checkpoint
-from qatune.train.loop import Setup, StopRequest, TrainingInterrupted, epoch_steps, fit, new_progress
-from qatune.train.setup import seed_all, setup
+from qatune.train.loop import Setup, StopRequest, TrainingInterrupted, epoch_steps, fit, sweep_runs
+from qatune.train.setup import SetupMeta, seed_all, setup
+from qatune.train.state import LoraSummary, TrainProgress, TrainSummary, read_summary
 from qatune.train.telemetry import TrainLog
 
 
@@ -30,23 +31,24 @@ def input_hash(run: Path, config: Config) -> str:
 def is_current(run: Path, config: Config) -> bool:
     """True when RUN/train/summary.json was written for these inputs and its adapters are all present."""
     rundir = RunDir(run)
-    try:
-        summary = read_json(rundir.train_summary_json)
-    except (OSError, ValueError):
+    summary = read_summary(rundir.train_summary_json)
+    if summary is None or summary.input_hash != input_hash(run, config):
         return False
-    if summary.get("input_hash") != input_hash(run, config):
-        return False
-    names = [f"epoch-{e}" for e in summary.get("epochs", [])] + ["best"]
+    names = [f"epoch-{e}" for e in summary.epochs] + ["best"]
     return all((rundir.model_dir(n) / "adapter_model.safetensors").exists() for n in names)
 
 
 def can_resume(run: Path, config: Config) -> bool:
     """True when RUN/checkpoints holds an unfinished training of exactly these inputs."""
     last = checkpoint.latest(RunDir(run).checkpoints_dir)
-    return last is not None and checkpoint.read_progress(last).get("input_hash") == input_hash(run, config)
+    return last is not None and _progress(last).input_hash == input_hash(run, config)
 
 
-def train(run: Path, config: Config, resume: bool = False) -> dict[str, Any]:
+def _progress(checkpoint_dir: Path) -> TrainProgress:
+    return TrainProgress.from_json(checkpoint.read_progress(checkpoint_dir))
+
+
+def train(run: Path, config: Config, resume: bool = False) -> TrainSummary:
     """Fine-tune on RUN/data and return the summary; a finished run with the same inputs is not retrained.
 
     Checkpoints of an unfinished run are continued only with `resume` (without it: an error saying so);
@@ -56,7 +58,7 @@ def train(run: Path, config: Config, resume: bool = False) -> dict[str, Any]:
     key = input_hash(run, config)
     if is_current(run, config):
         info(f"train: already finished with this data and config ({rundir.train_summary_json}); skipping")
-        return read_json(rundir.train_summary_json)
+        return TrainSummary.from_json(read_json(rundir.train_summary_json))
     preflight(config)  # a model that cannot fit is refused from its config, before the tokenizer, data or MiniLM
     resume_from = _resume_point(rundir, key, resume)
     s, meta = setup(rundir, config, key, fresh=resume_from is None)
@@ -75,7 +77,7 @@ def train(run: Path, config: Config, resume: bool = False) -> dict[str, Any]:
         s.log.close()
     summary = _summary(s, meta, progress, config, key)
     if main:
-        atomic_write_json(rundir.train_summary_json, summary)
+        atomic_write_json(rundir.train_summary_json, summary.to_json())
         manifest.write(run, config, "train", status="finished", finished_at=manifest.now(), **_device_fields(meta))
         shutil.rmtree(rundir.checkpoints_dir, ignore_errors=True)  # finished: nothing left to resume
     s.accelerator.wait_for_everyone()
@@ -89,12 +91,12 @@ def _resume_point(rundir: RunDir, key: str, resume: bool) -> Path | None:
         if resume:
             info("no checkpoint to resume from: training from the start")
         return None
-    progress = checkpoint.read_progress(last)
-    if progress.get("input_hash") == key:
+    progress = _progress(last)
+    if progress.input_hash == key:
         if resume:
             return last
         raise QatuneError(
-            f"unfinished training found ({last.name}, epoch {progress['epoch']}): continue it with "
+            f"unfinished training found ({last.name}, epoch {progress.epoch}): continue it with "
             f"`qatune train --run {rundir.root} --resume`, or delete {rundir.checkpoints_dir} "
             "to start over"
         )
@@ -128,39 +130,36 @@ def _schedule(s: Setup, total_steps: int, decay: bool) -> tuple[Any, Any]:
     return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def _fit_all(s: Setup, key: str, resume_from: Path | None, stop: StopRequest) -> dict[str, Any]:
+def _fit_all(s: Setup, key: str, resume_from: Path | None, stop: StopRequest) -> TrainProgress:
     import torch
 
-    independent = s.tc.sweep == "independent"
-    runs = list(s.tc.epochs) if independent else [max(s.tc.epochs)]
-    progress = checkpoint.read_progress(resume_from) if resume_from else new_progress(key)
+    runs = sweep_runs(s.tc)
+    progress = _progress(resume_from) if resume_from else TrainProgress(key)
     resume_at = None
     if resume_from:
-        run_key = runs[progress["run_index"]] if independent and progress["run_index"] < len(runs) else 0
-        resume_at = (run_key, progress["global_step"])
+        label = runs[progress.sweep_position].label if progress.sweep_position < len(runs) else 0
+        resume_at = (label, progress.global_step)
     s.log = TrainLog(s.rundir, s.accelerator.is_main_process, resume_at)
     n_steps = len(epoch_steps(s, 1))
-    for index in range(progress["run_index"], len(runs)):
-        n_epochs = runs[index]
-        decay = independent or s.tc.lr_schedule == "linear"
-        optimizer, scheduler = _schedule(s, n_epochs * n_steps, decay=decay)
+    for plan in runs[progress.sweep_position :]:
+        decay = plan.independent or s.tc.lr_schedule == "linear"
+        optimizer, scheduler = _schedule(s, plan.epochs * n_steps, decay=decay)
         if resume_from is not None:
-            progress = checkpoint.restore(resume_from, s.params, optimizer, scheduler)
+            progress = TrainProgress.from_json(checkpoint.restore(resume_from, s.params, optimizer, scheduler))
             resume_from = None
         else:
             with torch.no_grad():
                 for name, param in s.params.items():
                     param.copy_(s.initial[name])
             seed_all(s.tc.seed + s.rank)
-        saves = [n_epochs] if independent else list(s.tc.epochs)
-        fit(s, progress, optimizer, scheduler, n_epochs, saves, n_epochs if independent else 0, stop)
-        if independent:
-            progress.update(run_index=index + 1, epoch=1, step_in_epoch=0, bad_epochs=0, stopped_early=False)
+        fit(s, progress, optimizer, scheduler, plan, stop)
+        if plan.independent:
+            progress.next_run()
     return progress
 
 
-def _device_fields(meta: dict[str, Any]) -> dict[str, Any]:
-    p = meta["placement"]
+def _device_fields(meta: SetupMeta) -> dict[str, Any]:
+    p = meta.placement
     return {"device": manifest.device_name(p.device), "precision": p.precision, "quantization": p.quant}
 
 
@@ -172,83 +171,71 @@ def _peak_memory(device: str) -> int:
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
 
 
-def _summary(s: Setup, meta: dict, progress: dict, config: Config, key: str) -> dict[str, Any]:
-    tc, p, hist = s.tc, meta["placement"], progress["history"]
-    independent = tc.sweep == "independent"
-    finals = [h for h in hist if not independent or h["epoch"] == h["run"]]
-    label = "run" if independent else "epoch"
-    seconds = progress["train_seconds"]
-    summary = {
-        "train_seconds": round(seconds, 3),
-        "eval_seconds": round(progress["eval_seconds"], 3),
-        "epochs_run": len(hist),
-        "epochs_requested": list(tc.epochs),
-        "epochs": sorted(progress["saved"]),
-        "epochs_not_reached": [e for e in tc.epochs if e not in progress["saved"]],
-        "stopped_early": progress["stopped_early"],
-        "steps": progress["global_step"],
-        "train_examples": progress["train_examples"],
-        "train_tokens": progress["train_tokens"],
-        "answer_tokens": progress["answer_tokens"],
-        "tokens_per_second": round(progress["train_tokens"] / max(seconds, 1e-9), 1),
-        "examples_per_second": round(progress["train_examples"] / max(seconds, 1e-9), 3),
-        "peak_memory_bytes": _peak_memory(p.device),
+def _summary(s: Setup, meta: SetupMeta, progress: TrainProgress, config: Config, key: str) -> TrainSummary:
+    tc, p, seconds = s.tc, meta.placement, progress.train_seconds
+    finals = [h for h in progress.history if tc.sweep != "independent" or h.epoch == h.run]
+    summary = TrainSummary(
+        train_seconds=round(seconds, 3),
+        eval_seconds=round(progress.eval_seconds, 3),
+        epochs_run=len(progress.history),
+        epochs_requested=list(tc.epochs),
+        epochs=sorted(progress.saved),
+        epochs_not_reached=[e for e in tc.epochs if e not in progress.saved],
+        stopped_early=progress.stopped_early,
+        steps=progress.global_step,
+        train_examples=progress.train_examples,
+        train_tokens=progress.train_tokens,
+        answer_tokens=progress.answer_tokens,
+        tokens_per_second=round(progress.train_tokens / max(seconds, 1e-9), 1),
+        examples_per_second=round(progress.train_examples / max(seconds, 1e-9), 3),
+        peak_memory_bytes=_peak_memory(p.device),
         **_device_fields(meta),
-        "placement_reason": p.reason,
-        "sweep": tc.sweep,
-        "best_epoch": progress["best_epoch"],
-        "best_eval_loss": progress["best_loss"],
-        "best_recall_rougeL": progress.get("best_rouge"),
-        "selected_by": _selected_by(progress, meta),
-        "recall_rougeL_by_epoch": {
-            str(h[label]): h["recall_rouge"] for h in finals if h.get("recall_rouge") is not None
-        },
-        "unseen_loss_by_epoch": {str(h[label]): h["unseen_loss"] for h in finals if h.get("unseen_loss") is not None},
-        "lr": s.lr,
-        "grounded": tc.grounded,
-        "rag_k": tc.rag_k,
-        "oracle_share": tc.oracle_share,
-        "eval_loss_by_epoch": {str(h[label]): h["eval_loss"] for h in finals},
-        "train_loss_by_epoch": {str(h[label]): h["train_loss"] for h in finals},
-        "batch_size": s.batch_size,
-        "grad_accum": tc.grad_accum,
-        "world_size": s.world,
-        "packing": s.packed,
-        "shared_prefix_tokens": s.prefix_len,
-        "train_pairs": meta["train"]["examples"],
-        "val_pairs": meta["val"]["examples"],
-        "val_unseen_pairs": meta["val_unseen"]["examples"],
-        "model": config.model,
-        "model_path": meta["model_path"],
-        "lora": {
-            "r": tc.lora_r,
-            "alpha": tc.lora_alpha,
-            "dropout": tc.lora_dropout,
-            "target_modules": tc.target_modules,
-            "trainable_params": meta["trainable"],
-        },
-        "input_hash": key,
-        "finished_at": manifest.now(),
-    }
-    if summary["epochs_not_reached"]:
-        warn(f"epochs {summary['epochs_not_reached']} not reached (early stopping after epoch {len(hist)})")
+        placement_reason=p.reason,
+        sweep=tc.sweep,
+        best_epoch=progress.best_epoch,
+        best_eval_loss=progress.best_loss,
+        best_recall_rougeL=progress.best_rouge,
+        selected_by=_selected_by(progress, meta),
+        recall_rougeL_by_epoch={str(h.epoch): h.recall_rouge for h in finals if h.recall_rouge is not None},
+        unseen_loss_by_epoch={str(h.epoch): h.unseen_loss for h in finals if h.unseen_loss is not None},
+        lr=s.lr,
+        grounded=tc.grounded,
+        rag_k=tc.rag_k,
+        oracle_share=tc.oracle_share,
+        eval_loss_by_epoch={str(h.epoch): h.eval_loss for h in finals},
+        train_loss_by_epoch={str(h.epoch): h.train_loss for h in finals},
+        batch_size=s.batch_size,
+        grad_accum=tc.grad_accum,
+        world_size=s.world,
+        packing=s.packed,
+        shared_prefix_tokens=s.prefix_len,
+        train_pairs=meta.train_examples,
+        val_pairs=meta.val_examples,
+        val_unseen_pairs=meta.unseen_examples,
+        model=config.model,
+        model_path=meta.model_path,
+        lora=LoraSummary(tc.lora_r, tc.lora_alpha, tc.lora_dropout, tc.target_modules, meta.trainable_params),
+        input_hash=key,
+        finished_at=manifest.now(),
+    )
+    if summary.epochs_not_reached:
+        warn(f"epochs {summary.epochs_not_reached} not reached (early stopping after epoch {summary.epochs_run})")
     return summary
 
 
-def _selected_by(progress: dict[str, Any], meta: dict[str, Any]) -> str:
-    if progress.get("best_rouge") is not None:
+def _selected_by(progress: TrainProgress, meta: SetupMeta) -> str:
+    if progress.best_rouge is not None:
         return (
-            "highest greedy ROUGE-L on held-out rewordings of trained questions "
-            f"({meta['val']['examples']} recall questions)"
+            f"highest greedy ROUGE-L on held-out rewordings of trained questions ({meta.val_examples} recall questions)"
         )
-    if meta["val"]["examples"]:
+    if meta.val_examples:
         return "lowest validation loss (pairs whose facts were not trained)"
     return "last epoch (no validation questions)"
 
 
-def _report(summary: dict[str, Any]) -> None:
+def _report(summary: TrainSummary) -> None:
     info(
-        f"trained {summary['epochs_run']} epoch(s) in {summary['train_seconds']:.1f} s "
-        f"({summary['examples_per_second']:.2f} examples/s, {summary['tokens_per_second']:.0f} tokens/s); "
-        f"saved {', '.join(f'epoch-{e}' for e in summary['epochs'])}; best = epoch {summary['best_epoch']}"
+        f"trained {summary.epochs_run} epoch(s) in {summary.train_seconds:.1f} s "
+        f"({summary.examples_per_second:.2f} examples/s, {summary.tokens_per_second:.0f} tokens/s); "
+        f"saved {', '.join(f'epoch-{e}' for e in summary.epochs)}; best = epoch {summary.best_epoch}"
     )

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.table import Table
+
+if TYPE_CHECKING:
+    from rich.progress import Progress
 
 EXIT_BAD_INPUT = 2
 
@@ -55,6 +59,25 @@ def error_line(message: str) -> None:
     flat = " ".join(str(message).split())
     sys.stderr.write(f"error: {flat}\n")
     sys.stderr.flush()
+
+
+def progress_bar(
+    *columns: Any, transient: bool, footer: Callable[[], str | None] | None = None, **options: Any
+) -> Progress:
+    """A progress bar on stderr with, while it runs, the line `footer` gives under it (`qatune run`'s time left);
+    its last frame, the one a log keeps, has none."""
+    from rich.progress import Progress
+    from rich.text import Text
+
+    class FooterBar(Progress):
+        def get_renderables(self) -> Iterator[Any]:
+            yield from super().get_renderables()
+            live = getattr(self, "live", None)  # rich renders once before `live` is set
+            line = footer() if footer is not None and live is not None and live.is_started else None
+            if line:
+                yield Text(line, style="dim", no_wrap=True, overflow="ellipsis")
+
+    return FooterBar(*columns, console=options.pop("console", console), transient=transient, **options)
 
 
 def table(title: str, columns: Sequence[str], rows: Iterable[Sequence[object]]) -> None:

@@ -41,25 +41,25 @@ def run(
     info(f"run directory: {rundir.root}")
     seconds: dict[str, float] = {}
 
-    with eta.RunClock(rundir, config, model_path, lambda: _work_left(rundir, config, question_files)) as clock:
-        with _timed(seconds, "prepare", clock) as fresh:
-            if prepare.is_current(rundir.root, data, config, test_file):
+    clock = eta.RunClock(rundir, config, model_path, lambda: _work_left(rundir, config, question_files))
+    with _timed(seconds, "prepare", clock) as fresh:
+        if prepare.is_current(rundir.root, data, config, test_file):
+            fresh.skip()
+        else:
+            prepare.prepare(data, rundir.root, config, test_file=test_file)
+    with _timed(seconds, "train", clock) as fresh:
+        if train.is_current(rundir.root, config):
+            fresh.skip()
+        else:
+            train.train(rundir.root, config, resume=train.can_resume(rundir.root, config), clock=clock)
+    for questions, name in _eval_sets(rundir, question_files):
+        with _timed(seconds, f"eval:{name}", clock) as fresh:
+            if answer.is_current(rundir.root, config, name, questions):
                 fresh.skip()
             else:
-                prepare.prepare(data, rundir.root, config, test_file=test_file)
-        with _timed(seconds, "train", clock) as fresh:
-            if train.is_current(rundir.root, config):
-                fresh.skip()
-            else:
-                train.train(rundir.root, config, resume=train.can_resume(rundir.root, config))
-        for questions, name in _eval_sets(rundir, question_files):
-            with _timed(seconds, f"eval:{name}", clock) as fresh:
-                if answer.is_current(rundir.root, config, name, questions):
-                    fresh.skip()
-                else:
-                    answer.evaluate(rundir.root, config, questions=questions, name=name)
-        with _timed(seconds, "report", clock):
-            report_path = html.build(rundir.root)
+                answer.evaluate(rundir.root, config, questions=questions, name=name, clock=clock)
+    with _timed(seconds, "report", clock):
+        report_path = html.build(rundir.root)
 
     _print_summary(rundir, report_path, seconds)
     return seconds
@@ -77,17 +77,15 @@ def _has_rows(path: Path) -> bool:
 
 
 def _work_left(rundir: RunDir, config: cfg.Config, question_files: list[Path] | None) -> dict[str, eta.Work | None]:
-    """The work each later stage still has, for the run's clock (None: its outputs are current, so it is reused).
-    Asked at every stage boundary, so the eval sets are counted from the adapters once they are trained."""
+    """The work each later stage reports it still has, for the run's clock (None: its outputs are current, so it is
+    reused). Asked at every stage boundary: before training, the eval sets count the adapters it will save."""
     from qatune import train
-    from qatune.evaluate import answer
+    from qatune.evaluate.work import work_left as eval_work_left
 
-    trained = train.is_current(rundir.root, config)
-    resume = not trained and train.can_resume(rundir.root, config)
-    work: dict[str, eta.Work | None] = {"train": None if trained else eta.train_work(rundir, config, resume)}
+    work: dict[str, eta.Work | None] = {"train": train.work_left(rundir.root, config)}
+    adapters = None if work["train"] is None else train.adapter_names(config.train.epochs)
     for questions, name in _eval_sets(rundir, question_files):
-        reused = trained and answer.is_current(rundir.root, config, name, questions)
-        work[f"eval:{name}"] = None if reused else eta.eval_work(rundir, config, questions, name, trained)
+        work[f"eval:{name}"] = eval_work_left(rundir.root, config, name, questions, adapters)
     work["report"] = eta.REPORT
     return work
 

@@ -1,5 +1,5 @@
-"""The whole run's remaining time: work counted from a prepared run directory, the rates file, estimates that
-fall as work is done, reused stages counting nothing, and the live line under a stage bar."""
+"""The whole run's remaining time: the work each stage counts from a prepared run directory, the rates file,
+estimates that fall as work is done, reused stages counting nothing, and the live line under a stage bar."""
 
 from __future__ import annotations
 
@@ -11,26 +11,14 @@ import pytest
 from rich.console import Console
 from rich.progress import BarColumn, TextColumn
 
-from qatune import eta
+from qatune import console, eta, train
 from qatune.config import load
-from qatune.eta import clock as eta_clock
-from qatune.eta.estimate import (
-    EvalWork,
-    Measured,
-    Rates,
-    TrainWork,
-    about,
-    default_rates,
-    duration,
-    eval_rates,
-    load_rates,
-    rates_path,
-    save_rates,
-    train_rates,
-)
+from qatune.eta.estimate import Measured, Rates, about, default_rates, duration, load_rates, rates_path, save_rates
+from qatune.evaluate.work import EvalWork
+from qatune.evaluate.work import work_left as eval_work_left
 from qatune.rundir import RunDir
 from qatune.storage import atomic_write_json, write_jsonl
-from qatune.train.state import TrainSummary
+from qatune.train.work import TrainWork
 from train_runs import pairs, train_settings, write_data
 
 RATES = Rates(train_tokens_per_s=100.0, train_setup_s=10.0, recall_s_per_answer=0.5, eval_s_per_token=0.01)
@@ -58,49 +46,54 @@ def _config(model_dir, eval_settings=None, **train):
 
 def test_train_work_counts_tokens_epochs_and_recall(tmp_path, tiny_model_dir):
     rundir = _run(tmp_path)
-    one_pass = eta.train_work(rundir, _config(tiny_model_dir, epochs=[1, 3]), resume=False)
+    one_pass = train.work_left(rundir.root, _config(tiny_model_dir, epochs=[1, 3]))
     assert one_pass.epochs == 3 and one_pass.saves == 2 and one_pass.recall_questions == 3
     chars = sum(len(r["question"]) + len(r["answer"]) for r in pairs(20))
     assert one_pass.epoch_tokens == pytest.approx(20 * 32 + chars / 4)
-    independent = eta.train_work(rundir, _config(tiny_model_dir, epochs=[1, 3], sweep="independent"), False)
+    independent = train.work_left(rundir.root, _config(tiny_model_dir, epochs=[1, 3], sweep="independent"))
     assert independent.epochs == 4
-    grounded = eta.train_work(rundir, _config(tiny_model_dir, epochs=[1, 3], grounded=True), resume=False)
+    grounded = train.work_left(rundir.root, _config(tiny_model_dir, epochs=[1, 3], grounded=True))
     assert grounded.epoch_tokens > 2 * one_pass.epoch_tokens  # each pair again, with retrieved pairs
-    half = eta.train_work(rundir, _config(tiny_model_dir, epochs=[1, 3], grounded=True, grounded_share=0.5), False)
+    half = train.work_left(rundir.root, _config(tiny_model_dir, epochs=[1, 3], grounded=True, grounded_share=0.5))
     assert half.epoch_tokens == pytest.approx((grounded.epoch_tokens + one_pass.epoch_tokens) / 2)
 
 
 def test_train_work_subtracts_what_a_resumed_checkpoint_did(tmp_path, tiny_model_dir):
     rundir = _run(tmp_path)
-    progress = {"run_index": 0, "epoch": 3, "saved": [1], "train_tokens": 1234}
-    atomic_write_json(rundir.checkpoints_dir / "ckpt-000008" / "state.json", {"format": 1, "progress": progress})
     config = _config(tiny_model_dir, epochs=[1, 4])
-    resumed = eta.train_work(rundir, config, resume=True)
+    progress = {"run_index": 0, "epoch": 3, "saved": [1], "train_tokens": 1234}
+    progress["input_hash"] = train.input_hash(rundir.root, config)  # a checkpoint train would resume from
+    atomic_write_json(rundir.checkpoints_dir / "ckpt-000008" / "state.json", {"format": 1, "progress": progress})
+    resumed = train.work_left(rundir.root, config)
     assert (resumed.epochs, resumed.saves, resumed.resumed) == (2, 1, True)
-    assert eta.train_work(rundir, config, resume=False).epochs == 4  # a checkpoint of other inputs is discarded
+    other = _config(tiny_model_dir, epochs=[1, 4], lr=1e-3)
+    assert train.work_left(rundir.root, other).epochs == 4  # a checkpoint of other inputs is discarded
 
 
 def test_eval_work_before_training_predicts_the_generating_models(tmp_path, tiny_model_dir):
     rundir = _run(tmp_path)
-    work = eta.eval_work(rundir, _config(tiny_model_dir, epochs=[1, 2], grounded=True), None, "test", False)
+    config = _config(tiny_model_dir, epochs=[1, 2], grounded=True)
+    work = eval_work_left(rundir.root, config, "test", None, train.adapter_names(config.train.epochs))
     # retrieval generates nothing; best is a copy of an epoch, best+rag is not (no epoch-N+rag is scored)
     assert work.answers == {"base": 5, "epoch-1": 5, "epoch-2": 5, "base+rag": 5, "best+rag": 5}
     assert work.max_new_tokens == 64 and 5 < work.answer_tokens < 30
     chosen = _config(tiny_model_dir, {"models": ["epoch-2", "best"]}, epochs=[1, 2])
-    assert eta.eval_work(rundir, chosen, None, "test", False).answers == {"base": 5, "epoch-2": 5, "best": 5}
+    planned = train.adapter_names(chosen.train.epochs)
+    assert eval_work_left(rundir.root, chosen, "test", None, planned).answers == {"base": 5, "epoch-2": 5, "best": 5}
 
 
 def test_eval_work_after_training_counts_the_saved_adapters(tmp_path, tiny_model_dir):
     rundir = _run(tmp_path)
-    for name in ("epoch-1", "epoch-3", "best"):  # early stopping: epoch 2 was never saved
-        atomic_write_json(rundir.model_dir(name) / "adapter_config.json", {})
-    work = eta.eval_work(rundir, _config(tiny_model_dir, epochs=[1, 2, 3]), None, "test", True)
+    # early stopping: epoch 2 was never saved; best has the weights of epoch 3 (identical adapter files)
+    for name, weights in (("epoch-1", 1), ("epoch-3", 3), ("best", 3)):
+        atomic_write_json(rundir.model_dir(name) / "adapter_config.json", {"weights": weights})
+    work = eval_work_left(rundir.root, _config(tiny_model_dir, epochs=[1, 2, 3]), "test")
     assert work.answers == {"base": 5, "epoch-1": 5, "epoch-3": 5}
     questions = tmp_path / "extra.csv"
     questions.write_text("Question,Answer\nWho?,Ada.\nWhen?,Monday.\n", encoding="utf-8")
-    extra = eta.eval_work(rundir, _config(tiny_model_dir), questions, "extra", True)
+    extra = eval_work_left(rundir.root, _config(tiny_model_dir), "extra", questions)
     assert set(extra.answers.values()) == {2}
-    assert eta.eval_work(rundir, _config(tiny_model_dir), tmp_path / "missing.csv", "x", True).answers["base"] == 0
+    assert eval_work_left(rundir.root, _config(tiny_model_dir), "x", tmp_path / "missing.csv").answers["base"] == 0
 
 
 def test_rates_file_round_trip_and_bad_values(home):
@@ -162,22 +155,23 @@ def test_eval_estimate_falls_as_answers_are_saved():
     assert before == 0
 
 
-def test_finished_stages_update_the_rates():
+def test_finished_stages_update_the_rates(tmp_path):
+    rundir = RunDir(tmp_path / "run")
     work = TrainWork(epoch_tokens=1000, epochs=2, recall_questions=4, saves=2)
     summary = {"tokens_per_second": 640.0, "train_seconds": 30.0, "eval_seconds": 4.0}
     summary["recall_rougeL_by_epoch"] = {"1": 0.2, "2": 0.3}
-    summary = TrainSummary.from_json(summary)
-    rates = train_rates(RATES, work, Measured(epoch_tokens=1500), summary, seconds=46.0)
+    atomic_write_json(rundir.train_summary_json, summary)  # what the finished training wrote
+    rates = work.learned(RATES, Measured(epoch_tokens=1500), 46.0, rundir)
     assert rates.train_tokens_per_s == 640 and rates.token_scale == 1.5
     assert rates.train_setup_s == 12 and rates.recall_s_per_answer == 0.5
-    resumed = train_rates(RATES, replace(work, resumed=True), Measured(), summary, seconds=5.0)
+    resumed = replace(work, resumed=True).learned(RATES, Measured(), 5.0, rundir)
     assert resumed.train_setup_s == RATES.train_setup_s  # a resumed stage did not pay the whole setup
     ev = EvalWork(answers={"base": 4, "epoch-1": 4}, answer_tokens=10, max_new_tokens=100)
     m = Measured(tokens=480, answers={"base": 4, "epoch-1": 4}, new_tokens={"base": 400, "epoch-1": 80})
-    rates = eval_rates(RATES, ev, m, seconds=24.0)
+    rates = ev.learned(RATES, m, 24.0, rundir)
     assert rates.eval_s_per_token == 0.05 and rates.base_fill == 1.0 and rates.tuned_ratio == 2.0
     assert rates.rag_fill == RATES.rag_fill  # no base+rag answers measured
-    assert eval_rates(RATES, ev, Measured(tokens=10), seconds=1.0) == RATES  # too little to measure
+    assert ev.learned(RATES, Measured(tokens=10), 1.0, rundir) == RATES  # too little to measure
 
 
 def _clock(rundir, config, plans):
@@ -193,35 +187,34 @@ def test_run_estimate_counts_reused_stages_as_nothing(tmp_path, tiny_model_dir, 
     test = EvalWork(answers={"base": 10}, answer_tokens=10, max_new_tokens=100)
     plan = {"train": train, "eval:test": test, "report": eta.REPORT}
     reused = {"train": None, "eval:test": None, "report": eta.REPORT}
-    with _clock(_run(tmp_path), _config(tiny_model_dir), [plan, plan, reused]) as clock:
-        clock.begin("prepare")
-        clock.end("prepare", ran=True, seconds=1.0)
-        assert clock.left() == pytest.approx(20 + 10 + RATES.report_s)
-        clock.begin("train")
-        clock.end("train", ran=False, seconds=0.0)  # reused: its own plan no longer counts
-        assert clock.left() == pytest.approx(10 + RATES.report_s)
-        clock.begin("eval:test")
-        clock.end("eval:test", ran=False, seconds=0.0)
-        assert clock.left() == pytest.approx(RATES.report_s)
+    clock = _clock(_run(tmp_path), _config(tiny_model_dir), [plan, plan, reused])
+    clock.begin("prepare")
+    clock.end("prepare", ran=True, seconds=1.0)
+    assert clock.left() == pytest.approx(20 + 10 + RATES.report_s)
+    clock.begin("train")
+    clock.end("train", ran=False, seconds=0.0)  # reused: its own plan no longer counts
+    assert clock.left() == pytest.approx(10 + RATES.report_s)
+    clock.begin("eval:test")
+    clock.end("eval:test", ran=False, seconds=0.0)
+    assert clock.left() == pytest.approx(RATES.report_s)
     lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("run:")]
     assert len(lines) == 2  # nothing but the report left after the last eval set: no line
     assert lines[0].startswith("run: prepare done · ") and lines[0].endswith("left for the whole run")
     assert lines[1].startswith("run: train up to date · ")
-    assert eta_clock._Active.clock is None
 
 
 def test_stage_reports_reach_the_running_clock(tmp_path, tiny_model_dir, home):
+    """The eval stage reports the answers it generated (test_eval_answer checks it leaves out retrieval's and
+    copied ones); the clock measures the set's rate from them and remembers it when the set is done."""
     test = EvalWork(answers={"base": 3, "epoch-1": 3}, answer_tokens=10, max_new_tokens=100)
     plan = {"train": None, "eval:test": test, "report": eta.REPORT}
-    eta.answered([{"model": "base", "new_tokens": 9}])  # no run tracked: ignored
-    with _clock(_run(tmp_path), _config(tiny_model_dir), [plan, plan]) as clock:
-        clock.begin("train")
-        clock.end("train", ran=False, seconds=0.0)
-        clock.begin("eval:test")
-        eta.answered([{"model": "retrieval", "new_tokens": 0}, {"model": "best", "new_tokens": 50}])
-        eta.answered([{"model": "base", "new_tokens": 100}, {"model": "epoch-1", "new_tokens": 12}])
-        assert clock.measured.answers == {"base": 1, "epoch-1": 1} and clock.measured.tokens == 112
-        clock.end("eval:test", ran=True, seconds=2.24)
+    clock = _clock(_run(tmp_path), _config(tiny_model_dir), [plan, plan])
+    clock.begin("train")
+    clock.end("train", ran=False, seconds=0.0)
+    clock.begin("eval:test")
+    clock.answered([{"model": "base", "new_tokens": 100}, {"model": "epoch-1", "new_tokens": 12}])
+    assert clock.measured.answers == {"base": 1, "epoch-1": 1} and clock.measured.tokens == 112
+    clock.end("eval:test", ran=True, seconds=2.24)
     assert load_rates(clock.key, Rates())[0].eval_s_per_token == pytest.approx(0.02)
 
 
@@ -229,22 +222,22 @@ def test_live_line_shows_under_the_bar_but_not_in_its_last_frame(tmp_path, tiny_
     train = TrainWork(epoch_tokens=1000, epochs=2, recall_questions=0, saves=0)
     plan = {"train": train, "eval:test": None, "report": eta.REPORT}
     screen = io.StringIO()
-    with _clock(_run(tmp_path), _config(tiny_model_dir), [plan]) as clock:
-        clock.begin("prepare")
-        clock.end("prepare", ran=True, seconds=1.0)
-        clock.begin("train")
-        eta.train_started(1000)
-        eta.trained(500, 5.0)
-        terminal = Console(file=screen, force_terminal=True, width=120)
-        columns = (TextColumn("epoch 1"), BarColumn())
-        bar = eta_clock._RunBar(*columns, console=terminal, transient=False, auto_refresh=False)
-        with bar:
-            bar.add_task("train", total=4, completed=1)
-            bar.refresh()
-            shown = screen.getvalue()
-            assert "run: train " in shown and "left for the whole run" in shown
-            screen.seek(0)
-            screen.truncate(0)
+    clock = _clock(_run(tmp_path), _config(tiny_model_dir), [plan])
+    clock.begin("prepare")
+    clock.end("prepare", ran=True, seconds=1.0)
+    clock.begin("train")
+    clock.train_started(1000)
+    clock.trained(500, 5.0)
+    terminal = Console(file=screen, force_terminal=True, width=120)
+    columns = (TextColumn("epoch 1"), BarColumn())
+    bar = console.progress_bar(*columns, transient=False, footer=clock.live_line, console=terminal, auto_refresh=False)
+    with bar:
+        bar.add_task("train", total=4, completed=1)
+        bar.refresh()
+        shown = screen.getvalue()
+        assert "run: train " in shown and "left for the whole run" in shown
+        screen.seek(0)
+        screen.truncate(0)
     final = screen.getvalue()
     assert "epoch 1" in final and "run:" not in final
 

@@ -196,6 +196,44 @@ def test_best_copy_of_an_epoch_is_not_generated_twice(run, generate_calls):
     assert scores["comparisons"]["best"] == scores["comparisons"]["epoch-1"]
 
 
+class _Clock:
+    """Records what the eval stage reports to the run's clock."""
+
+    def __init__(self) -> None:
+        self.rows: list[dict] = []
+
+    def answered(self, rows: list[dict]) -> None:
+        self.rows += rows
+
+    def live_line(self) -> None:
+        return None
+
+
+def test_work_left_and_the_clock_count_only_generated_answers(run, generate_calls):
+    """The run's time estimate asks the stage: retrieval and `best` (the weights of epoch-1) generate nothing,
+    saved answers that are still valid are not counted again, and a current eval set has no work left."""
+    import shutil
+
+    from qatune.evaluate.work import work_left
+
+    shutil.copytree(run / "models" / "epoch-1", run / "models" / "best")
+    config = run_config(run)
+    assert work_left(run, config, "test").answers == {"base": 6, "epoch-1": 6, "epoch-2": 6}
+    clock = _Clock()
+    evaluate(run, config, clock=clock)
+    reported = {(r["model"], r["question_id"]) for r in clock.rows}
+    assert len(clock.rows) == len(reported) == sum(n for _, n in generate_calls) == 18
+    assert {m for m, _ in reported} == {"base", "epoch-1", "epoch-2"}
+    assert work_left(run, config, "test") is None
+    path = RunDir(run).eval_generations("test")
+    path.write_text("".join(path.read_text().splitlines(keepends=True)[:9]))  # a crash after 9 rows
+    RunDir(run).eval_scores("test").unlink()
+    left = work_left(run, config, "test").answers
+    generate_calls.clear()
+    evaluate(run, config, clock=_Clock())
+    assert sum(left.values()) == sum(n for _, n in generate_calls) == 15  # the 6 retrieval rows came first
+
+
 def test_models_flag_validates_names_and_keeps_base(run):
     with pytest.raises(QatuneError, match="no model 'epoch-9'"):
         evaluate(run, run_config(run, models=["epoch-9"]))

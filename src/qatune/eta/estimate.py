@@ -1,6 +1,6 @@
-"""The run's remaining time as pure functions of counts and rates: the work types of the stages, the rates
-remembered per machine in $QATUNE_HOME/rates.json (or conservative built-in ones), what a finished stage's
-measurements change in them, and the wording of the run line."""
+"""The run's remaining time from counts and rates: the rates remembered per machine in $QATUNE_HOME/rates.json (or
+conservative built-in ones), blended with what the running stage measures; the kind of object a stage describes
+its work left with (each stage's own counts, priced by these rates); and the wording of the run line."""
 
 from __future__ import annotations
 
@@ -9,16 +9,15 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from qatune.generate.engine import BASE
-from qatune.rag import closed_book, grounded_name, is_grounded
 from qatune.storage import atomic_write_json, qatune_home, read_json
 
 if TYPE_CHECKING:
-    from qatune.train.state import TrainSummary
+    from qatune.rundir import RunDir
 
 RATES_FILE = "rates.json"
 PRIOR_S = 10.0  # a remembered rate weighs as much as this many seconds of the running stage's own measurement
 REFERENCE_PARAMS = 135e6  # the built-in rates are for a model of this size on 2 CPU cores
+CHARS_PER_TOKEN = 4.0  # English in small chat models' vocabularies (stages count characters; token_scale corrects)
 
 
 @dataclass(frozen=True)
@@ -56,12 +55,17 @@ def rates_path() -> Path:
     return qatune_home() / RATES_FILE
 
 
-def load_rates(key: str, defaults: Rates) -> tuple[Rates, bool]:
-    """The rates remembered under `key` over `defaults`; True when any was remembered."""
+def _remembered() -> dict:
     try:
-        saved = read_json(rates_path())["rates"][key]
-    except (OSError, ValueError, KeyError, TypeError):
-        return defaults, False
+        data = read_json(rates_path())
+    except (OSError, ValueError):
+        data = None
+    return data if isinstance(data, dict) and isinstance(data.get("rates"), dict) else {"rates": {}}
+
+
+def load_rates(key: str, defaults: Rates) -> tuple[Rates, bool]:
+    """The rates remembered under `key` over `defaults` (positive numbers only); True when any was remembered."""
+    saved = _remembered()["rates"].get(key)
     names = {f.name for f in fields(Rates)}
     good = {
         k: float(v)
@@ -72,16 +76,10 @@ def load_rates(key: str, defaults: Rates) -> tuple[Rates, bool]:
 
 
 def save_rates(key: str, rates: Rates) -> None:
-    path = rates_path()
-    try:
-        data = read_json(path)
-    except (OSError, ValueError):
-        data = {}
-    if not isinstance(data, dict) or not isinstance(data.get("rates"), dict):
-        data = {"rates": {}}
+    data = _remembered()  # a corrupt file is replaced
     data["rates"][key] = asdict(rates)
     try:
-        atomic_write_json(path, data)
+        atomic_write_json(rates_path(), data)
     except OSError:
         pass  # a read-only home only loses the memory
 
@@ -105,103 +103,36 @@ class Measured:
     new_tokens: dict[str, int] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
-class TrainWork:
-    epoch_tokens: float  # tokens in one pass over the training examples, estimated from characters
-    epochs: float  # passes still to run: the largest epoch of the sweep (independent: their sum), less resumed
-    recall_questions: int  # answered greedily at every saved epoch (they pick `best`)
-    saves: int  # saved epochs still to come
-    resumed: bool = False
+class Work:
+    """What a stage has left (train.work_left, evaluate.work_left, REPORT), priced by this machine's rates."""
 
     def seconds(self, rates: Rates) -> float:
-        return rates.train_setup_s + self._rest(rates, self.epoch_tokens * rates.token_scale, rates.train_tokens_per_s)
-
-    def _rest(self, rates: Rates, epoch_tokens: float, tokens_per_s: float) -> float:
-        recall = self.recall_questions * self.saves * rates.recall_s_per_answer
-        return epoch_tokens * self.epochs / tokens_per_s + recall
+        """The whole stage, before it starts."""
+        return self.left(rates, Measured(), 0.0)
 
     def left(self, rates: Rates, m: Measured, elapsed: float) -> float:
-        if m.epoch_tokens is None:  # still setting up
-            return max(0.0, rates.train_setup_s - elapsed) + self.seconds(rates) - rates.train_setup_s
-        per_token = blend(1 / rates.train_tokens_per_s, m.seconds, m.tokens)
-        total = m.epoch_tokens * self.epochs
-        return max(0.0, 1 - m.tokens / max(total, 1)) * self._rest(rates, m.epoch_tokens, 1 / per_token)
+        raise NotImplementedError
+
+    def learned(self, rates: Rates, m: Measured, seconds: float, rundir: RunDir) -> Rates:
+        """`rates` updated by what the stage measured, once it has finished in `seconds` (and written its files)."""
+        return rates
 
 
 @dataclass(frozen=True)
-class EvalWork:
-    answers: dict[str, int]  # model -> questions it generates answers for (copies and retrieval are cheap)
-    answer_tokens: float  # mean reference answer length, in tokens estimated from characters
-    max_new_tokens: int
-
-    def expected(self, model: str, rates: Rates) -> float:
-        """New tokens per answer: the base model runs on, a fine-tuned one stops near the reference length."""
-        if closed_book(model) == BASE:
-            return (rates.rag_fill if is_grounded(model) else rates.base_fill) * self.max_new_tokens
-        return min(float(self.max_new_tokens), rates.tuned_ratio * self.answer_tokens)
-
-    def tokens_left(self, rates: Rates, answered: dict[str, int]) -> float:
-        return sum(max(0, n - answered.get(m, 0)) * self.expected(m, rates) for m, n in self.answers.items())
-
-    def seconds(self, rates: Rates) -> float:
-        return self.tokens_left(rates, {}) * rates.eval_s_per_token
-
-    def left(self, rates: Rates, m: Measured, elapsed: float) -> float:
-        return self.tokens_left(rates, m.answers) * blend(rates.eval_s_per_token, elapsed, m.tokens)
-
-
-@dataclass(frozen=True)
-class ReportWork:
-    def seconds(self, rates: Rates) -> float:
-        return rates.report_s
-
+class ReportWork(Work):
     def left(self, rates: Rates, m: Measured, elapsed: float) -> float:
         return max(0.0, rates.report_s - elapsed)
 
+    def learned(self, rates: Rates, m: Measured, seconds: float, rundir: RunDir) -> Rates:
+        return replace(rates, report_s=max(seconds, 0.1))
 
-Work = TrainWork | EvalWork | ReportWork
+
 REPORT = ReportWork()
-
-
-def train_rates(rates: Rates, work: TrainWork, m: Measured, summary: TrainSummary | None, seconds: float) -> Rates:
-    """What a finished training measured: tokens/s of the loop, the estimate's scale, validation and setup."""
-    new: dict[str, float] = {}
-    if summary is not None and (summary.tokens_per_second or 0) > 0:
-        new["train_tokens_per_s"] = float(summary.tokens_per_second or 0)
-    if m.epoch_tokens and work.epoch_tokens > 0:
-        new["token_scale"] = m.epoch_tokens / work.epoch_tokens
-    saved_recall = work.recall_questions * len(summary.recall_rougeL_by_epoch if summary else {})
-    if not work.resumed and summary is not None:
-        validation = float(summary.eval_seconds or 0)
-        new["train_setup_s"] = max(1.0, seconds - float(summary.train_seconds or 0) - validation)
-        if saved_recall and validation > 0:
-            new["recall_s_per_answer"] = validation / saved_recall
-    return replace(rates, **new)
-
-
-def eval_rates(rates: Rates, work: EvalWork, m: Measured, seconds: float) -> Rates:
-    """What an eval set measured: seconds per generated token and how long each kind of model's answers ran."""
-    if m.tokens < 50:
-        return rates  # too little generated to measure
-    new = {"eval_s_per_token": seconds / m.tokens}
-    kinds: dict[str, list[str]] = {"base_fill": [BASE], "rag_fill": [grounded_name(BASE)]}
-    kinds["tuned_ratio"] = [k for k in m.answers if closed_book(k) != BASE]
-    for name, models in kinds.items():
-        answers = sum(m.answers.get(k, 0) for k in models)
-        if answers:
-            mean = sum(m.new_tokens.get(k, 0) for k in models) / answers
-            scale = work.answer_tokens if name == "tuned_ratio" else work.max_new_tokens
-            new[name] = max(mean / max(scale, 1e-9), 0.01)
-    return replace(rates, **new)
 
 
 def duration(seconds: float) -> str:
     s = max(0, round(seconds))
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m{s % 60:02d}s"
-    return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    return f"{s}s" if s < 60 else f"{s // 60}m{s % 60:02d}s" if s < 3600 else f"{s // 3600}h{s % 3600 // 60:02d}m"
 
 
 def about(seconds: float) -> str:

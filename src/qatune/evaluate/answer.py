@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from qatune import console, eta
+from qatune import console
 from qatune.console import QatuneError
 from qatune.evaluate import metrics as M
 from qatune.evaluate.budget import answer_budget
@@ -30,6 +30,7 @@ from qatune.storage import append_jsonl, atomic_write_json, read_jsonl
 
 if TYPE_CHECKING:
     from qatune.config import Config
+    from qatune.eta import RunClock
     from qatune.rag.embeddings import PairCosine
 
 __all__ = ["evaluate", "is_current"]
@@ -37,8 +38,12 @@ UNSEEN = "unseen"  # the split of pairs whose facts were held out of training
 VLLM_CHUNK = 256  # vLLM schedules its own batches; this only sets how often answers are saved
 
 
-def evaluate(run: Path, config: Config, questions: Path | None = None, name: str | None = None) -> dict:
-    """Answer what is missing, then write scores.json and combined_responses.json; returns the scores."""
+def evaluate(
+    run: Path, config: Config, questions: Path | None = None, name: str | None = None, clock: RunClock | None = None
+) -> dict:
+    """Answer what is missing, then write scores.json and combined_responses.json; returns the scores.
+
+    `clock`: the run's clock, told about every batch of answers generated."""
     rundir = RunDir(run)
     if not rundir.root.is_dir():
         raise QatuneError("run directory not found; run qatune prepare and qatune train first", path=run)
@@ -52,7 +57,7 @@ def evaluate(run: Path, config: Config, questions: Path | None = None, name: str
     done = {(r["model"], str(r["question_id"])) for r in rows}
     todo = {m: [q for q in qset.rows if (m, str(q["id"])) not in done] for m in models}
     if any(todo.values()):
-        _answer_missing(rundir, config, qset, todo, rows, done=len(done & _pairs(models, qset)))
+        _answer_missing(rundir, config, qset, todo, rows, len(done & _pairs(models, qset)), clock)
     saved = read_jsonl(rundir.eval_generations(qset.name))
     by_key = {(r["model"], str(r["question_id"])): r for r in saved}
     extra, unavailable = _bertscore(config, qset, models, by_key)
@@ -115,15 +120,21 @@ def _check_rows(rows: list[dict], source: Path) -> None:
 
 
 def _answer_missing(
-    rundir: RunDir, config: Config, qset: QuestionSet, todo: dict[str, list[dict]], saved: list[dict], done: int
+    rundir: RunDir,
+    config: Config,
+    qset: QuestionSet,
+    todo: dict[str, list[dict]],
+    saved: list[dict],
+    done: int,
+    clock: RunClock | None,
 ) -> None:
     from qatune.rag.embeddings import PairCosine, load_embedder
 
     known = {(r["answer"], r["reference"]): r["metrics"].get("semantic") for r in saved}
     cosine = PairCosine(load_embedder(), {k: v for k, v in known.items() if v is not None})
     out = rundir.eval_generations(qset.name)
-    twins = _twins(model_fingerprints(rundir, config, list(todo)))
-    with _progress(len(todo) * len(qset.rows), done) as advance:
+    twins = copies(model_fingerprints(rundir, config, list(todo)))
+    with _progress(len(todo) * len(qset.rows), done, clock) as advance:
         if todo.get(RETRIEVAL):
             rows = _retrieval_rows(rundir, cosine, todo[RETRIEVAL])
             append_jsonl(out, rows)
@@ -138,7 +149,7 @@ def _answer_missing(
                 for start in range(0, len(pending), chunk):
                     rows = _generated_rows(engine, cosine, model, pending[start : start + chunk], budget, chunk)
                     append_jsonl(out, rows)  # one fsync'd batch: a crash loses at most this batch
-                    advance(rows)
+                    advance(rows, generated=True)
         for model, twin in twins.items():
             wanted = {str(q["id"]) for q in todo[model]}
             rows = [dict(r, model=model) for r in read_jsonl(out) if r["model"] == twin and r["question_id"] in wanted]
@@ -146,7 +157,7 @@ def _answer_missing(
             advance(rows)
 
 
-def _twins(prints: dict[str, str]) -> dict[str, str]:
+def copies(prints: dict[str, str]) -> dict[str, str]:
     """Adapters with the same weights as an earlier one (`best` is a copy of an epoch): answers are copied."""
     first: dict[str, str] = {}
     twins = {}
@@ -244,20 +255,26 @@ def _bertscore(
 
 
 @contextlib.contextmanager
-def _progress(total: int, done: int) -> Iterator[Callable[[list[dict]], None]]:
-    """A rich progress bar over models x questions (nothing in quiet mode); the saved rows also go to the
-    run's clock (qatune.eta), which measures the eval set's rate from them."""
+def _progress(total: int, done: int, clock: RunClock | None) -> Iterator[Callable[..., None]]:
+    """A rich progress bar over models x questions (nothing in quiet mode); the rows a model generated (not
+    retrieval's or copied ones) also go to the run's clock, which measures the eval set's rate from them."""
+
+    def report(rows: list[dict], generated: bool = False) -> None:
+        if generated and clock is not None:
+            clock.answered(rows)
+
     if console.is_quiet():
-        yield eta.answered
+        yield report
         return
     from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
 
     columns = (TextColumn("answering"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    with eta.progress_bar(*columns, transient=True) as bar:
+    footer = clock.live_line if clock is not None else None
+    with console.progress_bar(*columns, transient=True, footer=footer) as bar:
         task = bar.add_task("eval", total=total, completed=done)
 
-        def advance(rows: list[dict]) -> None:
-            eta.answered(rows)
+        def advance(rows: list[dict], generated: bool = False) -> None:
+            report(rows, generated)
             bar.advance(task, len(rows))
 
         yield advance

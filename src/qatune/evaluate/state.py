@@ -41,10 +41,13 @@ def questions_key(source: Path, config: Config, is_split: bool) -> str:
     return _sha([file_sha256(source), rules])
 
 
-def wanted_models(rundir: RunDir, config: Config) -> list[str]:
-    """`base`, `retrieval`, then each saved adapter (or the --models list, base always kept for comparisons)."""
-    saved = rundir.adapter_names()
-    grounded = [n + RAG_SUFFIX for n in (BASE, *saved)] if rundir.has_index else []
+def wanted_models(rundir: RunDir, config: Config, adapters: list[str] | None = None) -> list[str]:
+    """`base`, `retrieval`, then each saved adapter (or the --models list, base always kept for comparisons).
+
+    `adapters`: the ones a training still to run will save (and its index, when it trains grounded)."""
+    saved = rundir.adapter_names() if adapters is None else adapters
+    indexed = rundir.has_index or (adapters is not None and config.train.grounded)
+    grounded = [n + RAG_SUFFIX for n in (BASE, *saved)] if indexed else []
     if config.eval.models is None:  # grounded by default: the base model and `best` (grounded epoch-N on request)
         return [BASE, RETRIEVAL, *saved, *[g for g in grounded if closed_book(g) in (BASE, "best")]]
     names = [check_name(closed_book(m), "model name") + m[len(closed_book(m)) :] for m in config.eval.models]
@@ -129,17 +132,7 @@ def sync(rundir: RunDir, qset: QuestionSet, prints: dict[str, str]) -> list[dict
         raise QatuneError(
             f"unreadable line ({exc}); delete the file to answer every question again", path=out
         ) from None
-    ids = {str(q["id"]) for q in qset.rows}
-    seen: set[tuple[str, str]] = set()
-    rows = []
-    for row in saved:
-        model, qid = row.get("model"), str(row.get("question_id"))
-        recorded = state["models"].get(model)
-        if recorded is None or (model in prints and recorded != prints[model]):
-            continue
-        if qid in ids and (model, qid) not in seen:
-            seen.add((model, qid))
-            rows.append(row)
+    rows = _still_valid(saved, state["models"], prints, qset)
     if len(rows) != len(saved) or not _complete_lines(out):
         write_jsonl(out, rows)
     state["models"].update(prints)
@@ -151,6 +144,33 @@ def sync(rundir: RunDir, qset: QuestionSet, prints: dict[str, str]) -> list[dict
     )
     state.pop("scored", None)
     atomic_write_json(rundir.eval_inputs(qset.name), state)
+    return rows
+
+
+def valid_answers(rundir: RunDir, qset: QuestionSet, prints: dict[str, str]) -> list[dict]:
+    """The saved answers a rerun of the eval set keeps (`sync` without writing anything)."""
+    state = _read_state(rundir.eval_inputs(qset.name))
+    if state.get("questions") != qset.key:
+        return []
+    try:
+        return _still_valid(read_jsonl(rundir.eval_generations(qset.name)), state["models"], prints, qset)
+    except (OSError, ValueError):
+        return []
+
+
+def _still_valid(saved: list[dict], recorded: dict[str, str], prints: dict[str, str], qset: QuestionSet) -> list[dict]:
+    """One row per model and question of the set, from models whose fingerprint is unchanged."""
+    ids = {str(q["id"]) for q in qset.rows}
+    seen: set[tuple[str, str]] = set()
+    rows = []
+    for row in saved:
+        model, qid = str(row.get("model")), str(row.get("question_id"))
+        made_by = recorded.get(model)
+        if made_by is None or (model in prints and made_by != prints[model]):
+            continue
+        if qid in ids and (model, qid) not in seen:
+            seen.add((model, qid))
+            rows.append(row)
     return rows
 
 

@@ -17,6 +17,15 @@ from qatune.storage import read_jsonl, write_jsonl
 GROUNDED_FILE = "grounded.jsonl"
 
 
+def grounded_questions(rows: list[dict]) -> list[dict]:
+    """The training pairs asked grounded, one per original pair: its first rewording when prepare made one."""
+    reworded: dict[str, dict] = {}
+    for row in rows:
+        if row.get("augmented_from"):
+            reworded.setdefault(str(row["augmented_from"]), row)
+    return [reworded.get(str(row["id"]), row) for row in rows if not row.get("augmented_from")]
+
+
 def write_grounded_split(
     rundir: RunDir,
     seed: int,
@@ -35,12 +44,7 @@ def write_grounded_split(
 
     embedder = load_embedder()
     index = run_index(rundir, embedder, k)
-    rows = read_jsonl(rundir.split_file("train"))
-    reworded: dict[str, dict] = {}
-    for row in rows:
-        if row.get("augmented_from"):
-            reworded.setdefault(str(row["augmented_from"]), row)
-    asked = [reworded.get(str(row["id"]), row) for row in rows if not row.get("augmented_from")]
+    asked = grounded_questions(read_jsonl(rundir.split_file("train")))
     hits = index.search(embedder, [r["question"] for r in asked], k + 1)
     out = []
     for row, found in zip(asked, hits, strict=True):

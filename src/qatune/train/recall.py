@@ -10,6 +10,11 @@ from typing import Any
 RECALL_KINDS = ("paraphrase", "generated")
 
 
+def is_recall(row: dict) -> bool:
+    """A validation row that rewords a trained question (the rest are pairs whose facts were never trained)."""
+    return row.get("kind") in RECALL_KINDS
+
+
 def recall_scorer(
     model: Any, tokenizer: Any, rows: list[dict], device: str, autocast: Any
 ) -> Callable[[], float | None]:

@@ -201,7 +201,7 @@ def _load_splits(
     """Training examples (grounded ones last, from the returned index on), recall validation, unseen-fact
     validation, recall rows."""
     from qatune.storage import read_jsonl
-    from qatune.train.recall import RECALL_KINDS
+    from qatune.train.recall import is_recall
 
     cache, length = rundir.token_cache_dir, tc.max_length
     train_ex = load_examples(rundir.split_file("train"), tokenizer, length, cache, model_path)
@@ -222,7 +222,7 @@ def _load_splits(
     val_path = rundir.split_file("val")
     val_rows = read_jsonl(val_path) if val_path.exists() else []
     val_ex = load_examples(val_path, tokenizer, length, cache, model_path) if val_rows else []
-    recall_ids = {str(r["id"]) for r in val_rows if r.get("kind") in RECALL_KINDS}
+    recall_ids = {str(r["id"]) for r in val_rows if is_recall(r)}
     recall = [e for e in val_ex if e.id in recall_ids]
     unseen = [e for e in val_ex if e.id not in recall_ids]
     if len(train_ex) < FEW_PAIRS:

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import resource
 import shutil
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from qatune import manifest
 from qatune.config import Config, section_hash
@@ -19,6 +20,9 @@ from qatune.train.loop import Setup, StopRequest, TrainingInterrupted, epoch_ste
 from qatune.train.setup import SetupMeta, seed_all, setup
 from qatune.train.state import LoraSummary, TrainProgress, TrainSummary, read_summary
 from qatune.train.telemetry import TrainLog
+
+if TYPE_CHECKING:
+    from qatune.eta import RunClock
 
 
 def input_hash(run: Path, config: Config) -> str:
@@ -34,8 +38,12 @@ def is_current(run: Path, config: Config) -> bool:
     summary = read_summary(rundir.train_summary_json)
     if summary is None or summary.input_hash != input_hash(run, config):
         return False
-    names = [f"epoch-{e}" for e in summary.epochs] + ["best"]
-    return all((rundir.model_dir(n) / "adapter_model.safetensors").exists() for n in names)
+    return all((rundir.model_dir(n) / "adapter_model.safetensors").exists() for n in adapter_names(summary.epochs))
+
+
+def adapter_names(epochs: Iterable[int]) -> list[str]:
+    """The models a training that saves these epoch counts writes to RUN/models."""
+    return [f"epoch-{e}" for e in epochs] + ["best"]
 
 
 def can_resume(run: Path, config: Config) -> bool:
@@ -48,11 +56,12 @@ def _progress(checkpoint_dir: Path) -> TrainProgress:
     return TrainProgress.from_json(checkpoint.read_progress(checkpoint_dir))
 
 
-def train(run: Path, config: Config, resume: bool = False) -> TrainSummary:
+def train(run: Path, config: Config, resume: bool = False, clock: RunClock | None = None) -> TrainSummary:
     """Fine-tune on RUN/data and return the summary; a finished run with the same inputs is not retrained.
 
     Checkpoints of an unfinished run are continued only with `resume` (without it: an error saying so);
-    checkpoints made with other data or settings are discarded when starting over."""
+    checkpoints made with other data or settings are discarded when starting over. `clock`: the run's clock,
+    told what the loop measures."""
     rundir = RunDir(run)
     rundir.require(rundir.split_file("train"), "run `qatune prepare` first")
     key = input_hash(run, config)
@@ -67,7 +76,7 @@ def train(run: Path, config: Config, resume: bool = False) -> TrainSummary:
         manifest.write(run, config, "train", status="running", started_at=manifest.now(), **_device_fields(meta))
     try:
         with StopRequest() as stop:
-            progress = _fit_all(s, key, resume_from, stop)
+            progress = _fit_all(s, key, resume_from, stop, clock)
     except BaseException as exc:
         if main:
             status = "interrupted" if isinstance(exc, TrainingInterrupted | KeyboardInterrupt) else "failed"
@@ -130,7 +139,7 @@ def _schedule(s: Setup, total_steps: int, decay: bool) -> tuple[Any, Any]:
     return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def _fit_all(s: Setup, key: str, resume_from: Path | None, stop: StopRequest) -> TrainProgress:
+def _fit_all(s: Setup, key: str, resume_from: Path | None, stop: StopRequest, clock: RunClock | None) -> TrainProgress:
     import torch
 
     runs = sweep_runs(s.tc)
@@ -139,7 +148,7 @@ def _fit_all(s: Setup, key: str, resume_from: Path | None, stop: StopRequest) ->
     if resume_from:
         label = runs[progress.sweep_position].label if progress.sweep_position < len(runs) else 0
         resume_at = (label, progress.global_step)
-    s.log = TrainLog(s.rundir, s.accelerator.is_main_process, resume_at)
+    s.log = TrainLog(s.rundir, s.accelerator.is_main_process, resume_at, clock)
     n_steps = len(epoch_steps(s, 1))
     for plan in runs[progress.sweep_position :]:
         decay = plan.independent or s.tc.lr_schedule == "linear"

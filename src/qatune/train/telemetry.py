@@ -1,15 +1,18 @@
 """Training telemetry on the main process: RUN/train/metrics.jsonl (fsync'd lines), TensorBoard events under
 RUN/train/tb and a rich progress bar (epoch, step, loss, tokens/s, ETA) unless quiet; what each step measures
-also goes to the run's clock (qatune.eta)."""
+also goes to the run's clock when `qatune run` hands one over (qatune.eta)."""
 
 from __future__ import annotations
 
 import shutil
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from qatune import console, eta
+from qatune import console
 from qatune.rundir import RunDir
 from qatune.storage import append_jsonl, read_jsonl, write_jsonl
+
+if TYPE_CHECKING:
+    from qatune.eta import RunClock
 
 
 def _key(row: dict[str, Any]) -> tuple[int, int]:
@@ -20,8 +23,8 @@ class TrainLog:
     """One per process; only the main process writes. On resume, lines logged after the checkpoint (work
     that is about to be redone) are dropped so the curve has no duplicates."""
 
-    def __init__(self, rundir: RunDir, enabled: bool, resume_at: tuple[int, int] | None):
-        self.enabled = enabled
+    def __init__(self, rundir: RunDir, enabled: bool, resume_at: tuple[int, int] | None, clock: RunClock | None = None):
+        self.enabled, self.clock = enabled, clock
         self.path = rundir.metrics_jsonl
         self._bar: Any = None
         self._task: Any = None
@@ -40,12 +43,13 @@ class TrainLog:
 
     def start_bar(self, title: str, total_steps: int, done_steps: int, epoch_tokens: int) -> None:
         """`epoch_tokens`: the tokens of one pass over the training examples."""
-        eta.train_started(epoch_tokens)
+        if self.clock is not None:
+            self.clock.train_started(epoch_tokens)
         if not self.enabled or console.is_quiet():
             return
         from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
 
-        self._bar = eta.progress_bar(
+        self._bar = console.progress_bar(
             TextColumn("{task.description}"),
             BarColumn(),
             MofNCompleteColumn(),
@@ -53,13 +57,15 @@ class TrainLog:
             TextColumn("{task.fields[tps]} tok/s"),
             TimeRemainingColumn(),
             transient=False,
+            footer=self.clock.live_line if self.clock is not None else None,
         )
         self._bar.start()
         self._task = self._bar.add_task(title, total=total_steps, completed=done_steps, loss="-", tps="-")
 
     def bar(self, description: str, loss: float, tokens: int, seconds: float) -> None:
         """One optimizer step over `tokens` that took `seconds`."""
-        eta.trained(tokens, seconds)
+        if self.clock is not None:
+            self.clock.trained(tokens, seconds)
         if self._bar is not None:
             tps = f"{tokens / max(seconds, 1e-9):,.0f}"
             self._bar.update(self._task, advance=1, description=description, loss=f"{loss:.3f}", tps=tps)

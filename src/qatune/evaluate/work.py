@@ -1,0 +1,86 @@
+"""The answers an eval set still has to generate, for the run's clock (qatune.eta): the models `evaluate` will score,
+less those whose weights are another's (their answers are copied) and the saved answers still valid; priced by the
+machine's rates (answer lengths by kind of model), which a finished eval set updates from what it measured."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from qatune.console import QatuneError
+from qatune.eta.estimate import CHARS_PER_TOKEN, Measured, Rates, Work, blend
+from qatune.evaluate.answer import copies, load_question_set
+from qatune.evaluate.budget import answer_budget
+from qatune.evaluate.state import is_current, model_fingerprints, valid_answers, wanted_models
+from qatune.generate import BASE
+from qatune.rag import closed_book, grounded_name, is_grounded
+from qatune.rag.baseline import RETRIEVAL
+from qatune.rundir import RunDir
+
+if TYPE_CHECKING:
+    from qatune.config import Config
+
+
+@dataclass(frozen=True)
+class EvalWork(Work):
+    answers: dict[str, int]  # model -> questions it still generates answers for (copies and retrieval are cheap)
+    answer_tokens: float  # mean reference answer length, in tokens estimated from characters
+    max_new_tokens: int
+
+    def expected(self, model: str, rates: Rates) -> float:
+        """New tokens per answer: the base model runs on, a fine-tuned one stops near the reference length."""
+        if closed_book(model) == BASE:
+            return (rates.rag_fill if is_grounded(model) else rates.base_fill) * self.max_new_tokens
+        return min(float(self.max_new_tokens), rates.tuned_ratio * self.answer_tokens)
+
+    def left(self, rates: Rates, m: Measured, elapsed: float) -> float:
+        tokens = sum(max(0, n - m.answers.get(k, 0)) * self.expected(k, rates) for k, n in self.answers.items())
+        return tokens * blend(rates.eval_s_per_token, elapsed, m.tokens)
+
+    def learned(self, rates: Rates, m: Measured, seconds: float, rundir: RunDir) -> Rates:
+        """Seconds per generated token, and how long each kind of model's answers ran."""
+        if m.tokens < 50:
+            return rates  # too little generated to measure
+        new = {"eval_s_per_token": seconds / m.tokens}
+        kinds: dict[str, list[str]] = {"base_fill": [BASE], "rag_fill": [grounded_name(BASE)]}
+        kinds["tuned_ratio"] = [k for k in m.answers if closed_book(k) != BASE]
+        for name, models in kinds.items():
+            answers = sum(m.answers.get(k, 0) for k in models)
+            if answers:
+                mean = sum(m.new_tokens.get(k, 0) for k in models) / answers
+                scale = self.answer_tokens if name == "tuned_ratio" else self.max_new_tokens
+                new[name] = max(mean / max(scale, 1e-9), 0.01)
+        return replace(rates, **new)
+
+
+def work_left(
+    run: Path, config: Config, name: str, questions: Path | None = None, adapters: list[str] | None = None
+) -> EvalWork | None:
+    """What `evaluate` would still generate for the set; None when its scores are current (`is_current`).
+
+    `adapters`: those a training still to run will save. Their weights are unknown, so `best` (which is one of the
+    epochs) counts as a copy when every epoch is scored alongside it."""
+    rundir = RunDir(run)
+    if adapters is None and is_current(run, config, name, questions):
+        return None
+    try:
+        qset = load_question_set(rundir, config, questions, name)
+    except (QatuneError, OSError):
+        qset = None  # the eval stage says what is wrong with the file
+    models = wanted_models(rundir, config, adapters)
+    if adapters is None:
+        prints = model_fingerprints(rundir, config, models)
+        copied, saved = set(copies(prints)), valid_answers(rundir, qset, prints) if qset else []
+    else:
+        epochs = [a for a in adapters if a != "best"]
+        best = [m for m in models if closed_book(m) == "best"]
+        copied = {m for m in best if epochs and all(e + m.removeprefix("best") in models for e in epochs)}
+        saved = []
+    rows, done = (qset.rows if qset else []), Counter(str(r.get("model")) for r in saved)
+    return EvalWork(
+        answers={m: len(rows) - done[m] for m in models if m != RETRIEVAL and m not in copied},
+        answer_tokens=sum(len(str(r["answer"])) / CHARS_PER_TOKEN + 1 for r in rows) / max(len(rows), 1),
+        max_new_tokens=answer_budget(rundir, config),
+    )

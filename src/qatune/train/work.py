@@ -1,0 +1,95 @@
+"""The training still to run, for the run's clock (qatune.eta): counted from RUN/data and the checkpoint a training
+would resume from, with the sweep's own epoch list, the grounded examples an epoch trains and the recall questions
+validation answers; priced by the machine's rates, which a finished training updates from RUN/train/summary.json."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from qatune.eta.estimate import CHARS_PER_TOKEN, Measured, Rates, Work, blend
+from qatune.rag.examples import grounded_questions
+from qatune.rundir import RunDir
+from qatune.storage import read_jsonl
+from qatune.train import checkpoint
+from qatune.train.loop import grounded_per_epoch, sweep_runs
+from qatune.train.recall import is_recall
+from qatune.train.stage import can_resume, is_current
+from qatune.train.state import TrainProgress, read_summary
+
+if TYPE_CHECKING:
+    from qatune.config import Config, TrainConfig
+
+TEMPLATE_TOKENS = 32  # chat-template tokens around a pair (default system prompt, role headers)
+PAIR_FRAME, CONTEXT_FRAME = 8, 30  # characters around each retrieved pair and around the context (rag.prompt)
+
+
+@dataclass(frozen=True)
+class TrainWork(Work):
+    epoch_tokens: float  # tokens in one pass over the training examples, estimated from characters
+    epochs: float  # passes still to run: the largest epoch of the sweep (independent: their sum), less resumed
+    recall_questions: int  # answered greedily at every saved epoch (they pick `best`)
+    saves: int  # saved epochs still to come
+    resumed: bool = False
+
+    def left(self, rates: Rates, m: Measured, elapsed: float) -> float:
+        recall = self.recall_questions * self.saves * rates.recall_s_per_answer
+        if m.epoch_tokens is None:  # still setting up
+            tokens = self.epoch_tokens * rates.token_scale * self.epochs
+            return max(0.0, rates.train_setup_s - elapsed) + tokens / rates.train_tokens_per_s + recall
+        total, per_token = m.epoch_tokens * self.epochs, blend(1 / rates.train_tokens_per_s, m.seconds, m.tokens)
+        return max(0.0, 1 - m.tokens / max(total, 1)) * (total * per_token + recall)
+
+    def learned(self, rates: Rates, m: Measured, seconds: float, rundir: RunDir) -> Rates:
+        """Tokens/s of the loop, the estimate's scale, and (unless resumed) setup and recall answering time."""
+        summary = read_summary(rundir.train_summary_json)
+        new: dict[str, float] = {}
+        if summary is not None and (summary.tokens_per_second or 0) > 0:
+            new["train_tokens_per_s"] = float(summary.tokens_per_second or 0)
+        if m.epoch_tokens and self.epoch_tokens > 0:
+            new["token_scale"] = m.epoch_tokens / self.epoch_tokens
+        if not self.resumed and summary is not None:
+            validation = float(summary.eval_seconds or 0)
+            new["train_setup_s"] = max(1.0, seconds - float(summary.train_seconds or 0) - validation)
+            recall_answers = self.recall_questions * len(summary.recall_rougeL_by_epoch)
+            if recall_answers and validation > 0:
+                new["recall_s_per_answer"] = validation / recall_answers
+        return replace(rates, **new)
+
+
+def work_left(run: Path, config: Config) -> TrainWork | None:
+    """What `train` would still do for these inputs; None when it is finished (`is_current`)."""
+    if is_current(run, config):
+        return None
+    rundir, tc = RunDir(run), config.train
+    last = checkpoint.latest(rundir.checkpoints_dir) if can_resume(run, config) else None
+    progress = TrainProgress.from_json(checkpoint.read_progress(last)) if last is not None else TrainProgress()
+    epochs = sum(r.epochs for r in sweep_runs(tc)[progress.sweep_position :]) - (progress.epoch - 1)
+    return TrainWork(
+        epoch_tokens=_epoch_tokens(read_jsonl(rundir.split_file("train")), tc),
+        epochs=max(0, epochs),
+        recall_questions=sum(map(is_recall, read_jsonl(rundir.split_file("val")))),
+        saves=max(0, len(tc.epochs) - len(progress.saved)),
+        resumed=last is not None,
+    )
+
+
+def _chars(row: dict) -> int:
+    return len(str(row.get("question", ""))) + len(str(row.get("answer", "")))
+
+
+def _epoch_tokens(rows: list[dict], tc: TrainConfig) -> float:
+    """Every pair, and the grounded examples an epoch trains: each pair asked grounded, with rag_k retrieved pairs
+    of average length in its prompt (truncated to max_length, as training does)."""
+
+    def tokens(chars: float) -> float:
+        return min(tc.max_length, TEMPLATE_TOKENS + chars / CHARS_PER_TOKEN)
+
+    total = sum(tokens(_chars(r)) for r in rows)
+    asked = grounded_questions(rows) if tc.grounded else []
+    if asked:
+        context = tc.rag_k * (sum(map(_chars, rows)) / len(rows) + PAIR_FRAME) + CONTEXT_FRAME
+        grounded = [tokens(_chars(r) + context) for r in asked]
+        total += grounded_per_epoch(len(grounded), tc.grounded_share) * sum(grounded) / len(grounded)
+    return total

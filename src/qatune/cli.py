@@ -1,12 +1,16 @@
-"""The `qatune` command: one short function per subcommand that parses flags, loads the config and
-calls one stage entry. No torch import happens until a stage runs."""
+"""The `qatune` command: one short function per subcommand that parses flags, loads the config and calls one
+stage entry. No torch import happens until a stage runs."""
 
 from __future__ import annotations
 
+import functools
+import inspect
 import os
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, get_type_hints
 
 import typer
 from pydantic import BaseModel
@@ -23,36 +27,18 @@ app = typer.Typer(
     help="Fine-tune an open LLM on your question/answer spreadsheet and prove it got better.",
 )
 
-_DEBUG = {"on": False}
-
 
 def _help(section: type[BaseModel], field: str) -> str:
     """A config-backed flag's help: the field's description and default (escaped: Typer reads rich markup)."""
     return escape(help_for(section, field))
 
 
-def _c(field: str) -> str:
-    return _help(Config, field)
-
-
-def _p(field: str) -> str:
-    return _help(PrepareConfig, field)
-
-
-def _t(field: str) -> str:
-    return _help(TrainConfig, field)
-
-
-def _e(field: str) -> str:
-    return _help(EvalConfig, field)
-
-
 RunOpt = Annotated[Path, typer.Option("--run", help="Run directory.")]
 ConfigOpt = Annotated[Path | None, typer.Option("--config", help="YAML config file (flags override it).")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", help="No progress bars or chatter (CI, logs).")]
-ModelOpt = Annotated[str | None, typer.Option("--model", help=_c("model"))]
-TrustOpt = Annotated[bool | None, typer.Option("--trust-remote-code", help=_c("trust_remote_code"))]
-PickleOpt = Annotated[bool | None, typer.Option("--allow-pickle", help=_c("allow_pickle"))]
+ModelOpt = Annotated[str | None, typer.Option("--model", help=_help(Config, "model"))]
+TrustOpt = Annotated[bool | None, typer.Option("--trust-remote-code", help=_help(Config, "trust_remote_code"))]
+PickleOpt = Annotated[bool | None, typer.Option("--allow-pickle", help=_help(Config, "allow_pickle"))]
 
 
 def _auto_number(value: str | None, cast: type = int) -> int | float | str | None:
@@ -65,34 +51,76 @@ def _auto_number(value: str | None, cast: type = int) -> int | float | str | Non
         raise console.QatuneError(f"expected a number or 'auto', got {value!r}") from None
 
 
+@dataclass
+class TrainFlags:
+    """The training flags of `train` and `run`, declared once: each sets the TrainConfig field of its name and
+    shows that field's help. `--seed` is each command's own (in `run` it also seeds the split)."""
+
+    epochs: str | None = None  # comma-separated
+    sweep: str | None = None
+    lora_r: int | None = None
+    lora_alpha: float | None = None
+    lora_dropout: float | None = None
+    target_modules: str | None = None  # comma-separated
+    lr: str | None = None  # a number or auto
+    weight_decay: float | None = None
+    batch_size: str | None = None  # a number or auto
+    grad_accum: int | None = None
+    quant: str | None = None
+    precision: str | None = None
+    max_length: int | None = None
+    early_stopping_patience: int | None = None
+    grounded: bool | None = None  # a switch: --grounded/--no-grounded
+    rag_k: int | None = None
+    grounded_share: float | None = None
+    oracle_share: float | None = None
+
+    def section(self) -> dict[str, Any]:
+        """The `train` config section the flags set (None: not given)."""
+        values = dict(vars(self))
+        values.update(epochs=parse_list(self.epochs, int), target_modules=parse_list(self.target_modules))
+        values.update(lr=_auto_number(self.lr, float), batch_size=_auto_number(self.batch_size))
+        return values
+
+
+def _with_train_flags(command: Callable[..., None]) -> Callable[..., None]:
+    """Typer sees the TrainFlags as options where `command` has its `flags: TrainFlags` parameter; `command`
+    receives them as one TrainFlags."""
+    by_name = inspect.Parameter.KEYWORD_ONLY  # typer passes every value by name
+    hints, options = get_type_hints(TrainFlags), []
+    for f in fields(TrainFlags):
+        switch = [f"--{f.name}/--no-{f.name}".replace("_", "-")] if hints[f.name] == bool | None else []
+        option = typer.Option(*switch, help=_help(TrainConfig, f.name))
+        options.append(inspect.Parameter(f.name, by_name, default=None, annotation=Annotated[hints[f.name], option]))
+    own = [p.replace(kind=by_name) for p in inspect.signature(command, eval_str=True).parameters.values()]
+    at = [p.name for p in own].index("flags")
+
+    @functools.wraps(command)
+    def with_flags(**values: Any) -> None:
+        flags = TrainFlags(**{f.name: values.pop(f.name) for f in fields(TrainFlags)})
+        command(**values, flags=flags)
+
+    with_flags.__signature__ = inspect.Signature(own[:at] + options + own[at + 1 :])  # type: ignore[attr-defined]
+    return with_flags
+
+
 def _print_version(value: bool) -> None:
     if value:
         console.out.print(__version__)
         raise typer.Exit()
 
 
+DebugOpt = Annotated[bool, typer.Option("--debug", help="Show full tracebacks.")]
+_VERSION = typer.Option("--version", help="Print the version and exit.", is_eager=True, callback=_print_version)
+VersionOpt = Annotated[bool, _VERSION]
+_CHAT_MODELS = f"best, epoch-N or base (add {RAG_SUFFIX} for grounded)."
+_CHAT_RAG = "Answer with the top-k retrieved training pairs in the prompt."
+_BOTH_SEEDS = f"Sets both seeds. Split: {_help(PrepareConfig, 'seed')} Training: {_help(TrainConfig, 'seed')}"
+
+
 @app.callback()
-def _root(
-    debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks.")] = False,
-    version: Annotated[
-        bool, typer.Option("--version", help="Print the version and exit.", is_eager=True, callback=_print_version)
-    ] = False,
-) -> None:
-    _DEBUG["on"] = debug or os.environ.get("QATUNE_DEBUG") == "1"
-
-
-def _prepare_overrides(val_frac, test_frac, seed, augment, question_col, answer_col, sheet) -> dict[str, Any]:
-    return {
-        "prepare": {
-            "val_frac": val_frac,
-            "test_frac": test_frac,
-            "seed": seed,
-            "augment": augment,
-            "question_col": question_col,
-            "answer_col": answer_col,
-            "sheet": sheet,
-        }
-    }
+def _root(debug: DebugOpt = False, version: VersionOpt = False) -> None:
+    """Options of every command (main() reads --debug itself, before any command runs)."""
 
 
 @app.command()
@@ -100,14 +128,14 @@ def prepare(
     data: Annotated[Path | None, typer.Argument(help="Spreadsheet (.xlsx .csv .tsv .json .jsonl .parquet).")] = None,
     out: Annotated[Path, typer.Option("--out", help="Run directory to write.")] = Path("runs/latest"),
     test: Annotated[Path | None, typer.Option("--test", help="Explicit test set file.")] = None,
-    val_frac: Annotated[float | None, typer.Option(help=_p("val_frac"))] = None,
-    test_frac: Annotated[float | None, typer.Option(help=_p("test_frac"))] = None,
-    seed: Annotated[int | None, typer.Option(help=_p("seed"))] = None,
-    augment: Annotated[int | None, typer.Option(help=_p("augment"))] = None,
-    augment_method: Annotated[str | None, typer.Option(help=_p("augment_method"))] = None,
-    question_col: Annotated[str | None, typer.Option(help=_p("question_col"))] = None,
-    answer_col: Annotated[str | None, typer.Option(help=_p("answer_col"))] = None,
-    sheet: Annotated[str | None, typer.Option(help=_p("sheet"))] = None,
+    val_frac: Annotated[float | None, typer.Option(help=_help(PrepareConfig, "val_frac"))] = None,
+    test_frac: Annotated[float | None, typer.Option(help=_help(PrepareConfig, "test_frac"))] = None,
+    seed: Annotated[int | None, typer.Option(help=_help(PrepareConfig, "seed"))] = None,
+    augment: Annotated[int | None, typer.Option(help=_help(PrepareConfig, "augment"))] = None,
+    augment_method: Annotated[str | None, typer.Option(help=_help(PrepareConfig, "augment_method"))] = None,
+    question_col: Annotated[str | None, typer.Option(help=_help(PrepareConfig, "question_col"))] = None,
+    answer_col: Annotated[str | None, typer.Option(help=_help(PrepareConfig, "answer_col"))] = None,
+    sheet: Annotated[str | None, typer.Option(help=_help(PrepareConfig, "sheet"))] = None,
     config: ConfigOpt = None,
     model: ModelOpt = None,
     quiet: QuietOpt = False,
@@ -117,50 +145,19 @@ def prepare(
     from qatune.data.prepare import prepare as run_prepare
 
     console.set_quiet(quiet)
-    overrides = _prepare_overrides(val_frac, test_frac, seed, augment, question_col, answer_col, sheet)
-    overrides["prepare"]["augment_method"] = augment_method
-    overrides["model"] = model
-    run_prepare(data, out, cfg.load(config, overrides), test_file=test)
-
-
-def _train_overrides(**flags: Any) -> dict[str, Any]:
-    lists = {"epochs": int, "target_modules": str}
-    section = {}
-    for key, value in flags.items():
-        if key in lists:
-            value = parse_list(value, lists[key])
-        elif key == "lr":
-            value = _auto_number(value, float)
-        elif key == "batch_size":
-            value = _auto_number(value)
-        section[key] = value
-    return {"train": section}
+    section: dict[str, Any] = {"val_frac": val_frac, "test_frac": test_frac, "seed": seed, "augment": augment}
+    section.update(augment_method=augment_method, question_col=question_col, answer_col=answer_col, sheet=sheet)
+    run_prepare(data, out, cfg.load(config, {"prepare": section, "model": model}), test_file=test)
 
 
 @app.command()
+@_with_train_flags
 def train(
     run: RunOpt,
     config: ConfigOpt = None,
     model: ModelOpt = None,
-    epochs: Annotated[str | None, typer.Option(help=_t("epochs"))] = None,
-    sweep: Annotated[str | None, typer.Option(help=_t("sweep"))] = None,
-    lora_r: Annotated[int | None, typer.Option(help=_t("lora_r"))] = None,
-    lora_alpha: Annotated[float | None, typer.Option(help=_t("lora_alpha"))] = None,
-    lora_dropout: Annotated[float | None, typer.Option(help=_t("lora_dropout"))] = None,
-    target_modules: Annotated[str | None, typer.Option(help=_t("target_modules"))] = None,
-    lr: Annotated[str | None, typer.Option(help=_t("lr"))] = None,
-    weight_decay: Annotated[float | None, typer.Option(help=_t("weight_decay"))] = None,
-    batch_size: Annotated[str | None, typer.Option(help=_t("batch_size"))] = None,
-    grad_accum: Annotated[int | None, typer.Option(help=_t("grad_accum"))] = None,
-    quant: Annotated[str | None, typer.Option(help=_t("quant"))] = None,
-    precision: Annotated[str | None, typer.Option(help=_t("precision"))] = None,
-    max_length: Annotated[int | None, typer.Option(help=_t("max_length"))] = None,
-    seed: Annotated[int | None, typer.Option(help=_t("seed"))] = None,
-    early_stopping_patience: Annotated[int | None, typer.Option(help=_t("early_stopping_patience"))] = None,
-    grounded: Annotated[bool | None, typer.Option("--grounded/--no-grounded", help=_t("grounded"))] = None,
-    rag_k: Annotated[int | None, typer.Option(help=_t("rag_k"))] = None,
-    grounded_share: Annotated[float | None, typer.Option(help=_t("grounded_share"))] = None,
-    oracle_share: Annotated[float | None, typer.Option(help=_t("oracle_share"))] = None,
+    flags: TrainFlags = TrainFlags(),
+    seed: Annotated[int | None, typer.Option(help=_help(TrainConfig, "seed"))] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from the last checkpoint.")] = False,
     trust_remote_code: TrustOpt = None,
     allow_pickle: PickleOpt = None,
@@ -169,32 +166,11 @@ def train(
     """Fine-tune LoRA adapters on RUN/data, saving a model at each requested epoch count."""
     from qatune import config as cfg
     from qatune.train import train as run_train
-
-    console.set_quiet(quiet)
-    overrides = _train_overrides(
-        epochs=epochs,
-        sweep=sweep,
-        lora_r=lora_r,
-        lora_alpha=lora_alpha,
-        lora_dropout=lora_dropout,
-        target_modules=target_modules,
-        lr=lr,
-        weight_decay=weight_decay,
-        batch_size=batch_size,
-        grad_accum=grad_accum,
-        quant=quant,
-        precision=precision,
-        max_length=max_length,
-        seed=seed,
-        early_stopping_patience=early_stopping_patience,
-        grounded=grounded,
-        rag_k=rag_k,
-        grounded_share=grounded_share,
-        oracle_share=oracle_share,
-    )
-    overrides.update(model=model, trust_remote_code=trust_remote_code, allow_pickle=allow_pickle)
     from qatune.train.loop import TrainingInterrupted
 
+    console.set_quiet(quiet)
+    overrides = {"train": {**flags.section(), "seed": seed}, "model": model, "trust_remote_code": trust_remote_code}
+    overrides["allow_pickle"] = allow_pickle
     try:
         run_train(run, cfg.load_for_run(run, config, overrides), resume=resume)
     except TrainingInterrupted as exc:
@@ -207,11 +183,11 @@ def eval_(
     run: RunOpt,
     questions: Annotated[list[Path] | None, typer.Option("--questions", help="Extra question file(s).")] = None,
     name: Annotated[str | None, typer.Option("--name", help="Eval set name (default: file stem).")] = None,
-    models: Annotated[str | None, typer.Option("--models", help=_e("models"))] = None,
-    max_new_tokens: Annotated[str | None, typer.Option(help=_e("max_new_tokens"))] = None,
-    batch_size: Annotated[str | None, typer.Option(help=_e("batch_size"))] = None,
-    bertscore: Annotated[bool | None, typer.Option("--bertscore", help=_e("bertscore"))] = None,
-    engine: Annotated[str | None, typer.Option(help=_e("engine"))] = None,
+    models: Annotated[str | None, typer.Option("--models", help=_help(EvalConfig, "models"))] = None,
+    max_new_tokens: Annotated[str | None, typer.Option(help=_help(EvalConfig, "max_new_tokens"))] = None,
+    batch_size: Annotated[str | None, typer.Option(help=_help(EvalConfig, "batch_size"))] = None,
+    bertscore: Annotated[bool | None, typer.Option("--bertscore", help=_help(EvalConfig, "bertscore"))] = None,
+    engine: Annotated[str | None, typer.Option(help=_help(EvalConfig, "engine"))] = None,
     config: ConfigOpt = None,
     allow_pickle: PickleOpt = None,
     quiet: QuietOpt = False,
@@ -221,17 +197,9 @@ def eval_(
     from qatune.evaluate.answer import evaluate
 
     console.set_quiet(quiet)
-    overrides = {
-        "eval": {
-            "models": parse_list(models),
-            "max_new_tokens": _auto_number(max_new_tokens),
-            "batch_size": _auto_number(batch_size),
-            "bertscore": bertscore,
-            "engine": engine,
-        },
-        "allow_pickle": allow_pickle,
-    }
-    settings = cfg.load_for_run(run, config, overrides, save=False)
+    section: dict[str, Any] = {"models": parse_list(models), "bertscore": bertscore, "engine": engine}
+    section.update(max_new_tokens=_auto_number(max_new_tokens), batch_size=_auto_number(batch_size))
+    settings = cfg.load_for_run(run, config, {"eval": section, "allow_pickle": allow_pickle}, save=False)
     if questions and name and len(questions) > 1:
         raise console.QatuneError("--name applies to one --questions file; give one file per eval command")
     for path in questions or [None]:
@@ -249,6 +217,7 @@ def report(run: RunOpt, quiet: QuietOpt = False) -> None:
 
 
 @app.command(name="run")
+@_with_train_flags
 def run_(
     data: Annotated[Path | None, typer.Argument(help="Spreadsheet; the example data when omitted.")] = None,
     test: Annotated[Path | None, typer.Option("--test", help="Explicit test set file.")] = None,
@@ -256,30 +225,11 @@ def run_(
     out: Annotated[Path | None, typer.Option("--out", help="Run directory (default runs/<data stem>).")] = None,
     config: ConfigOpt = None,
     model: ModelOpt = None,
-    epochs: Annotated[str | None, typer.Option(help=_t("epochs"))] = None,
-    sweep: Annotated[str | None, typer.Option(help=_t("sweep"))] = None,
-    lora_r: Annotated[int | None, typer.Option(help=_t("lora_r"))] = None,
-    lora_alpha: Annotated[float | None, typer.Option(help=_t("lora_alpha"))] = None,
-    lora_dropout: Annotated[float | None, typer.Option(help=_t("lora_dropout"))] = None,
-    target_modules: Annotated[str | None, typer.Option(help=_t("target_modules"))] = None,
-    lr: Annotated[str | None, typer.Option(help=_t("lr"))] = None,
-    weight_decay: Annotated[float | None, typer.Option(help=_t("weight_decay"))] = None,
-    batch_size: Annotated[str | None, typer.Option(help=_t("batch_size"))] = None,
-    grad_accum: Annotated[int | None, typer.Option(help=_t("grad_accum"))] = None,
-    quant: Annotated[str | None, typer.Option(help=_t("quant"))] = None,
-    precision: Annotated[str | None, typer.Option(help=_t("precision"))] = None,
-    max_length: Annotated[int | None, typer.Option(help=_t("max_length"))] = None,
-    early_stopping_patience: Annotated[int | None, typer.Option(help=_t("early_stopping_patience"))] = None,
-    grounded: Annotated[bool | None, typer.Option("--grounded/--no-grounded", help=_t("grounded"))] = None,
-    rag_k: Annotated[int | None, typer.Option(help=_t("rag_k"))] = None,
-    grounded_share: Annotated[float | None, typer.Option(help=_t("grounded_share"))] = None,
-    oracle_share: Annotated[float | None, typer.Option(help=_t("oracle_share"))] = None,
-    seed: Annotated[
-        int | None, typer.Option(help=f"Sets both seeds. Split: {_p('seed')} Training: {_t('seed')}")
-    ] = None,
-    augment: Annotated[int | None, typer.Option(help=_p("augment"))] = None,
-    augment_method: Annotated[str | None, typer.Option(help=_p("augment_method"))] = None,
-    max_new_tokens: Annotated[str | None, typer.Option(help=_e("max_new_tokens"))] = None,
+    flags: TrainFlags = TrainFlags(),
+    seed: Annotated[int | None, typer.Option(help=_BOTH_SEEDS)] = None,
+    augment: Annotated[int | None, typer.Option(help=_help(PrepareConfig, "augment"))] = None,
+    augment_method: Annotated[str | None, typer.Option(help=_help(PrepareConfig, "augment_method"))] = None,
+    max_new_tokens: Annotated[str | None, typer.Option(help=_help(EvalConfig, "max_new_tokens"))] = None,
     trust_remote_code: TrustOpt = None,
     allow_pickle: PickleOpt = None,
     quiet: QuietOpt = False,
@@ -288,29 +238,11 @@ def run_(
     from qatune import pipeline
 
     console.set_quiet(quiet)
-    overrides = _train_overrides(
-        epochs=epochs,
-        sweep=sweep,
-        lora_r=lora_r,
-        lora_alpha=lora_alpha,
-        lora_dropout=lora_dropout,
-        target_modules=target_modules,
-        lr=lr,
-        weight_decay=weight_decay,
-        batch_size=batch_size,
-        grad_accum=grad_accum,
-        quant=quant,
-        precision=precision,
-        max_length=max_length,
-        early_stopping_patience=early_stopping_patience,
-        seed=seed,
-        grounded=grounded,
-        rag_k=rag_k,
-        grounded_share=grounded_share,
-        oracle_share=oracle_share,
-    )
-    overrides["prepare"] = {"seed": seed, "augment": augment, "augment_method": augment_method}
-    overrides["eval"] = {"max_new_tokens": _auto_number(max_new_tokens)}
+    overrides: dict[str, Any] = {
+        "prepare": {"seed": seed, "augment": augment, "augment_method": augment_method},
+        "train": {**flags.section(), "seed": seed},
+        "eval": {"max_new_tokens": _auto_number(max_new_tokens)},
+    }
     overrides.update(model=model, trust_remote_code=trust_remote_code, allow_pickle=allow_pickle)
     pipeline.run(
         data, out=out, config_path=config, overrides=overrides, test_file=test, question_files=list(questions or [])
@@ -320,13 +252,9 @@ def run_(
 @app.command()
 def chat(
     run: RunOpt,
-    model: Annotated[
-        str, typer.Option("--model", help=f"best, epoch-N or base (add {RAG_SUFFIX} for grounded).")
-    ] = "best",
+    model: Annotated[str, typer.Option("--model", help=_CHAT_MODELS)] = "best",
     max_new_tokens: Annotated[int, typer.Option(help="Longest answer, in new tokens.")] = 256,
-    rag: Annotated[
-        bool, typer.Option("--rag", help="Answer with the top-k retrieved training pairs in the prompt.")
-    ] = False,
+    rag: Annotated[bool, typer.Option("--rag", help=_CHAT_RAG)] = False,
 ) -> None:
     """Chat with a fine-tuned model in the terminal (reads stdin line by line when not a TTY)."""
     from qatune.chat import chat as run_chat
@@ -370,40 +298,22 @@ def export(
     console.out.print(f"exported: {path}", markup=False, soft_wrap=True)
 
 
-def _quiet_libraries() -> None:
-    """Library progress bars and advice would drown qatune's own output; --debug keeps them."""
-    if not _DEBUG["on"]:
-        import warnings
-
-        # peft calls a transformers API deprecated for v6; nothing a user can act on
-        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing", category=FutureWarning)
-        for key, value in (
-            ("HF_HUB_DISABLE_PROGRESS_BARS", "1"),
-            ("TRANSFORMERS_VERBOSITY", "error"),
-            ("TOKENIZERS_PARALLELISM", "false"),
-            ("TF_CPP_MIN_LOG_LEVEL", "3"),
-        ):
-            os.environ.setdefault(key, value)
-
-
 def main() -> None:
-    _DEBUG["on"] = "--debug" in sys.argv[1:] or os.environ.get("QATUNE_DEBUG") == "1"
-    _quiet_libraries()
+    debug = "--debug" in sys.argv[1:] or os.environ.get("QATUNE_DEBUG") == "1"
+    if not debug:  # --debug keeps the libraries' own output
+        console.quiet_libraries()
     # OpenMP threads that spin while waiting steal the cores a shared or busy CPU needs: measured 10-20x
     # slower generation on 2 busy cores. Read once when torch loads, so it is set before any stage runs.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     try:
         app(standalone_mode=False)
     except console.QatuneError as exc:
-        if _DEBUG["on"]:
+        if debug:
             raise
         console.error_line(str(exc))
         sys.exit(console.EXIT_BAD_INPUT)
-    except typer.Abort:
-        console.error_line("aborted")
-        sys.exit(130)
-    except KeyboardInterrupt:
-        console.error_line("interrupted")
+    except (typer.Abort, KeyboardInterrupt) as exc:
+        console.error_line("aborted" if isinstance(exc, typer.Abort) else "interrupted")
         sys.exit(130)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
@@ -411,7 +321,7 @@ def main() -> None:
         if hasattr(exc, "show") and hasattr(exc, "exit_code"):
             exc.show()
             sys.exit(console.EXIT_BAD_INPUT)
-        if _DEBUG["on"]:
+        if debug:
             raise
         console.error_line(f"{type(exc).__name__}: {exc} (rerun with --debug for the traceback)")
         sys.exit(1)

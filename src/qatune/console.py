@@ -54,6 +54,22 @@ def warn(message: str) -> None:
     console.print(f"[yellow]warning:[/yellow] {message}")
 
 
+def quiet_libraries() -> None:
+    """Library progress bars and advice would drown qatune's own output (set before the libraries load)."""
+    import os
+    import warnings
+
+    # peft calls a transformers API deprecated for v6; nothing a user can act on
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing", category=FutureWarning)
+    for key, value in (
+        ("HF_HUB_DISABLE_PROGRESS_BARS", "1"),
+        ("TRANSFORMERS_VERBOSITY", "error"),
+        ("TOKENIZERS_PARALLELISM", "false"),
+        ("TF_CPP_MIN_LOG_LEVEL", "3"),
+    ):
+        os.environ.setdefault(key, value)
+
+
 def error_line(message: str) -> None:
     """Print the single error line; newlines inside the message are flattened so it stays one line."""
     flat = " ".join(str(message).split())

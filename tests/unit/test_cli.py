@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from dataclasses import fields
 
 from qatune import __version__
 
@@ -55,3 +56,27 @@ def test_debug_shows_the_traceback(tmp_path):
 def test_unknown_option_is_a_usage_error():
     result = _qatune("train", "--no-such-flag")
     assert result.returncode == 2 and "Traceback" not in result.stderr
+
+
+def test_train_and_run_read_the_shared_training_flags_the_same_way(monkeypatch, tmp_path):
+    """The training flags are declared once for both commands: the same flags give the same train section."""
+    from typer.testing import CliRunner
+
+    from qatune import config, pipeline
+    from qatune.cli import TrainFlags, app
+    from qatune.console import QatuneError
+
+    seen: dict[str, dict] = {}
+    monkeypatch.setattr(config, "load_for_run", lambda run, path, overrides, **kw: seen.setdefault("train", overrides))
+    monkeypatch.setattr("qatune.train.train", lambda *a, **kw: None)
+    monkeypatch.setattr(pipeline, "run", lambda data, overrides, **kw: seen.setdefault("run", overrides))
+    flags = ["--epochs", "1,3", "--lr", "1e-3", "--batch-size", "auto", "--no-grounded", "--lora-r", "4", "--seed", "7"]
+    for command in (["train", "--run", str(tmp_path)], ["run", str(tmp_path / "data.csv")]):
+        result = CliRunner().invoke(app, [*command, *flags])
+        assert result.exit_code == 0, result.output
+    assert seen["train"]["train"] == seen["run"]["train"]
+    section = {k: v for k, v in seen["run"]["train"].items() if v is not None}
+    assert section == {"epochs": [1, 3], "lr": 1e-3, "batch_size": "auto", "grounded": False, "lora_r": 4, "seed": 7}
+    assert set(seen["run"]["train"]) == {f.name for f in fields(TrainFlags)} | {"seed"}
+    bad = CliRunner().invoke(app, ["train", "--run", str(tmp_path), "--lr", "fast"])
+    assert isinstance(bad.exception, QatuneError) and "expected a number or 'auto'" in str(bad.exception)

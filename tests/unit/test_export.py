@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,6 +19,7 @@ from qatune.generate import load_engine
 from qatune.prompts import messages_for
 
 TOKENS = 12
+CARD_FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "main_run"
 PLANTED = "<script>alert(1)</script> | </td><img src=x onerror=alert(2)>"
 
 # Runs in a fresh interpreter where importing peft or qatune fails: the folder must not need them.
@@ -171,3 +173,94 @@ def test_cli_export_prints_the_folder(run, tmp_path):
     assert "exported:" in proc.stdout and (tmp_path / "cli" / "model.safetensors").exists()
     proc = _cli_export("--run", str(run), "--model", "nope", "--out", str(tmp_path / "cli2"))
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
+
+
+def _card_run(root, model: str, full: bool):
+    """A run directory with fixed files (no weights): what the model card reads."""
+    import shutil
+
+    import yaml
+
+    from qatune.config import Config
+    from qatune.rundir import RunDir
+
+    rundir = RunDir(root)
+    settings = Config().model_dump(mode="json")
+    settings.update(model=model)
+    rundir.root.mkdir(parents=True)
+    rundir.config_yaml.write_text(yaml.safe_dump(settings, sort_keys=False))
+    if not full:
+        return rundir, Config.model_validate(settings)
+    reasons = ["empty answer", "**bold** _answer_ [link](javascript:x)", "empty answer"]
+    report = {"valid_pairs": 48, "splits": {"train": 38, "val": 5, "test": 5, "train_augmented": 76}}
+    report["dropped"] = [{"row": 7 + i, "reason": r} for i, r in enumerate(reasons)]
+    report["warnings"] = ["<script>alert(1)</script> | </td>"]
+    report["source"] = {"path": "/data/QA_pair.xlsx", "sha256": "ab" * 32, "sheet": "<b>Sheet|1</b>"}
+    report["source"].update(question_col="Question", answer_col="Answer", header_row=1)
+    rundir.data_dir.mkdir()
+    rundir.data_report_json.write_text(json.dumps(report))
+    rundir.train_dir.mkdir()
+    shutil.copy(CARD_FIXTURES / "summary.json", rundir.train_summary_json)  # written by the previous version
+    for name in ("epoch-1", "epoch-2", "best"):
+        rundir.model_dir(name).mkdir(parents=True)
+        adapter = {"r": 8, "lora_alpha": 16, "target_modules": ["v_proj", "q_proj"]}
+        (rundir.model_dir(name) / "adapter_config.json").write_text(json.dumps(adapter))
+    scores = {"name": "test", "n": 5, "metrics": ["rouge1", "rougeL", "bleu"], "models": {}}
+    for model_name, r1, r1_ci, rl, rl_ci, bleu in (
+        ("base", 0.14, [0.1, 0.2], 0.12, [0.1, 0.2], 0.01),
+        ("retrieval", 0.5, [0.3, 0.6], 0.48, [0.3, 0.6], 0.2),
+        ("epoch-1", 0.45, [0.3, 0.6], 0.41, [0.3, 0.6], 0.14),
+        ("best", 0.55, [0.4, 0.7], 0.51, [0.4, 0.6], 0.24),
+    ):
+        entry = {"rouge1": {"mean": r1, "ci95": r1_ci}, "rougeL": {"mean": rl, "ci95": rl_ci}, "bleu": {"mean": bleu}}
+        scores["models"][model_name] = entry
+    scores["comparisons"] = {
+        "epoch-1": {"rougeL": {"diff": 0.29, "ci95": [0.1, 0.4], "p": 0.01}},
+        "best": {"rougeL": {"diff": 0.39, "ci95": [0.2, 0.5], "p": 0.001}},
+    }
+    scores["kinds"] = {"base": "base", "retrieval": "baseline", "epoch-1": "fine-tuned", "best": "fine-tuned"}
+    rundir.eval_dir("test").mkdir(parents=True)
+    rundir.eval_scores("test").write_text(json.dumps(scores))
+    rundir.index_dir.mkdir()
+    (rundir.index_dir / "index.json").write_text(json.dumps({"format": 1, "k": 3}))
+    return rundir, Config.model_validate(settings)
+
+
+@pytest.mark.parametrize(
+    "fixture, model, full, name, weights, folder, gguf",
+    [
+        ("card_full.txt", "org/tiny-chat", True, "best", "bf16", "my-export", False),
+        ("card_gguf.txt", "org/tiny-chat", True, "best", "q8_0", "my-gguf", True),
+        ("card_bare.txt", "default", False, "epoch-1", "fp32", "plain", False),
+    ],
+)
+def test_the_model_card_is_the_one_the_previous_version_wrote(
+    tmp_path, fixture, model, full, name, weights, folder, gguf
+):
+    """tests/fixtures/main_run/card_*.txt: cards written by the previous version from these run files."""
+    from qatune import __version__
+    from qatune.portable.card import Exported, model_card
+
+    rundir, config = _card_run(tmp_path / ("course-run" if full else "bare"), model, full)
+    expected = (CARD_FIXTURES / fixture).read_text(encoding="utf-8").replace("@VERSION@", __version__)
+    assert model_card(Exported(rundir, name, config, folder, weights, gguf=gguf)) == expected
+
+
+def test_the_card_falls_back_to_scores_json_as_the_previous_version_did(tmp_path, monkeypatch):
+    """When the report's tables cannot be built, the card lists each eval set's means from scores.json."""
+    from qatune import __version__
+    from qatune.portable.card import Exported, model_card
+    from qatune.report import tables
+
+    def damaged(run):
+        raise RuntimeError("damaged")
+
+    monkeypatch.setattr(tables, "results_markdown", damaged)
+    rundir, config = _card_run(tmp_path / "course-run", "org/tiny-chat", True)
+    scores = json.loads(rundir.eval_scores("test").read_text())
+    scores["name"], scores["n"], scores["metrics"] = "unseen", 3, ["rougeL", "semantic", 7]
+    scores["models"]["epoch-1"]["rougeL"]["mean"] = True
+    rundir.eval_dir("unseen").mkdir()
+    rundir.eval_scores("unseen").write_text(json.dumps(scores))
+    expected = (CARD_FIXTURES / "card_fallback.txt").read_text(encoding="utf-8").replace("@VERSION@", __version__)
+    assert model_card(Exported(rundir, "epoch-2", config, "fb", "fp16")) == expected

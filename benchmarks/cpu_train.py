@@ -209,24 +209,24 @@ def side_qatune(args: argparse.Namespace, pairs: list[tuple[str, str]], work: Pa
     finally:
         set_quiet(quiet)
     wall = time.perf_counter() - start
-    seconds = s["train_seconds"]
+    seconds = s.train_seconds
     return {
-        "examples_per_s": s["train_examples"] / seconds,
+        "examples_per_s": s.train_examples / seconds,
         "seconds": seconds,
         "stage_wall_s": wall,
-        "useful_tokens_per_s": s["train_tokens"] / seconds,
-        "answer_tokens_per_s": s["answer_tokens"] / seconds,
-        "train_examples": s["train_examples"],
-        "train_tokens": s["train_tokens"],
-        "answer_tokens": s["answer_tokens"],
-        "steps": s["steps"],
-        "batch_size": s.get("batch_size"),
-        "packing": s.get("packing"),
-        "shared_prefix_tokens": s.get("shared_prefix_tokens"),
-        "precision": s.get("precision"),
-        "final_loss": s.get("train_loss_by_epoch", {}).get(str(args.epochs)),
+        "useful_tokens_per_s": s.train_tokens / seconds,
+        "answer_tokens_per_s": s.answer_tokens / seconds,
+        "train_examples": s.train_examples,
+        "train_tokens": s.train_tokens,
+        "answer_tokens": s.answer_tokens,
+        "steps": s.steps,
+        "batch_size": s.batch_size,
+        "packing": s.packing,
+        "shared_prefix_tokens": s.shared_prefix_tokens,
+        "precision": s.precision,
+        "final_loss": s.train_loss_by_epoch.get(str(args.epochs)),
         "loss_kind": "mean over answer tokens",
-        "summary_peak_memory_gib": record.gib(s["peak_memory_bytes"]),
+        "summary_peak_memory_gib": record.gib(s.peak_memory_bytes),
     }
 
 

@@ -214,7 +214,7 @@ class Check:
         cmd = [self.python, str(HERE / "gpu_bench.py"), "--out", str(self.out), "--budget-s", str(int(limit - 20))]
         model_done = self.report["steps"].get("build", {}).get("status") == "passed"
         cmd += ["--model-dir", str(self.work / ("bench-model" if model_done else "bench-own"))]
-        # a dry run measures the QLoRA phase only (tests/unit/test_benchmarks_smoke.py runs the script's others)
+        # a dry run measures the QLoRA phase only (tests/benchmarks/test_benchmarks_smoke.py runs the script's others)
         cmd += ["--tiny", "--only", "qlora"] if self.a.dry_run else []
         done = self.call(step, cmd, limit)
         bench = self.out / "gpu_bench.json"

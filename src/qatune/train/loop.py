@@ -10,7 +10,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from qatune.config import AUTO_LR, TrainConfig
 from qatune.console import QatuneError
@@ -19,6 +19,9 @@ from qatune.train import checkpoint
 from qatune.train.batching import Example, batch_tokens, collate, epoch_order, plan_batches, to_device
 from qatune.train.state import EpochResult, TrainProgress
 from qatune.train.telemetry import TrainLog
+
+if TYPE_CHECKING:
+    from qatune.train.sweep import SweepRun
 
 
 class TrainingInterrupted(QatuneError):
@@ -87,34 +90,6 @@ class StopRequest:
 
         flag = torch.tensor(float(self.requested), device=s.accelerator.device)
         return bool(s.accelerator.reduce(flag, "max").item())
-
-
-@dataclass(frozen=True)
-class SweepRun:
-    """One training run of the sweep: to `epochs`, saving a model at each count in `saves`. One-pass mode trains
-    once to the largest count; an independent sweep trains each count from scratch and compares final epochs."""
-
-    epochs: int
-    saves: tuple[int, ...]
-    independent: bool
-
-    @property
-    def label(self) -> int:
-        """The `run` that metrics.jsonl rows and epoch results carry: the run's epoch count, 0 in one-pass mode."""
-        return self.epochs if self.independent else 0
-
-    def counts(self, epoch: int) -> bool:
-        """Whether the epoch competes for `best` (an independent run's final epoch; every epoch in one pass)."""
-        return not self.independent or epoch == self.epochs
-
-    def tagged(self, row: dict[str, Any]) -> dict[str, Any]:
-        return {**row, "run": self.epochs} if self.independent else row
-
-
-def sweep_runs(tc: TrainConfig) -> list[SweepRun]:
-    if tc.sweep == "independent":
-        return [SweepRun(n, (n,), True) for n in tc.epochs]
-    return [SweepRun(max(tc.epochs), tuple(tc.epochs), False)]
 
 
 def grounded_per_epoch(grounded: int, share: float) -> int:

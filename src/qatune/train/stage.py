@@ -16,9 +16,10 @@ from qatune.models.resolve import preflight
 from qatune.rundir import RunDir
 from qatune.storage import atomic_write_json, file_sha256, read_json
 from qatune.train import checkpoint
-from qatune.train.loop import Setup, StopRequest, TrainingInterrupted, epoch_steps, fit, sweep_runs
+from qatune.train.loop import Setup, StopRequest, TrainingInterrupted, epoch_steps, fit
 from qatune.train.setup import SetupMeta, seed_all, setup
 from qatune.train.state import LoraSummary, TrainProgress, TrainSummary, read_summary
+from qatune.train.sweep import sweep_runs
 from qatune.train.telemetry import TrainLog
 
 if TYPE_CHECKING:

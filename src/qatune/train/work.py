@@ -13,10 +13,11 @@ from qatune.rag.examples import grounded_questions
 from qatune.rundir import RunDir
 from qatune.storage import read_jsonl
 from qatune.train import checkpoint
-from qatune.train.loop import grounded_per_epoch, sweep_runs
+from qatune.train.loop import grounded_per_epoch
 from qatune.train.recall import is_recall
 from qatune.train.stage import can_resume, is_current
 from qatune.train.state import TrainProgress, read_summary
+from qatune.train.sweep import sweep_runs
 
 if TYPE_CHECKING:
     from qatune.config import Config, TrainConfig

@@ -1,4 +1,5 @@
-"""Terminal output: rich console, quiet mode, and the one-line error every bad input gets."""
+"""Terminal output: rich console, quiet mode, progress bars (with `qatune run`'s time-left line under them) and
+the one-line error every bad input gets."""
 
 from __future__ import annotations
 

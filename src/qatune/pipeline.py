@@ -1,5 +1,6 @@
 """`qatune run`: prepare -> train -> eval -> report as straight-line calls. Each stage is skipped when
-the run directory already holds its outputs for unchanged inputs."""
+the run directory already holds its outputs for unchanged inputs; the run's clock (qatune.eta) asks the stages
+for their work left at each boundary and is handed to train and eval."""
 
 from __future__ import annotations
 

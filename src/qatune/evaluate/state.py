@@ -1,5 +1,6 @@
-"""What an eval set's saved generations were made from (the questions file's hash, one fingerprint per
-model), so a rerun keeps only rows that are still valid, generates the rest, and knows when it is done."""
+"""What an eval set's saved generations were made from (RUN/eval/NAME/inputs.json: the questions file's hash, one
+fingerprint per model), so a rerun keeps only rows of RUN/eval/NAME/generations.jsonl that are still valid,
+generates the rest, and knows when it is done; and which models an eval scores."""
 
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
 """The answers an eval set still has to generate, for the run's clock (qatune.eta): the models `evaluate` will score,
-less those whose weights are another's (their answers are copied) and the saved answers still valid; priced by the
-machine's rates (answer lengths by kind of model), which a finished eval set updates from what it measured."""
+less those whose weights are another's (their answers are copied) and the answers in RUN/eval/NAME that are still
+valid; priced by the machine's rates (answer lengths by kind of model), updated from what a finished set measured.
+Reads only; writes nothing."""
 
 from __future__ import annotations
 

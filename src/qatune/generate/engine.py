@@ -15,11 +15,11 @@ from typing import TYPE_CHECKING, Any
 from qatune.console import QatuneError
 from qatune.generate.batch import DecodeBatch, Row
 from qatune.generate.decoding import greedy_decode
+from qatune.generate.nll import decoder_and_head, reply_ids, score_replies, token_batches
 from qatune.generate.streaming import TextStream, cut_at_stop
 from qatune.prompts import (
     IGNORE_INDEX,
     encode_pair,
-    encode_reply,
     ensure_chat_template,
     prompt_ids,
     stop_token_ids,
@@ -127,7 +127,7 @@ class Engine:
         sampled = bool(temperature and temperature > 0)
         if references is not None and sampled:
             raise ValueError("reference answers are scored with greedy decoding only (temperature 0)")
-        replies = [[] for _ in asked] if references is None else _reply_ids(self.tokenizer, asked, references)
+        replies = [[] for _ in asked] if references is None else reply_ids(self.tokenizer, asked, references)
         order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
         results: list[Generation | None] = [None] * len(encoded)
         nll: list[float | None] = [None] * len(encoded)
@@ -142,7 +142,7 @@ class Engine:
                 else:
                     rows = [replies[i] for i in idx]
                     scored: list[float | None] = []
-                    hook = partial(_score_replies, scored, model, rows, self.tokenizer.pad_token_id)
+                    hook = partial(score_replies, scored, model, rows, self.tokenizer.pad_token_id)
                     new = greedy_decode(
                         model,
                         batch["input_ids"],
@@ -226,8 +226,8 @@ class Engine:
         )
         pad = self.tokenizer.pad_token_id
         with self.use(name) as model, torch.inference_mode():
-            decoder, vocab_logits = _decoder_and_head(model)
-            for idx in _token_batches(todo, [len(e.input_ids) if e else 0 for e in encoded], batch_tokens):
+            decoder, vocab_logits = decoder_and_head(model)
+            for idx in token_batches(todo, [len(e.input_ids) if e else 0 for e in encoded], batch_tokens):
                 width = max(len(encoded[i].input_ids) for i in idx)  # type: ignore[union-attr]
                 ids = torch.full((len(idx), width), pad, dtype=torch.long)
                 labels = torch.full((len(idx), width), IGNORE_INDEX, dtype=torch.long)
@@ -248,92 +248,6 @@ class Engine:
                 for row, i in enumerate(idx):
                     values[i] = float(sums[row] / keep[row].sum())
         return values
-
-
-def _decoder_and_head(model: Any) -> tuple[Any, Callable[[Any], Any]]:
-    """The decoder stack and a function from its hidden states to fp32 vocabulary logits (with the model's
-    final logit soft-capping), so scoring can run the output layer only where a token is predicted."""
-    import torch
-
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    head = base.get_output_embeddings()
-    softcap = getattr(base.config, "final_logit_softcapping", None)
-
-    def vocab_logits(hidden: Any) -> Any:
-        logits = head(hidden).float()
-        return torch.tanh(logits / softcap) * softcap if softcap else logits
-
-    return base.get_decoder(), vocab_logits
-
-
-def _reply_ids(
-    tokenizer: Any, conversations: list[list[dict]], replies: list[str], max_length: int = 1024
-) -> list[list[int]]:
-    """The tokens of each reply after its conversation (answer and end-of-turn token), as `answer_nll` scores
-    them; empty where the prompt alone exceeds `max_length` (no value)."""
-    out = []
-    for conv, reply in zip(conversations, replies, strict=True):
-        e = encode_reply(tokenizer, conv, reply, max_length)
-        out.append([t for t, label in zip(e.input_ids, e.labels, strict=True) if label != IGNORE_INDEX] if e else [])
-    return out
-
-
-def _score_replies(
-    out: list, model: Any, replies: list[list[int]], pad_id: int, cache: Any, logits: Any, mask: Any
-) -> None:
-    out.extend(_reply_nll(model, cache, logits, mask, replies, pad_id))
-
-
-def _reply_nll(
-    model: Any, cache: Any, last_logits: Any, mask: Any, replies: list[list[int]], pad_id: int
-) -> list[float | None]:
-    """Mean NLL per reply token, each row's prompt already in `cache` (left-padded, `mask`) with `last_logits`
-    predicting the reply's first token; the cache is copied, not changed. As in `answer_nll`, the output layer
-    runs only where a reply token is predicted."""
-    import copy
-
-    import torch
-
-    from qatune.models.load import cache_kwarg
-
-    values: list[float | None] = [None] * len(replies)
-    if not any(replies):
-        return values
-    decoder, vocab_logits = _decoder_and_head(model)
-    width = max(len(r) for r in replies)
-    ids = torch.full((len(replies), width), pad_id, dtype=torch.long, device=mask.device)
-    reply_mask = torch.zeros_like(ids)
-    for row, reply in enumerate(replies):
-        ids[row, : len(reply)] = torch.tensor(reply, device=mask.device)
-        reply_mask[row, : len(reply)] = 1
-    sums = torch.nn.functional.cross_entropy(last_logits.float(), ids[:, 0], reduction="none")
-    if width > 1:
-        positions = mask.sum(-1, keepdim=True) + torch.arange(width - 1, device=mask.device)
-        hidden = decoder(
-            input_ids=ids[:, :-1],
-            attention_mask=torch.cat([mask, reply_mask[:, :-1]], dim=1),
-            position_ids=positions,
-            use_cache=True,
-            **{cache_kwarg(decoder): copy.deepcopy(cache)},
-        ).last_hidden_state
-        keep = reply_mask[:, 1:].bool()
-        loss = torch.nn.functional.cross_entropy(vocab_logits(hidden[keep]), ids[:, 1:][keep], reduction="none")
-        sums = sums.index_add(0, keep.nonzero()[:, 0], loss)
-    for row, reply in enumerate(replies):
-        if reply:
-            values[row] = float(sums[row] / len(reply))
-    return values
-
-
-def _token_batches(order: list[int], lengths: list[int], budget: int) -> list[list[int]]:
-    """Consecutive runs of `order` whose padded size (rows x longest) stays within `budget` tokens."""
-    batches: list[list[int]] = []
-    for i in order:
-        if batches and (len(batches[-1]) + 1) * max(lengths[i], *(lengths[j] for j in batches[-1])) <= budget:
-            batches[-1].append(i)
-        else:
-            batches.append([i])
-    return batches
 
 
 def auto_batch_size(value: int | str, device: str) -> int:

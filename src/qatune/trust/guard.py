@@ -1,0 +1,154 @@
+"""The decision to abstain at answer time, the same in eval, chat, serve and the exported model's script: a
+grounded model (and the retrieval baseline) abstains when the best retrieved training pair is less similar to the
+question than the threshold calibrated on validation questions (the retrieval fallback); a fine-tuned model
+abstains without answering when the question names a specific the data never mentions or asks for a kind of fact
+no training answer holds (the question check); its answer is its own refusal, or is replaced by the refusal when
+it states a key fact that no training pair and not the question holds (the fact check). A grounded answer close
+to one of its retrieved answers is shown as that answer, word for word (quoting).
+
+Self-contained (it imports only facts.py and refusal.py beside it, and rouge-score), so an export carries these
+three modules and its ask.py abstains exactly as qatune does; trust/run.py reads a run's settings."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .facts import Fact, key_facts, unknown_facts
+from .gaps import question_gaps
+from .refusal import is_refusal
+
+MODEL, RETRIEVAL_FALLBACK, QUESTION_CHECK, FACT_CHECK = "model", "retrieval", "question", "facts"
+
+
+@functools.lru_cache(maxsize=1)
+def _rouge_l() -> Any:
+    """ROUGE-L F1 with the Porter stemmer (rouge-score), as eval scores answers."""
+    from rouge_score import rouge_scorer
+
+    return rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    text: str  # what the user is shown
+    abstained: bool
+    by: str | None = None  # model, retrieval or facts
+    raw: str | None = None  # the model's own answer when a check replaced it or a retrieved answer was quoted
+    unknown: tuple[str, ...] = ()  # the facts no training pair holds (fact check), or why the data cannot answer
+    quoted: bool = False  # the text is a retrieved training answer, word for word
+
+
+@dataclass(frozen=True)
+class Guard:
+    refusal: str
+    min_similarity: float | None = None  # the retrieval fallback's threshold (None: off)
+    check_facts: bool = True
+    check_questions: bool = True
+    quote: float | None = None  # ROUGE-L from which a grounded answer is shown as the retrieved answer (None: off)
+    known: tuple[Fact, ...] = field(default=(), repr=False)  # every key fact of the training pairs
+    answer_kinds: frozenset[str] = field(default=frozenset(), repr=False)  # kinds of fact the answers hold
+    text: str = field(default="", repr=False)  # the training pairs' text, for numbered items ("week 5")
+
+    @classmethod
+    def from_pairs(cls, refusal: str, pairs: Iterable[dict], **settings: Any) -> Guard:
+        pairs = list(pairs)
+        known = tuple(f for p in pairs for text in (p["question"], p["answer"]) for f in key_facts(text))
+        kinds = frozenset(f.kind for p in pairs for f in key_facts(p["answer"]))
+        text = "\n".join(t for p in pairs for t in (p["question"], p["answer"]))
+        return cls(refusal=refusal, known=known, answer_kinds=kinds, text=text, **settings)
+
+    def gaps(self, question: str) -> Verdict | None:
+        """The refusal, without generating, when the question check finds what the data cannot answer."""
+        if not self.check_questions or not self.text:
+            return None
+        found = question_gaps(question, list(self.known), set(self.answer_kinds), self.text)
+        return Verdict(self.refusal, True, QUESTION_CHECK, unknown=tuple(found)) if found else None
+
+    def quoting(self, verdict: Verdict, retrieved: list[str]) -> Verdict:
+        """A grounded answer as the retrieved answer it is closest to, when at least `quote` ROUGE-L close."""
+        if self.quote is None or verdict.abstained or not retrieved:
+            return verdict
+        scorer = _rouge_l()
+        scores = [scorer.score(answer, verdict.text)["rougeL"].fmeasure for answer in retrieved]
+        best = max(range(len(scores)), key=lambda i: scores[i])
+        if scores[best] < self.quote or retrieved[best] == verdict.text:
+            return verdict
+        return Verdict(retrieved[best], False, raw=verdict.text, quoted=True)
+
+    def falls_back(self, top_similarity: float | None) -> bool:
+        """True when retrieval found nothing close enough: answer with the refusal, without generating."""
+        return self.min_similarity is not None and top_similarity is not None and top_similarity < self.min_similarity
+
+    def fingerprint(self) -> list[Any]:
+        """What changes which answers abstain (saved answers are made again when it does)."""
+        return [self.refusal, self.min_similarity, self.check_facts, self.check_questions, self.quote]
+
+    def fallback(self) -> Verdict:
+        return Verdict(self.refusal, True, RETRIEVAL_FALLBACK)
+
+    def judge(self, answer: str, question: str, fine_tuned: bool = True) -> Verdict:
+        """The answer as shown: the model's own refusal counts as abstaining; a fine-tuned model's answer with a
+        fact found in no training pair (nor in the question) becomes the refusal."""
+        if is_refusal(answer, self.refusal):
+            return Verdict(answer, True, MODEL)
+        if fine_tuned and self.check_facts and self.known:
+            unknown = unknown_facts(answer, [*self.known, *key_facts(question)])
+            if unknown:
+                return Verdict(self.refusal, True, FACT_CHECK, raw=answer, unknown=tuple(f.text for f in unknown))
+        return Verdict(answer, False)
+
+
+def before(guard: Guard, question: str, *, tuned: bool, top_similarity: float | None = None) -> Verdict | None:
+    """The refusal a question gets without generating, or None: the question check (fine-tuned models), then the
+    retrieval fallback (grounded ones: `top_similarity` is how close the nearest training pair is)."""
+    early = guard.gaps(question) if tuned else None
+    if early is None and top_similarity is not None and guard.falls_back(top_similarity):
+        early = guard.fallback()
+    return early
+
+
+def after(guard: Guard, answer: str, said: str, *, tuned: bool, retrieved: list[str] | None = None) -> Verdict:
+    """What is shown of a generated answer: the model's own refusal counts as abstaining, then the fact check
+    (fine-tuned models; `said`: what the user wrote) and quoting (grounded: `retrieved` are its pairs' answers)."""
+    return guard.quoting(guard.judge(answer, said, fine_tuned=tuned), retrieved or [])
+
+
+def guarded(
+    guard: Guard,
+    conversations: list[list[dict]],
+    generate: Callable[[list[list[dict]], list[str] | None], list[Any]],
+    *,
+    tuned: bool,
+    lookup: Callable[[list[str]], list[tuple[list[dict], float]]] | None = None,
+    references: list[str] | None = None,
+) -> list[tuple[Verdict, Any]]:
+    """`before` and `after` around a batch of generations, as (verdict, the model's generation or None when it was
+    not asked). `generate(conversations, references)` returns objects with a `.text`; `lookup` (grounded) gives
+    each question's retrieved pairs and how close the nearest is. Facts the user stated in any turn count as
+    known. Engine-agnostic: qatune's engine and an exported model's ask.py call it."""
+    asked = [conv[-1]["content"] for conv in conversations]
+    hits = lookup(asked) if lookup is not None else [None] * len(asked)
+    early = [
+        before(guard, q, tuned=tuned, top_similarity=None if hit is None else hit[1])
+        for q, hit in zip(asked, hits, strict=True)
+    ]
+    todo = [conv for conv, e in zip(conversations, early, strict=True) if e is None]
+    refs = None if references is None else [r for r, e in zip(references, early, strict=True) if e is None]
+    gens = iter(generate(todo, refs) if todo else [])
+    out: list[tuple[Verdict, Any]] = []
+    for conv, e, hit in zip(conversations, early, hits, strict=True):
+        if e is not None:
+            out.append((e, None))
+            continue
+        gen = next(gens)
+        retrieved = [p["answer"] for p in hit[0]] if hit is not None else None
+        out.append((after(guard, gen.text, said_in(conv), tuned=tuned, retrieved=retrieved), gen))
+    return out
+
+
+def said_in(conversation: list[dict]) -> str:
+    """Everything the user wrote in a conversation (facts stated there count as known)."""
+    return " ".join(m["content"] for m in conversation if m.get("role") == "user")

@@ -1,0 +1,158 @@
+"""The refusal text and how an abstention is recognised; near misses and the question banks; the guard that
+decides to abstain at answer time."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+
+from qatune.trust.guard import FACT_CHECK, MODEL, QUESTION_CHECK, RETRIEVAL_FALLBACK, Guard
+from qatune.trust.refusal import REFUSALS, data_language, is_refusal, refusal_text
+from qatune.trust.run import engine_answers as guarded
+from qatune.trust.unanswerable import bank, deal, near_misses
+
+EN = REFUSALS["en"]
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        EN,
+        "I'm sorry, I don't know the answer to that. Ask the office.",
+        "I don't know.",
+        "I do not know which room that is.",
+        "I'm sorry, but I don't have access to the schedule.",
+        "I cannot answer that from the course information.",
+    ],
+)
+def test_refusals_are_recognised(answer):
+    assert is_refusal(answer, EN)
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        "The lectures are held in Frey Hall 216.",
+        "If you do not know the answer, ask the TA during office hours.",
+        "No, there is no final exam.",
+        "",
+    ],
+)
+def test_answers_are_not_refusals(answer):
+    assert not is_refusal(answer, EN)
+
+
+def test_a_users_own_refusal_is_recognised_word_for_word():
+    assert is_refusal("Not covered by the handbook - please email hr@example.com.", "Not covered by the handbook")
+
+
+def test_the_refusal_follows_the_datas_language():
+    german = ["Wann ist die Vorlesung?", "Die Vorlesung ist am Dienstag.", "Wer ist der Dozent?"]
+    assert data_language(german) == "de"
+    assert refusal_text("auto", german) == REFUSALS["de"]
+    assert refusal_text("auto", ["When is the lecture?", "The lecture is on Tuesday."]) == EN
+    assert refusal_text("Ask the front desk.", german) == "Ask the front desk."
+
+
+def test_near_misses_swap_the_one_key_fact_for_one_the_data_never_mentions():
+    pairs = [
+        {"id": "1", "question": "Who teaches DSC 310?", "answer": "Prof. Okafor teaches DSC 310."},
+        {"id": "2", "question": "When are Prof. Okafor's office hours?", "answer": "Wednesdays, 1-3 pm."},
+        {"id": "3", "question": "What is covered in week 1?", "answer": "The workflow; weeks 10 to 12: networks."},
+        {"id": "4", "question": "Is homework accepted after 4 days?", "answer": "No."},
+        {"id": "5", "question": "Is there a final exam?", "answer": "No."},
+        {"id": "6", "question": "What happens in DSC 310 on 10/20?", "answer": "The midterm."},
+    ]
+    texts = [t for p in pairs for t in (p["question"], p["answer"])] + ["DSC 410 is another course."]
+    made = {m["from_id"]: m["question"] for m in near_misses(pairs, texts)}
+    assert made["1"] == "Who teaches DSC 510?"  # 410 is mentioned in the data
+    assert (
+        made["2"].startswith("When are Prof. ") and "Okafor" not in made["2"] and made["2"].endswith("'s office hours?")
+    )
+    assert made["3"] == "What is covered in week 5?"  # 4 is in the data, 10-12 a range it states
+    assert "4" not in made  # an amount ("after 4 days"): a different number is answerable by the same rule
+    assert "5" not in made  # no key fact to swap
+    assert "6" not in made  # two key facts: the other still ties it to the data
+
+
+def test_questions_are_dealt_to_parts_in_fixed_shares_by_their_text():
+    questions = bank("off-topic") + bank("missing-detail")
+    assert len(questions) > 200 and len(set(questions)) == len(questions)
+    parts = deal(questions, 42)
+    assert [parts.count(p) for p in ("train", "val", "eval")] == [117, 47, 70]  # 234 questions: half, a fifth, the rest
+    assert dict(zip(questions, parts, strict=True)) == dict(
+        zip(questions[::-1], deal(questions[::-1], 42), strict=True)
+    )
+    assert parts != deal(questions, 43)
+    few = deal(["a?", "b?", "c?", "d?", "e?"], 42, with_eval=False)
+    assert sorted(few) == ["train", "train", "train", "val", "val"]
+
+
+PAIRS = [{"question": "When are office hours?", "answer": "Prof. Okafor holds them on Wednesdays at 1:00 pm."}]
+
+
+def test_the_guard_replaces_an_answer_with_a_fact_no_training_pair_holds():
+    guard = Guard.from_pairs(EN, PAIRS, min_similarity=None, check_facts=True)
+    kept = guard.judge("Prof. Okafor holds them on Wednesdays.", "When are office hours?")
+    assert not kept.abstained and kept.text == "Prof. Okafor holds them on Wednesdays."
+    replaced = guard.judge("Call Prof. Okafor at 555-123-4567 on Fridays.", "How do I reach the professor?")
+    assert replaced.abstained and replaced.by == FACT_CHECK and replaced.text == EN
+    assert replaced.raw.startswith("Call") and set(replaced.unknown) == {"555-123-4567", "Fridays"}
+    assert not guard.judge("Call 555-123-4567.", "Is 555-123-4567 the number?").abstained  # the user said it
+    assert not guard.judge("Call 555-123-4567.", "?", fine_tuned=False).abstained  # base is shown as it is
+    own = guard.judge(EN, "What is the capital of Peru?")
+    assert own.abstained and own.by == MODEL
+
+
+class _Engine:
+    """Answers every conversation with a phone number; the retriever ranks by a fixed similarity."""
+
+    def __init__(self, similarity):
+        self.asked = []
+        self.retriever = SimpleNamespace(lookup=lambda qs: [([{"answer": "Room 101."}], similarity(q)) for q in qs])
+
+    def generate(self, model, conversations, **kwargs):
+        self.asked.append((model, [c[-1]["content"] for c in conversations], kwargs.get("references")))
+        return [SimpleNamespace(text="Call 555-123-4567.", stopped=True, new_tokens=5) for _ in conversations]
+
+
+def test_guarded_answers_fall_back_without_generating_and_check_the_rest():
+    guard = Guard.from_pairs(EN, PAIRS, min_similarity=0.4, check_facts=True, check_questions=False)
+    engine = _Engine(lambda q: 0.9 if "office" in q else 0.1)
+    convs = [[{"role": "user", "content": q}] for q in ("Capital of Peru?", "office phone?", "office 555-123-4567?")]
+    out = guarded(engine, guard, "best+rag", convs, references=["a", "b", "c"], max_new_tokens=8)
+    assert [v.by for v, _ in out] == [RETRIEVAL_FALLBACK, FACT_CHECK, None]
+    assert out[0][1] is None and out[0][0].text == EN
+    assert engine.asked == [("best+rag", ["office phone?", "office 555-123-4567?"], ["b", "c"])]
+    closed = guarded(engine, guard, "best", convs[:1], max_new_tokens=8)  # no fallback without retrieval
+    assert closed[0][0].by == FACT_CHECK and closed[0][1] is not None
+
+
+def test_the_question_check_abstains_on_what_the_data_never_mentions():
+    pairs = [
+        {"question": "Who teaches DSC 310?", "answer": "Prof. Okafor teaches it."},
+        {"question": "What is covered in week 1?", "answer": "The workflow; weeks 10 to 12 cover networks."},
+        {"question": "How do I email the instructor?", "answer": "Put [DSC310] in the subject line."},
+    ]
+    guard = Guard.from_pairs(EN, pairs)
+    assert guard.gaps("Who teaches DSC 410?").unknown == ("code DSC 410",)
+    assert guard.gaps("What is covered in week 5?").unknown == ("week 5",)
+    assert guard.gaps("What is the instructor's email address?").unknown == ("asks for a email",)
+    assert guard.gaps("When are Dr. Novak's office hours?").unknown == ("name Novak",)
+    for answerable in ("Who is the professor for DSC 310?", "What is covered in week 11?", "Is Prof. Okafor nice?"):
+        assert guard.gaps(answerable) is None, answerable
+    engine = _Engine(lambda q: 0.9)
+    out = guarded(engine, guard, "best", [[{"role": "user", "content": "Who teaches DSC 410?"}]], max_new_tokens=8)
+    assert out[0][0].by == QUESTION_CHECK and out[0][1] is None and engine.asked == []
+    assert guarded(engine, guard, "base", [[{"role": "user", "content": "Who teaches DSC 410?"}]])[0][1] is not None
+
+
+def test_a_grounded_answer_close_to_a_retrieved_one_is_quoted_word_for_word():
+    guard = Guard.from_pairs(EN, PAIRS, quote=0.5, check_facts=False)
+    retrieved = ["Lectures meet on Tuesdays from 2:00 pm to 4:45 pm.", "The lab meets in room B12."]
+    close = guard.quoting(guard.judge("The lectures meet Tuesdays from 2:00 to 4:45 pm.", "?"), retrieved)
+    assert close.quoted and close.text == retrieved[0] and close.raw.startswith("The lectures meet")
+    far = guard.quoting(guard.judge("Ask the department office.", "?"), retrieved)
+    assert not far.quoted and far.text == "Ask the department office."
+    assert not guard.quoting(guard.judge(EN, "?"), retrieved).quoted  # a refusal stays a refusal

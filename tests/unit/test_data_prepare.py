@@ -19,8 +19,19 @@ from qatune.data.prepare import example_data_path, example_test_path, is_current
 from qatune.rundir import RunDir
 from qatune.storage import file_sha256, read_jsonl
 
-REPORT_KEYS = {"valid_pairs", "splits", "test_kind", "dropped", "warnings", "source"}
-SPLIT_KEYS = {"train", "val", "test", "unseen", "train_augmented", "val_paraphrase", "val_generated", "val_unseen"}
+REPORT_KEYS = {"valid_pairs", "splits", "test_kind", "unanswerable_kind", "dropped", "warnings", "source"}
+SPLIT_KEYS = {
+    "train",
+    "val",
+    "test",
+    "unseen",
+    "unanswerable",
+    "refusals",
+    "train_augmented",
+    "val_paraphrase",
+    "val_generated",
+    "val_unseen",
+}
 SOURCE_KEYS = {"path", "sha256", "sheet", "question_col", "answer_col", "header_row"}
 HAS_WORDNET = (augment.SYSTEM_WORDNET / "data.noun").is_file()
 

@@ -15,16 +15,17 @@ from pathlib import Path
 from qatune.config import Config, save_config, section_hash
 from qatune.console import QatuneError
 from qatune.data.augment import rewordings
-from qatune.data.clean import Cleaned, clean_rows, length_warnings, question_key
+from qatune.data.clean import ANSWERABLE, Cleaned, clean_rows, length_warnings, question_key
 from qatune.data.read import read_table
 from qatune.data.split import Splits, paraphrase_holdout, split_pairs, split_with_test
 from qatune.data.summary import markdown, print_summary
 from qatune.data.table import Table
+from qatune.data.unanswerable import unanswerable_sets
 from qatune.rundir import RunDir
 from qatune.storage import atomic_dir, atomic_write_json, atomic_write_text, file_sha256, read_json, write_jsonl
 
-DATA_FORMAT = 2
-SPLITS = ("train", "val", "test", "unseen")
+DATA_FORMAT = 3
+SPLITS = ("train", "val", "test", "unseen", "unanswerable", "refusals")
 
 
 def example_data_path() -> Path:
@@ -35,6 +36,12 @@ def example_data_path() -> Path:
 def example_test_path() -> Path:
     """Held-out reworded questions about the example syllabus: the example run's test set."""
     return Path(str(files("qatune") / "examples" / "example_test.csv"))
+
+
+def example_unanswerable_path() -> Path:
+    """Questions the example syllabus does not answer (and a few off-topic ones): the example run's `unanswerable`
+    eval set."""
+    return Path(str(files("qatune") / "examples" / "example_unanswerable.csv"))
 
 
 def _ingest(
@@ -99,19 +106,28 @@ def load_questions(
     return cleaned.pairs
 
 
-def input_hash(data: Path | None, config: Config, test_file: Path | None = None) -> str:
-    """Hash of everything the prepared data depends on: source bytes, test-file bytes, prepare settings."""
+def input_hash(
+    data: Path | None, config: Config, test_file: Path | None = None, unanswerable: Path | None = None
+) -> str:
+    """Hash of everything the prepared data depends on: source, test-file and unanswerable-file bytes, settings."""
     source = Path(data) if data is not None else example_data_path()
     test = file_sha256(Path(test_file)) if test_file is not None else ""
-    return section_hash(config.prepare, file_sha256(source), test, DATA_FORMAT)
+    unknown = file_sha256(Path(unanswerable)) if unanswerable is not None else ""
+    return section_hash(config.prepare, file_sha256(source), test, unknown, DATA_FORMAT)
 
 
-def is_current(run: Path | RunDir, data: Path | None, config: Config, test_file: Path | None = None) -> bool:
+def is_current(
+    run: Path | RunDir,
+    data: Path | None,
+    config: Config,
+    test_file: Path | None = None,
+    unanswerable: Path | None = None,
+) -> bool:
     """True when RUN/data was prepared from these exact inputs and its files are intact."""
     rundir = run if isinstance(run, RunDir) else RunDir(run)
     try:
         stamp = read_json(rundir.data_stamp_json)
-        if stamp.get("input_hash") != input_hash(data, config, test_file):
+        if stamp.get("input_hash") != input_hash(data, config, test_file, unanswerable):
             return False
         outputs = stamp.get("outputs", {})
         return (
@@ -126,7 +142,9 @@ def _split(cleaned: Cleaned, config: Config, test_file: Path | None) -> tuple[Sp
     p = config.prepare
     if test_file is None:
         return split_pairs(cleaned.pairs, p.val_frac, p.test_frac, p.seed), None
-    _, test_clean = _ingest(Path(test_file), config, strict=False, id_prefix="test", label="test file: ")
+    _, test_clean = _ingest(
+        Path(test_file), config, strict=False, id_prefix="test", label="test file: ", extra_columns=(ANSWERABLE,)
+    )
     splits = split_with_test(cleaned.pairs, test_clean.pairs, p.val_frac, p.seed)
     if not splits.train:
         raise QatuneError(
@@ -137,12 +155,47 @@ def _split(cleaned: Cleaned, config: Config, test_file: Path | None) -> tuple[Sp
     return splits, test_clean
 
 
+def _read_unanswerable(path: Path, config: Config, train: list[dict]) -> list[dict]:
+    """The user's questions that the data does not answer (any answer column ignored); a question the training
+    data asks is answerable, so it is refused with its row."""
+    path = Path(path)
+    if not path.is_file():
+        raise QatuneError("unanswerable-questions file not found; check the path", path=path)
+    _, cleaned = _ingest(
+        path, config, strict=False, id_prefix="unanswerable", answer_required=False, extra_columns=("kind",)
+    )
+    trained = {question_key(p["question"]): p.get("source_row", "?") for p in train}
+    for pair in cleaned.pairs:
+        if question_key(pair["question"]) in trained:
+            raise QatuneError(
+                f"asks a question the data answers (its row {trained[question_key(pair['question'])]}); "
+                "remove it from the unanswerable questions",
+                path=path,
+                row=pair["source_row"],
+            )
+    return [{**p, "answer": "", "answerable": False, "kind": p.get("kind") or "file"} for p in cleaned.pairs]
+
+
+def load_unanswerable(path: Path, config: Config, rundir: RunDir) -> list[dict]:
+    """A file of questions the run's data does not answer (for `qatune eval --unanswerable FILE`)."""
+    from qatune.storage import read_jsonl
+
+    train = rundir.require(rundir.split_file("train"), "run qatune prepare first")
+    return _read_unanswerable(path, config, [r for r in read_jsonl(train) if not r.get("augmented_from")])
+
+
 def _check_out(run: RunDir) -> None:
     if run.root.exists() and not run.root.is_dir():
         raise QatuneError("is a file, not a run directory; choose another --out", path=run.root)
 
 
-def prepare(data: Path | None, out: Path, config: Config, test_file: Path | None = None) -> dict:
+def prepare(
+    data: Path | None,
+    out: Path,
+    config: Config,
+    test_file: Path | None = None,
+    unanswerable: Path | None = None,
+) -> dict:
     """Stage entry: returns the report (the dict written to RUN/data/report.json)."""
     run = RunDir(out)
     _check_out(run)
@@ -151,6 +204,12 @@ def prepare(data: Path | None, out: Path, config: Config, test_file: Path | None
     table, cleaned = _ingest(source, config, sheet=p.sheet)
     splits, test_clean = _split(cleaned, config, test_file)
     rows, counts = _hold_out(splits, config, generated_test=test_clean is None)
+    if unanswerable is None and data is None:
+        unanswerable = example_unanswerable_path()
+    asked = _read_unanswerable(unanswerable, config, splits.train) if unanswerable is not None else None
+    asked_kind = "example" if data is None and unanswerable == example_unanswerable_path() else "file"
+    rows["unanswerable"], rows["refusals"], kind = unanswerable_sets(cleaned.pairs, rows, asked, p.seed, asked_kind)
+    counts.update(unanswerable=len(rows["unanswerable"]), refusals=len(rows["refusals"]))
     dropped = sorted(cleaned.dropped + splits.dropped, key=lambda d: d["row"])
     warnings = list(cleaned.warnings)
     if test_clean is not None:
@@ -162,6 +221,7 @@ def prepare(data: Path | None, out: Path, config: Config, test_file: Path | None
         "valid_pairs": len(cleaned.pairs),
         "splits": counts,
         "test_kind": "file" if test_clean is not None else "generated",
+        "unanswerable_kind": kind,
         "dropped": dropped,
         "warnings": warnings,
         "source": {
@@ -174,7 +234,7 @@ def prepare(data: Path | None, out: Path, config: Config, test_file: Path | None
         },
     }
     blank = cleaned.blank_rows + (test_clean.blank_rows if test_clean else 0)
-    _write(run, rows, report, blank, data, config, test_file)
+    _write(run, rows, report, blank, data, config, test_file, unanswerable)
     print_summary(report, blank, str(run.data_dir))
     return report
 
@@ -235,6 +295,7 @@ def _write(
     data: Path | None,
     config: Config,
     test_file: Path | None,
+    unanswerable: Path | None,
 ) -> None:
     test = str(Path(test_file).resolve()) if test_file is not None else None
     try:
@@ -250,7 +311,7 @@ def _write(
             atomic_write_json(
                 inside(run.data_stamp_json),
                 {
-                    "input_hash": input_hash(data, config, test_file),
+                    "input_hash": input_hash(data, config, test_file, unanswerable),
                     "source_sha256": report["source"]["sha256"],
                     "test_file": test,
                     "test_sha256": file_sha256(Path(test_file)) if test_file is not None else None,

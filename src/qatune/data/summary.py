@@ -24,6 +24,8 @@ def counts(report: dict, blank_rows: int) -> list[tuple[str, int]]:
         ("validation: unseen facts (shown only)", splits.get("val_unseen", splits["val"])),
         (_test_label(report), splits["test"]),
         ("unseen: facts never trained (eval set 'unseen')", splits.get("unseen", 0)),
+        (_unanswerable_label(report), splits.get("unanswerable", 0)),
+        ("refusal questions: trained and calibrating abstention", splits.get("refusals", 0)),
         ("dropped rows", len(report["dropped"])),
         ("blank rows skipped", blank_rows),
         ("warnings", len(report["warnings"])),
@@ -34,6 +36,11 @@ def _test_label(report: dict) -> str:
     if report.get("test_kind") == "generated":
         return "test: generated rewordings of trained questions"
     return "test"
+
+
+def _unanswerable_label(report: dict) -> str:
+    how = {"generated": ", generated", "example": ", the example's own"}.get(report.get("unanswerable_kind") or "", "")
+    return f"unanswerable: questions the data does not answer (eval set 'unanswerable'{how})"
 
 
 def markdown(report: dict, blank_rows: int, test_file: str | None = None) -> str:

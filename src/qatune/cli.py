@@ -3,21 +3,18 @@ stage entry. No torch import happens until a stage runs."""
 
 from __future__ import annotations
 
-import functools
-import inspect
 import os
 import sys
-from collections.abc import Callable
-from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Annotated, Any, get_type_hints
+from typing import Annotated, Any
 
 import typer
 from pydantic import BaseModel
 from rich.markup import escape
 
 from qatune import __version__, console
-from qatune.config import Config, EvalConfig, PrepareConfig, TrainConfig, help_for, parse_list
+from qatune.config import Config, EvalConfig, PrepareConfig, TrainConfig
+from qatune.flags import AbstainFlags, TrainFlags, auto_number, help_for, parse_list, with_checks, with_train_flags
 from qatune.rag import RAG_SUFFIX
 
 app = typer.Typer(
@@ -29,7 +26,7 @@ app = typer.Typer(
 
 
 def _help(section: type[BaseModel], field: str) -> str:
-    """A config-backed flag's help: the field's description and default (escaped: Typer reads rich markup)."""
+    """A config-backed flag's help (escaped: Typer reads rich markup)."""
     return escape(help_for(section, field))
 
 
@@ -39,69 +36,15 @@ QuietOpt = Annotated[bool, typer.Option("--quiet", help="No progress bars or cha
 ModelOpt = Annotated[str | None, typer.Option("--model", help=_help(Config, "model"))]
 TrustOpt = Annotated[bool | None, typer.Option("--trust-remote-code", help=_help(Config, "trust_remote_code"))]
 PickleOpt = Annotated[bool | None, typer.Option("--allow-pickle", help=_help(Config, "allow_pickle"))]
-
-
-def _auto_number(value: str | None, cast: type = int) -> int | float | str | None:
-    """'auto' or None as given; anything else must read as a number of type `cast`."""
-    if value is None or value == "auto":
-        return value
-    try:
-        return cast(value)
-    except ValueError:
-        raise console.QatuneError(f"expected a number or 'auto', got {value!r}") from None
-
-
-@dataclass
-class TrainFlags:
-    """The training flags of `train` and `run`, declared once: each sets the TrainConfig field of its name and
-    shows that field's help. `--seed` is each command's own (in `run` it also seeds the split)."""
-
-    epochs: str | None = None  # comma-separated
-    sweep: str | None = None
-    lora_r: int | None = None
-    lora_alpha: float | None = None
-    lora_dropout: float | None = None
-    target_modules: str | None = None  # comma-separated
-    lr: str | None = None  # a number or auto
-    weight_decay: float | None = None
-    batch_size: str | None = None  # a number or auto
-    grad_accum: int | None = None
-    quant: str | None = None
-    precision: str | None = None
-    max_length: int | None = None
-    early_stopping_patience: int | None = None
-    grounded: bool | None = None  # a switch: --grounded/--no-grounded
-    rag_k: int | None = None
-    grounded_share: float | None = None
-    oracle_share: float | None = None
-
-    def section(self) -> dict[str, Any]:
-        """The `train` config section the flags set (None: not given)."""
-        values = dict(vars(self))
-        values.update(epochs=parse_list(self.epochs, int), target_modules=parse_list(self.target_modules))
-        values.update(lr=_auto_number(self.lr, float), batch_size=_auto_number(self.batch_size))
-        return values
-
-
-def _with_train_flags(command: Callable[..., None]) -> Callable[..., None]:
-    """Typer sees the TrainFlags as options where `command` has its `flags: TrainFlags` parameter; `command`
-    receives them as one TrainFlags."""
-    by_name = inspect.Parameter.KEYWORD_ONLY  # typer passes every value by name
-    hints, options = get_type_hints(TrainFlags), []
-    for f in fields(TrainFlags):
-        switch = [f"--{f.name}/--no-{f.name}".replace("_", "-")] if hints[f.name] == bool | None else []
-        option = typer.Option(*switch, help=_help(TrainConfig, f.name))
-        options.append(inspect.Parameter(f.name, by_name, default=None, annotation=Annotated[hints[f.name], option]))
-    own = [p.replace(kind=by_name) for p in inspect.signature(command, eval_str=True).parameters.values()]
-    at = [p.name for p in own].index("flags")
-
-    @functools.wraps(command)
-    def with_flags(**values: Any) -> None:
-        flags = TrainFlags(**{f.name: values.pop(f.name) for f in fields(TrainFlags)})
-        command(**values, flags=flags)
-
-    with_flags.__signature__ = inspect.Signature(own[:at] + options + own[at + 1 :])  # type: ignore[attr-defined]
-    return with_flags
+UnanswerableOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--unanswerable",
+        help="File of questions the data does not answer (a question column; answers ignored): the eval set "
+        "'unanswerable', where the right response is to abstain. Default: the example's own set for the example "
+        "data, else one generated from qatune's question banks and near misses of your questions.",
+    ),
+]
 
 
 def _print_version(value: bool) -> None:
@@ -128,6 +71,7 @@ def prepare(
     data: Annotated[Path | None, typer.Argument(help="Spreadsheet (.xlsx .csv .tsv .json .jsonl .parquet).")] = None,
     out: Annotated[Path, typer.Option("--out", help="Run directory to write.")] = Path("runs/latest"),
     test: Annotated[Path | None, typer.Option("--test", help="Explicit test set file.")] = None,
+    unanswerable: UnanswerableOpt = None,
     val_frac: Annotated[float | None, typer.Option(help=_help(PrepareConfig, "val_frac"))] = None,
     test_frac: Annotated[float | None, typer.Option(help=_help(PrepareConfig, "test_frac"))] = None,
     seed: Annotated[int | None, typer.Option(help=_help(PrepareConfig, "seed"))] = None,
@@ -147,11 +91,13 @@ def prepare(
     console.set_quiet(quiet)
     section: dict[str, Any] = {"val_frac": val_frac, "test_frac": test_frac, "seed": seed, "augment": augment}
     section.update(augment_method=augment_method, question_col=question_col, answer_col=answer_col, sheet=sheet)
-    run_prepare(data, out, cfg.load(config, {"prepare": section, "model": model}), test_file=test)
+    run_prepare(
+        data, out, cfg.load(config, {"prepare": section, "model": model}), test_file=test, unanswerable=unanswerable
+    )
 
 
 @app.command()
-@_with_train_flags
+@with_train_flags
 def train(
     run: RunOpt,
     config: ConfigOpt = None,
@@ -179,15 +125,18 @@ def train(
 
 
 @app.command(name="eval")
+@with_checks
 def eval_(
     run: RunOpt,
     questions: Annotated[list[Path] | None, typer.Option("--questions", help="Extra question file(s).")] = None,
     name: Annotated[str | None, typer.Option("--name", help="Eval set name (default: file stem).")] = None,
+    unanswerable: UnanswerableOpt = None,
     models: Annotated[str | None, typer.Option("--models", help=_help(EvalConfig, "models"))] = None,
     max_new_tokens: Annotated[str | None, typer.Option(help=_help(EvalConfig, "max_new_tokens"))] = None,
     batch_size: Annotated[str | None, typer.Option(help=_help(EvalConfig, "batch_size"))] = None,
     bertscore: Annotated[bool | None, typer.Option("--bertscore", help=_help(EvalConfig, "bertscore"))] = None,
     engine: Annotated[str | None, typer.Option(help=_help(EvalConfig, "engine"))] = None,
+    checks: AbstainFlags = AbstainFlags(),
     config: ConfigOpt = None,
     allow_pickle: PickleOpt = None,
     quiet: QuietOpt = False,
@@ -198,10 +147,16 @@ def eval_(
 
     console.set_quiet(quiet)
     section: dict[str, Any] = {"models": parse_list(models), "bertscore": bertscore, "engine": engine}
-    section.update(max_new_tokens=_auto_number(max_new_tokens), batch_size=_auto_number(batch_size))
-    settings = cfg.load_for_run(run, config, {"eval": section, "allow_pickle": allow_pickle}, save=False)
+    section.update(max_new_tokens=auto_number(max_new_tokens), batch_size=auto_number(batch_size))
+    settings = cfg.load_for_run(
+        run, config, {"eval": section, "abstain": vars(checks), "allow_pickle": allow_pickle}, save=False
+    )
     if questions and name and len(questions) > 1:
         raise console.QatuneError("--name applies to one --questions file; give one file per eval command")
+    if unanswerable is not None:
+        evaluate(run, settings, questions=unanswerable, name=None if questions else name, unanswerable=True)
+        if not questions:
+            return
     for path in questions or [None]:
         evaluate(run, settings, questions=path, name=name)
 
@@ -217,12 +172,15 @@ def report(run: RunOpt, quiet: QuietOpt = False) -> None:
 
 
 @app.command(name="run")
-@_with_train_flags
+@with_train_flags
+@with_checks
 def run_(
     data: Annotated[Path | None, typer.Argument(help="Spreadsheet; the example data when omitted.")] = None,
     test: Annotated[Path | None, typer.Option("--test", help="Explicit test set file.")] = None,
+    unanswerable: UnanswerableOpt = None,
     questions: Annotated[list[Path] | None, typer.Option("--questions", help="Extra question file(s).")] = None,
     out: Annotated[Path | None, typer.Option("--out", help="Run directory (default runs/<data stem>).")] = None,
+    test_frac: Annotated[float | None, typer.Option(help=_help(PrepareConfig, "test_frac"))] = None,
     config: ConfigOpt = None,
     model: ModelOpt = None,
     flags: TrainFlags = TrainFlags(),
@@ -230,6 +188,7 @@ def run_(
     augment: Annotated[int | None, typer.Option(help=_help(PrepareConfig, "augment"))] = None,
     augment_method: Annotated[str | None, typer.Option(help=_help(PrepareConfig, "augment_method"))] = None,
     max_new_tokens: Annotated[str | None, typer.Option(help=_help(EvalConfig, "max_new_tokens"))] = None,
+    checks: AbstainFlags = AbstainFlags(),
     trust_remote_code: TrustOpt = None,
     allow_pickle: PickleOpt = None,
     quiet: QuietOpt = False,
@@ -239,13 +198,20 @@ def run_(
 
     console.set_quiet(quiet)
     overrides: dict[str, Any] = {
-        "prepare": {"seed": seed, "augment": augment, "augment_method": augment_method},
+        "prepare": {"seed": seed, "augment": augment, "augment_method": augment_method, "test_frac": test_frac},
         "train": {**flags.section(), "seed": seed},
-        "eval": {"max_new_tokens": _auto_number(max_new_tokens)},
+        "eval": {"max_new_tokens": auto_number(max_new_tokens)},
+        "abstain": vars(checks),
     }
     overrides.update(model=model, trust_remote_code=trust_remote_code, allow_pickle=allow_pickle)
     pipeline.run(
-        data, out=out, config_path=config, overrides=overrides, test_file=test, question_files=list(questions or [])
+        data,
+        out=out,
+        config_path=config,
+        overrides=overrides,
+        test_file=test,
+        question_files=list(questions or []),
+        unanswerable=unanswerable,
     )
 
 

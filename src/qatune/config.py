@@ -32,10 +32,11 @@ class PrepareConfig(_Section):
         "to pick a model (recall of trained facts is).",
     )
     test_frac: float = Field(
-        0.1,
+        0.0,
         ge=0.0,
         lt=0.9,
-        description="Without --test: share of pairs (facts) held out of training as the 'unseen' eval set.",
+        description="Without --test: share of pairs (facts) held out of training as the 'unseen' eval set (opt-in: "
+        "the shipped models then never see those facts, and the run lists them).",
     )
     seed: int = Field(42, description="Seed for the deterministic split and augmentation.")
     augment: int = Field(
@@ -65,17 +66,6 @@ class PrepareConfig(_Section):
         if self.val_frac + self.test_frac >= 0.9:
             raise ValueError("val_frac + test_frac must leave at least 10% of the pairs for training")
         return self
-
-
-AUTO_LR = 2e-3  # measured for SmolLM2-135M with the two-epoch sweep (docs/training.md, "Knowledge recipe")
-AUTO_LR_PARAMS = 150e6
-
-
-def resolve_lr(lr: float | str, base_parameters: int) -> float:
-    """`auto`: AUTO_LR for small models; larger ones get a smaller rate, by the square root of the size."""
-    if lr != "auto":
-        return float(lr)
-    return AUTO_LR * min(1.0, (AUTO_LR_PARAMS / max(base_parameters, 1)) ** 0.5)
 
 
 class TrainConfig(_Section):
@@ -155,6 +145,24 @@ class TrainConfig(_Section):
         description="Share of the grounded examples trained in each epoch; the share rotates, so every "
         "pair is asked grounded once in 1/share epochs.",
     )
+    refusal: str = Field(
+        "auto",
+        min_length=1,
+        description="What fine-tuned models answer when the data does not say (auto: a short 'I don't know' in the "
+        "data's language).",
+    )
+    refusal_examples: float = Field(
+        0.25,
+        ge=0,
+        le=2,
+        description="Unanswerable questions trained with the refusal, per training pair (closed-book); 0 turns "
+        "refusal training off.",
+    )
+    refusal_grounded: bool = Field(
+        False,
+        description="Also train each refusal question with its retrieved pairs in the prompt (measured to cost "
+        "grounded answers ROUGE-L and key facts; docs/trust.md).",
+    )
     gradient_checkpointing: bool = Field(False, description="Trade compute for memory (large models).")
     packing: bool = Field(False, description="Pack examples into rows (GPU; attention kept per example).")
     liger: bool | Literal["auto"] = Field("auto", description="Use Liger kernels on CUDA when installed.")
@@ -189,6 +197,32 @@ class EvalConfig(_Section):
     bootstrap: int = Field(2000, ge=100, description="Bootstrap resamples for confidence intervals.")
 
 
+class AbstainConfig(_Section):
+    retrieval_fallback: bool = Field(
+        True,
+        description="Grounded models and the retrieval baseline abstain when no training pair is as close to the "
+        "question as the threshold calibrated on validation questions (saved with the index).",
+    )
+    fact_check: bool = Field(
+        True,
+        description="A fine-tuned model's answer that states a key fact (number, date, time, name, ...) found in no "
+        "training pair and not in the question is replaced by the refusal.",
+    )
+    question_check: bool = Field(
+        True,
+        description="Fine-tuned models abstain without answering when the question names a code, date, numbered "
+        "item or titled name the data never mentions, or asks for a phone number, e-mail, web address or price "
+        "that no training answer holds.",
+    )
+    quote: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="A grounded answer at least this close (ROUGE-L) to one of its retrieved answers is shown as that "
+        "answer, word for word (0 turns quoting off).",
+    )
+
+
 class Config(_Section):
     model: str = Field(
         DEFAULT_MODEL,
@@ -200,6 +234,7 @@ class Config(_Section):
     prepare: PrepareConfig = Field(default_factory=PrepareConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
+    abstain: AbstainConfig = Field(default_factory=AbstainConfig)
 
 
 def _format_errors(err: ValidationError, source: str) -> str:
@@ -214,25 +249,17 @@ def _format_errors(err: ValidationError, source: str) -> str:
 
 
 def _merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """`overrides` over `base`, key by key into nested maps; None (a flag not given) keeps the base's value."""
     merged = dict(base)
     for key, value in overrides.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _merge(merged[key], value)
-        elif value is not None:
+        if isinstance(value, dict):
+            inner = merged.get(key)
+            value = _merge(inner if isinstance(inner, dict) else {}, value)
+            if not value and key not in merged:
+                continue
+        if value is not None:
             merged[key] = value
     return merged
-
-
-def _drop_none(d: dict[str, Any]) -> dict[str, Any]:
-    clean: dict[str, Any] = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            v = _drop_none(v)
-            if v:
-                clean[k] = v
-        elif v is not None:
-            clean[k] = v
-    return clean
 
 
 def read_yaml(path: Path) -> dict[str, Any]:
@@ -259,7 +286,7 @@ def load(
     if path is not None:
         data = _merge(data, read_yaml(path))
         source = str(path)
-    data = _merge(data, _drop_none(overrides or {}))
+    data = _merge(data, overrides or {})
     try:
         return Config.model_validate(data)
     except ValidationError as exc:
@@ -278,36 +305,6 @@ def section_hash(section: BaseModel, *extra: object) -> str:
     """Stable hash of a config section plus inputs: a stage reruns only when this changes."""
     payload = json.dumps([section.model_dump(mode="json"), *[str(e) for e in extra]], sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
-
-
-def default_text(section: type[BaseModel], field: str) -> str | None:
-    """A field's default as its flag takes it (lists comma-separated, booleans on/off); None when unset."""
-    info = section.model_fields[field]
-    default = info.default_factory() if info.default_factory else info.default  # type: ignore[call-arg]
-    if default is None:
-        return None
-    if isinstance(default, bool):
-        return "on" if default else "off"
-    if isinstance(default, list):
-        return ",".join(str(v) for v in default)
-    return str(default)
-
-
-def help_for(section: type[BaseModel], field: str) -> str:
-    """The help of the flag that sets `field`: its description and default, so the two never drift apart."""
-    description = section.model_fields[field].description or ""
-    default = default_text(section, field)
-    return description if default is None else f"{description} [default: {default}]"
-
-
-def parse_list(value: str | None, cast: type = str) -> list | None:
-    """'3,4,6,8' -> [3, 4, 6, 8]; None stays None (flag not given)."""
-    if value is None:
-        return None
-    try:
-        return [cast(v.strip()) for v in value.split(",") if v.strip()]
-    except ValueError as exc:
-        raise QatuneError(f"cannot read {value!r} as a comma-separated list of {cast.__name__}") from exc
 
 
 def example_yaml() -> str:

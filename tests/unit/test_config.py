@@ -8,6 +8,7 @@ import pytest
 
 from qatune import config as cfg
 from qatune.console import QatuneError
+from qatune.flags import parse_list
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
@@ -76,15 +77,15 @@ def test_resolved_config_round_trips(tmp_path):
 
 
 def test_parse_list():
-    assert cfg.parse_list("3, 4,6") == ["3", "4", "6"]
-    assert cfg.parse_list("3,4", int) == [3, 4]
-    assert cfg.parse_list(None) is None
+    assert parse_list("3, 4,6") == ["3", "4", "6"]
+    assert parse_list("3,4", int) == [3, 4]
+    assert parse_list(None) is None
     with pytest.raises(QatuneError):
-        cfg.parse_list("3,x", int)
+        parse_list("3,x", int)
 
 
 def test_auto_learning_rate_scales_down_with_model_size():
-    from qatune.config import AUTO_LR, resolve_lr
+    from qatune.train.lr import AUTO_LR, resolve_lr
 
     assert cfg.load().train.lr == "auto"
     assert resolve_lr("auto", 135_000_000) == AUTO_LR  # the embedded default

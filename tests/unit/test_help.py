@@ -12,17 +12,18 @@ from typer.testing import CliRunner
 
 from qatune import config as cfg
 from qatune.cli import app
+from qatune.flags import default_text, help_for
 
 ROOT = Path(__file__).resolve().parents[2]
 # The config sections each command's flags set, first match wins; `run --seed` sets two fields.
 SECTIONS = {
     "prepare": [cfg.PrepareConfig, cfg.Config],
     "train": [cfg.TrainConfig, cfg.Config],
-    "eval": [cfg.EvalConfig, cfg.Config],
-    "run": [cfg.TrainConfig, cfg.PrepareConfig, cfg.EvalConfig, cfg.Config],
+    "eval": [cfg.EvalConfig, cfg.AbstainConfig, cfg.Config],
+    "run": [cfg.TrainConfig, cfg.PrepareConfig, cfg.EvalConfig, cfg.AbstainConfig, cfg.Config],
 }
 SEVERAL = {("run", "seed"): [cfg.PrepareConfig, cfg.TrainConfig]}
-ALL_SECTIONS = [cfg.Config, cfg.PrepareConfig, cfg.TrainConfig, cfg.EvalConfig]
+ALL_SECTIONS = [cfg.Config, cfg.PrepareConfig, cfg.TrainConfig, cfg.EvalConfig, cfg.AbstainConfig]
 
 
 def _flat(text: str) -> str:
@@ -59,17 +60,17 @@ def test_config_flags_show_the_field_description_and_default(command):
         for section in sections:
             description = section.model_fields[field].description
             assert description and _flat(description) in shown, f"{command} --{field}: description missing"
-            default = cfg.default_text(section, field)
+            default = default_text(section, field)
             if default is not None:
                 assert _flat(f"{description} [default: {default}]") in shown, f"{command} --{field}: default missing"
 
 
 def test_help_for_writes_lists_and_switches_as_flags_take_them():
-    assert cfg.help_for(cfg.TrainConfig, "lora_r").endswith(f"[default: {cfg.TrainConfig().lora_r}]")
+    assert help_for(cfg.TrainConfig, "lora_r").endswith(f"[default: {cfg.TrainConfig().lora_r}]")
     epochs = ",".join(str(e) for e in cfg.TrainConfig().epochs)
-    assert cfg.help_for(cfg.TrainConfig, "epochs").endswith(f"[default: {epochs}]")
-    assert cfg.help_for(cfg.Config, "allow_pickle").endswith("[default: off]")
-    assert "[default" not in cfg.help_for(cfg.PrepareConfig, "sheet")  # unset: found automatically
+    assert help_for(cfg.TrainConfig, "epochs").endswith(f"[default: {epochs}]")
+    assert help_for(cfg.Config, "allow_pickle").endswith("[default: off]")
+    assert "[default" not in help_for(cfg.PrepareConfig, "sheet")  # unset: found automatically
 
 
 def test_precision_help_matches_the_placement_rule():
@@ -88,7 +89,7 @@ def _field(flag: str) -> tuple[type, str] | None:
     """The one config field a flag name refers to (None when no field or several with different defaults)."""
     name = flag.replace("-", "_")
     owners = [s for s in ALL_SECTIONS if name in s.model_fields]
-    if not owners or len({cfg.default_text(s, name) for s in owners}) > 1:
+    if not owners or len({default_text(s, name) for s in owners}) > 1:
         return None
     return owners[0], name
 
@@ -110,7 +111,7 @@ def test_docs_state_no_default_the_config_does_not_have():
                 if field is None:
                     continue
                 checked += 1
-                expected = cfg.default_text(*field)
+                expected = default_text(*field)
                 assert match["value"].strip() == expected, f"{name}: {line.strip()!r} but the default is {expected}"
     assert checked >= 1  # docs/training.md: "`--sweep one-pass` (default)"
 
@@ -119,7 +120,7 @@ def test_docs_state_no_default_the_config_does_not_have():
 def test_docs_do_not_contradict_key_defaults(key):
     """Plain-words claims about the defaults that were wrong before: auto precision is not always fp32 on CPU;
     stated learning rate, rank and epoch defaults match the config."""
-    default = cfg.default_text(cfg.TrainConfig, key)
+    default = default_text(cfg.TrainConfig, key)
     words = {
         "precision": r"precision",
         "lr": r"learning rate|--lr\b",

@@ -12,11 +12,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from qatune.config import AUTO_LR, TrainConfig
+from qatune.config import TrainConfig
 from qatune.console import QatuneError
 from qatune.rundir import RunDir
 from qatune.train import checkpoint
 from qatune.train.batching import Example, batch_tokens, collate, epoch_order, plan_batches, to_device
+from qatune.train.lr import AUTO_LR
 from qatune.train.state import EpochResult, TrainProgress
 from qatune.train.telemetry import TrainLog
 

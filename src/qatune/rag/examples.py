@@ -32,6 +32,8 @@ def write_grounded_split(
     k: int = DEFAULT_K,
     fits: Callable[[str, str], bool] | None = None,
     oracle_share: float = 0.8,
+    refusals: list[dict] | None = None,
+    refusal: str = "",
 ) -> Path:
     """RUN/train/grounded.jsonl, built from RUN/data/train.jsonl and the run's retrieval index.
 
@@ -39,7 +41,8 @@ def write_grounded_split(
     user's question) and the answer is always the trained one, also when the context lacks it (the share
     `1 - oracle_share` of the examples holds distractors only). When
     `fits(question, answer)` says an example would not fit the training length, distractors are left out
-    of its context (then the pair itself); one that fits with no context is not written."""
+    of its context (then the pair itself); one that fits with no context is not written. Each of `refusals`
+    (questions the data does not answer) is asked with its top-k retrieved pairs and answered with `refusal`."""
     from qatune.rag.embeddings import load_embedder
 
     embedder = load_embedder()
@@ -60,8 +63,18 @@ def write_grounded_split(
             question = grounded_question(row["question"], context) if context else ""
         if question:
             out.append({"id": f"{own}-rag", "question": question, "answer": row["answer"], "grounded": True})
-    if len(out) < len(asked):
-        warn(f"{len(asked) - len(out)} grounded example(s) left out: too long for --max-length with any context")
+    refused = list(refusals or [])
+    for row, context in zip(refused, index.contexts(embedder, [r["question"] for r in refused], k), strict=True):
+        question = grounded_question(row["question"], context)
+        while fits is not None and not fits(question, refusal) and len(context) > 1:
+            context = context[:-1]
+            question = grounded_question(row["question"], context)
+        out.append({"id": f"refuse-{row['id']}-rag", "question": question, "answer": refusal, "refusal": True})
+    if len(out) < len(asked) + len(refused):
+        warn(
+            f"{len(asked) + len(refused) - len(out)} grounded example(s) left out: too long for --max-length "
+            "with any context"
+        )
     path = rundir.train_dir / GROUNDED_FILE
     write_jsonl(path, out)
     return path

@@ -13,12 +13,13 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from qatune import __version__, console, manifest
-from qatune.config import Config, TrainConfig, resolve_lr
+from qatune.config import Config, TrainConfig
 from qatune.console import QatuneError, info, warn
 from qatune.rundir import RunDir
 from qatune.storage import atomic_dir, atomic_write_json
 from qatune.train.batching import auto_batch_size, load_examples, shared_prefix_len
 from qatune.train.loop import Setup
+from qatune.train.lr import resolve_lr
 from qatune.train.telemetry import TrainLog
 
 if TYPE_CHECKING:
@@ -39,6 +40,8 @@ class SetupMeta:
     val_examples: int  # the recall questions (or unseen-fact pairs when there are none) that pick `best`
     unseen_examples: int
     trainable_params: int
+    refusal: str  # what the models learn to say when the data does not answer
+    refusal_questions: int  # unanswerable questions trained with it
 
 
 def seed_all(seed: int) -> None:
@@ -123,7 +126,10 @@ def setup(rundir: RunDir, config: Config, key: str, fresh: bool) -> tuple[Setup,
     model_path = resolve_model(config.model)
     tokenizer = load_tokenizer(model_path, trust_remote_code=config.trust_remote_code)
     ensure_chat_template(tokenizer)
-    train_ex, grounded_start, val_ex, unseen_ex, recall_rows = _load_splits(rundir, tokenizer, tc, model_path, acc)
+    refused, refusal = _refusals(rundir, tc, acc)
+    train_ex, grounded_start, val_ex, unseen_ex, recall_rows = _load_splits(
+        rundir, tokenizer, tc, model_path, acc, refused, refusal
+    )
     gpu = _gpu_options(tc, placement.device)
     lengths = [len(e.input_ids) for e in train_ex]
     budget = (GPU_TOKEN_BUDGET if placement.device.startswith("cuda") else CPU_TOKEN_BUDGET) * acc.num_processes
@@ -138,7 +144,9 @@ def setup(rundir: RunDir, config: Config, key: str, fresh: bool) -> tuple[Setup,
     if acc.is_main_process and fresh:
         shutil.rmtree(rundir.checkpoints_dir, ignore_errors=True)
     trainable = sum(p.numel() for p in params.values())
-    meta = SetupMeta(placement, model_path, len(train_ex), len(val_ex), len(unseen_ex), trainable)
+    meta = SetupMeta(
+        placement, model_path, len(train_ex), len(val_ex), len(unseen_ex), trainable, refusal, len(refused)
+    )
     _announce(config, meta, batch_size, acc.num_processes, prefix)
     info(_memory_plan(model, trainable, max(lengths) * batch_size, placement))
     log = TrainLog(rundir, enabled=False, resume_at=None)  # opened by _fit_all once the start point is known
@@ -196,10 +204,10 @@ def _verified_prefix(loss: Any, examples: list, pad_id: int, prefix: int, device
 
 
 def _load_splits(
-    rundir: RunDir, tokenizer: Any, tc: TrainConfig, model_path: str, acc: Any
+    rundir: RunDir, tokenizer: Any, tc: TrainConfig, model_path: str, acc: Any, refused: list[dict], refusal: str
 ) -> tuple[list, int | None, list, list, list]:
-    """Training examples (grounded ones last, from the returned index on), recall validation, unseen-fact
-    validation, recall rows."""
+    """Training examples (refusals after the pairs, grounded ones last, from the returned index on), recall
+    validation, unseen-fact validation, recall rows."""
     from qatune.storage import read_jsonl
     from qatune.train.recall import is_recall
 
@@ -209,12 +217,25 @@ def _load_splits(
         raise QatuneError(
             "no usable training pairs; check the data or raise --max-length", path=rundir.split_file("train")
         )
+    if refused:
+        from qatune.train.refusals import REFUSALS_FILE
+
+        train_ex += load_examples(rundir.train_dir / REFUSALS_FILE, tokenizer, length, cache, model_path)
     grounded_start = None
     if tc.grounded:
         from qatune.rag.examples import GROUNDED_FILE, write_grounded_split
 
         if acc.is_main_process:  # one writer; the other processes read what it wrote
-            write_grounded_split(rundir, tc.seed, tc.rag_k, fits=_fits(tokenizer, length), oracle_share=tc.oracle_share)
+            fits = _fits(tokenizer, length)
+            write_grounded_split(
+                rundir,
+                tc.seed,
+                tc.rag_k,
+                fits=fits,
+                oracle_share=tc.oracle_share,
+                refusals=refused if tc.refusal_grounded else [],
+                refusal=refusal,
+            )
         acc.wait_for_everyone()
         grounded = rundir.train_dir / GROUNDED_FILE
         grounded_start = len(train_ex)
@@ -233,6 +254,20 @@ def _load_splits(
         warn("no reworded questions about trained facts to validate on: 'best' is chosen by unseen-fact loss")
     recall_rows = [r for r in val_rows if str(r["id"]) in recall_ids]
     return train_ex, grounded_start, (recall or unseen), (unseen if recall else []), recall_rows
+
+
+def _refusals(rundir: RunDir, tc: TrainConfig, acc: Any) -> tuple[list[dict], str]:
+    """The unanswerable questions trained with the refusal (also written as RUN/train/refusals.jsonl), and the
+    refusal text."""
+    from qatune.train.refusals import refusal_questions, write_refusal_split
+    from qatune.trust.refusal import run_refusal
+
+    refusal = run_refusal(rundir, tc.refusal)
+    questions = refusal_questions(rundir, tc.refusal_examples, tc.seed) if tc.refusal_examples > 0 else []
+    if questions and acc.is_main_process:
+        write_refusal_split(rundir, questions, refusal)
+    acc.wait_for_everyone()
+    return questions, refusal
 
 
 def _fits(tokenizer: Any, max_length: int) -> Callable[[str, str], bool]:

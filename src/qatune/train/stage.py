@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 def input_hash(run: Path, config: Config) -> str:
     """What the trained adapters depend on: the train settings, the base model and the data files."""
     rundir = RunDir(run)
-    files = [rundir.split_file("train"), rundir.split_file("val")]
+    files = [rundir.split_file("train"), rundir.split_file("val"), rundir.split_file("refusals")]
     return section_hash(config.train, config.model, *[file_sha256(p) if p.exists() else "-" for p in files])
 
 
@@ -212,6 +212,8 @@ def _summary(s: Setup, meta: SetupMeta, progress: TrainProgress, config: Config,
         grounded=tc.grounded,
         rag_k=tc.rag_k,
         oracle_share=tc.oracle_share,
+        refusal=meta.refusal,
+        refusal_questions=meta.refusal_questions,
         eval_loss_by_epoch={str(h.epoch): h.eval_loss for h in finals},
         train_loss_by_epoch={str(h.epoch): h.train_loss for h in finals},
         batch_size=s.batch_size,

@@ -111,6 +111,8 @@ class TrainSummary:
     grounded: bool | None = None
     rag_k: int | None = None
     oracle_share: float | None = None
+    refusal: str | None = None  # what the models learn to say when the data does not answer
+    refusal_questions: int | None = None
     eval_loss_by_epoch: dict[str, float | None] = field(default_factory=dict)
     train_loss_by_epoch: dict[str, float] = field(default_factory=dict)
     batch_size: int | None = None

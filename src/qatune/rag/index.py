@@ -27,6 +27,11 @@ class Index:
     pairs: list[dict]
     vectors: np.ndarray
     source_sha256: str = ""
+    fallback: dict | None = None  # the retrieval fallback's calibrated threshold (rag/fallback.py)
+
+    @property
+    def min_similarity(self) -> float | None:
+        return None if not self.fallback else float(self.fallback["min_similarity"])
 
     def search(self, embedder: Any, questions: list[str], k: int = DEFAULT_K) -> list[list[tuple[int, float]]]:
         """For each question, the k nearest pairs as (position, cosine), best first (ties: the earlier row)."""
@@ -58,6 +63,7 @@ class Index:
                     "pairs": len(self.pairs),
                     "source_sha256": self.source_sha256,
                     "k": k,
+                    "fallback": self.fallback,
                     "how_to_use": "embed the question with all-MiniLM-L6-v2 (unit length), take the top "
                     f"{k} pairs by dot product, and ask the model the user turn "
                     "'Reference Q&A:\\nQ: ...\\nA: ...\\n\\nQuestion: QUESTION' (see README.md)",
@@ -86,7 +92,7 @@ def load_index(folder: Path) -> Index:
         raise QatuneError(f"retrieval index unreadable ({exc}); run qatune train again", path=folder) from None
     if meta.get("format") != INDEX_FORMAT or len(pairs) != len(vectors):
         raise QatuneError("retrieval index is from another qatune version; run qatune train again", path=folder)
-    return Index(pairs, vectors, meta.get("source_sha256", ""))
+    return Index(pairs, vectors, meta.get("source_sha256", ""), meta.get("fallback"))
 
 
 def run_rag_k(rundir: Any) -> int:
@@ -103,9 +109,13 @@ def run_index(rundir: Any, embedder: Any, k: int = DEFAULT_K) -> Index:
     folder = rundir.index_dir
     if rundir.has_index:
         index = load_index(folder)
-        if index.source_sha256 == file_sha256(train) and read_json(folder / META_FILE).get("k") == k:
+        meta = read_json(folder / META_FILE)
+        if index.source_sha256 == file_sha256(train) and meta.get("k") == k and "fallback" in meta:
             return index
+    from qatune.rag.fallback import index_fallback
+
     index = build_index(embedder, train)
+    index.fallback = index_fallback(index, embedder, rundir)
     index.save(folder, k)
     return index
 
@@ -122,6 +132,20 @@ def saved_k(folder: Path) -> int:
     except (OSError, ValueError):
         meta = None
     return int((meta or {}).get("k") or DEFAULT_K)
+
+
+def saved_fallback(folder: Path) -> dict | None:
+    """The retrieval fallback saved with the index in `folder` (None when there is none)."""
+    try:
+        return (read_json(folder / META_FILE) or {}).get("fallback")
+    except (OSError, ValueError):
+        return None
+
+
+def run_min_similarity(rundir: Any) -> float | None:
+    """The run's calibrated retrieval-fallback threshold (None: no index, or an index saved without one)."""
+    fallback = saved_fallback(rundir.index_dir) if rundir.has_index else None
+    return None if not fallback else float(fallback["min_similarity"])
 
 
 def vectors_sha256(folder: Path) -> str | None:

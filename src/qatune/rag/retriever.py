@@ -15,6 +15,20 @@ class Retriever:
     def contexts(self, questions: list[str]) -> list[list[dict]]:
         return self.index.contexts(self.embedder, questions, self.k)
 
+    def lookup(self, questions: list[str]) -> list[tuple[list[dict], float]]:
+        """For each question, the pairs a grounded prompt holds and how close the nearest one is."""
+        found = self.index.search(self.embedder, questions, self.k)
+        return [([self.index.pairs[j] for j, _ in hits], hits[0][1] if hits else 0.0) for hits in found]
+
+    def top_similarities(self, questions: list[str]) -> list[float]:
+        """How close the nearest training pair is to each question (what the retrieval fallback compares)."""
+        return [hits[0][1] if hits else 0.0 for hits in self.index.search(self.embedder, questions, 1)]
+
+    @property
+    def min_similarity(self) -> float | None:
+        """The calibrated threshold saved with the index (None: the index has none)."""
+        return self.index.min_similarity
+
 
 def run_retriever(rundir: Any) -> Retriever | None:
     """The retriever of a run trained with grounded examples (RUN/index exists), else None."""

@@ -1,0 +1,39 @@
+"""The retrieval fallback: how close the nearest training pair must be for a grounded model (or the retrieval
+baseline) to answer at all. Its threshold is calibrated on validation questions when the index is built and saved
+with it: the lowest similarity of a validation question about a trained fact, less a margin for how much further
+from the data real users word their questions than qatune's rewordings do."""
+
+from __future__ import annotations
+
+from typing import Any
+
+MARGIN = 0.1
+
+
+def calibrate(answerable: list[float], unanswerable: list[float]) -> dict[str, Any] | None:
+    """The fallback's record for index.json (None without validation questions about trained facts)."""
+    if not answerable:
+        return None
+    threshold = round(max(0.0, min(answerable) - MARGIN), 4)
+    caught = sum(s < threshold for s in unanswerable)
+    return {
+        "min_similarity": threshold,
+        "rule": f"lowest similarity of a validation question about a trained fact ({min(answerable):.3f}) - {MARGIN}",
+        "answerable_val": len(answerable),
+        "unanswerable_val": len(unanswerable),
+        "unanswerable_val_caught": caught,
+    }
+
+
+def index_fallback(index: Any, embedder: Any, rundir: Any) -> dict[str, Any] | None:
+    """Calibrate on RUN/data/val.jsonl (recall questions) and the validation part of RUN/data/refusals.jsonl."""
+    from qatune.storage import read_jsonl
+
+    def top(questions: list[str]) -> list[float]:
+        return [hits[0][1] for hits in index.search(embedder, questions, 1)] if questions else []
+
+    val = rundir.split_file("val")
+    refusals = rundir.split_file("refusals")
+    answerable = [r["question"] for r in (read_jsonl(val) if val.exists() else []) if r.get("kind") != "unseen"]
+    unanswerable = [r["question"] for r in (read_jsonl(refusals) if refusals.exists() else []) if r["part"] == "val"]
+    return calibrate(top(answerable), top(unanswerable))

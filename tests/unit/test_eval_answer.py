@@ -14,9 +14,23 @@ from qatune.evaluate.metrics import METRICS
 from qatune.generate import Engine
 from qatune.rundir import RunDir
 from qatune.storage import read_jsonl
+from qatune.trust.facts import key_facts
 
 MODELS = ["base", "retrieval", "epoch-1", "epoch-2"]
-ROW_KEYS = {"model", "question_id", "question", "reference", "answer", "metrics", "stopped", "new_tokens"}
+ROW_KEYS = {
+    "model",
+    "question_id",
+    "question",
+    "reference",
+    "answer",
+    "metrics",
+    "stopped",
+    "new_tokens",
+    "answerable",
+    "abstained",
+    "abstained_by",
+}
+REPLACED_KEYS = {"raw_answer", "unknown_facts"}  # only where a check replaced or withheld the model's answer
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +82,9 @@ def _check_generations(rows: list[dict]) -> None:
     assert len(rows) == len(MODELS) * len(TEST)
     assert {(r["model"], r["question_id"]) for r in rows} == {(m, f"te{i}") for m in MODELS for i in range(6)}
     for row in rows:
-        assert set(row) == ROW_KEYS
+        assert set(row) - REPLACED_KEYS == ROW_KEYS
+        assert (row["abstained_by"] in ("facts", "question")) == bool(set(row) & REPLACED_KEYS)
+        assert row["answerable"] is True and isinstance(row["abstained"], bool)
         assert list(row["metrics"]) == list(METRICS)
         assert isinstance(row["stopped"], bool) and isinstance(row["new_tokens"], int)
         question = dict(TEST)[row["question"]]
@@ -76,6 +92,8 @@ def _check_generations(rows: list[dict]) -> None:
         for name, value in row["metrics"].items():
             if name == "answer_nll" and row["model"] == "retrieval":
                 assert value is None
+            elif name == "fact_recall" and not key_facts(row["reference"]):
+                assert value is None  # the reference states no key fact to recall
             else:
                 assert isinstance(value, float) and math.isfinite(value), (name, row)
         if row["model"] == "retrieval":

@@ -12,8 +12,10 @@ from qatune import console
 from qatune.console import QatuneError
 from qatune.evaluate import metrics as M
 from qatune.evaluate.budget import answer_budget
+from qatune.evaluate.rows import generated_rows, retrieval_rows
 from qatune.evaluate.scores import build_scores, combined_responses, print_results
 from qatune.evaluate.state import (
+    SPLIT_SETS,
     QuestionSet,
     is_current,
     mark_scored,
@@ -23,31 +25,38 @@ from qatune.evaluate.state import (
     wanted_models,
 )
 from qatune.generate import BASE
-from qatune.prompts import messages_for
-from qatune.rag.baseline import RETRIEVAL, nearest_answers, retrieved_k, training_pairs
+from qatune.rag.baseline import RETRIEVAL
 from qatune.rundir import RunDir, check_name
 from qatune.storage import append_jsonl, atomic_write_json, read_jsonl
+from qatune.trust.run import run_guard
 
 if TYPE_CHECKING:
     from qatune.config import Config
     from qatune.eta import RunClock
-    from qatune.rag.embeddings import PairCosine
 
 __all__ = ["evaluate", "is_current"]
 UNSEEN = "unseen"  # the split of pairs whose facts were held out of training
+UNANSWERABLE = "unanswerable"  # the split of questions the data does not answer
 VLLM_CHUNK = 256  # vLLM schedules its own batches; this only sets how often answers are saved
 
 
 def evaluate(
-    run: Path, config: Config, questions: Path | None = None, name: str | None = None, clock: RunClock | None = None
+    run: Path,
+    config: Config,
+    questions: Path | None = None,
+    name: str | None = None,
+    unanswerable: bool = False,
+    clock: RunClock | None = None,
 ) -> dict:
     """Answer what is missing, then write scores.json and combined_responses.json; returns the scores.
 
-    `clock`: the run's clock, told about every batch of answers generated."""
+    With `unanswerable`, `questions` is a file of questions the data does not answer (eval set `unanswerable`
+    unless named otherwise): the right response to each is to abstain. `clock`: the run's clock, told about every
+    batch of answers generated."""
     rundir = RunDir(run)
     if not rundir.root.is_dir():
         raise QatuneError("run directory not found; run qatune prepare and qatune train first", path=run)
-    qset = load_question_set(rundir, config, questions, name)
+    qset = load_question_set(rundir, config, questions, name, unanswerable)
     models = wanted_models(rundir, config)
     if config.eval.models is not None and BASE not in config.eval.models:
         console.info("scoring base too: every model is compared with it")
@@ -74,10 +83,13 @@ def _pairs(models: list[str], qset: QuestionSet) -> set[tuple[str, str]]:
     return {(m, str(q["id"])) for m in models for q in qset.rows}
 
 
-def load_question_set(rundir: RunDir, config: Config, questions: Path | None, name: str | None) -> QuestionSet:
-    """The run's test split (name `test`) or a questions file read by prepare's rules (name = its stem)."""
+def load_question_set(
+    rundir: RunDir, config: Config, questions: Path | None, name: str | None, unanswerable: bool = False
+) -> QuestionSet:
+    """The run's test split (name `test`; `unseen` and `unanswerable` name the other split sets) or a questions
+    file read by prepare's rules (name = its stem; with `unanswerable`, `unanswerable`)."""
     if questions is None:
-        split = UNSEEN if name == UNSEEN else "test"
+        split = name if name in SPLIT_SETS else "test"
         source = rundir.require(rundir.split_file(split), "run qatune prepare first (or pass --questions FILE)")
         try:
             rows, default = read_jsonl(source), split
@@ -87,9 +99,12 @@ def load_question_set(rundir: RunDir, config: Config, questions: Path | None, na
         source = Path(questions).expanduser().resolve()
         if not source.is_file():
             raise QatuneError("questions file not found; check the path", path=questions)
-        from qatune.data.prepare import load_questions
+        from qatune.data.prepare import load_questions, load_unanswerable
 
-        rows, default = load_questions(source, config), source.stem
+        if unanswerable:
+            rows, default = load_unanswerable(source, config, rundir), UNANSWERABLE
+        else:
+            rows, default = load_questions(source, config, extra_columns=("answerable",)), source.stem
     name = name or default
     try:
         name = check_name(name, "eval set name")
@@ -134,9 +149,10 @@ def _answer_missing(
     cosine = PairCosine(load_embedder(), {k: v for k, v in known.items() if v is not None})
     out = rundir.eval_generations(qset.name)
     twins = copies(model_fingerprints(rundir, config, list(todo)))
+    guard = run_guard(rundir, config)
     with _progress(len(todo) * len(qset.rows), done, clock) as advance:
         if todo.get(RETRIEVAL):
-            rows = _retrieval_rows(rundir, cosine, todo[RETRIEVAL])
+            rows = retrieval_rows(rundir, cosine, todo[RETRIEVAL], guard)
             append_jsonl(out, rows)
             advance(rows)
         generated = [m for m in todo if m != RETRIEVAL and m not in twins and todo[m]]
@@ -147,7 +163,8 @@ def _answer_missing(
             for model in generated:
                 pending = sorted(todo[model], key=lambda q: len(q["question"]))
                 for start in range(0, len(pending), chunk):
-                    rows = _generated_rows(engine, cosine, model, pending[start : start + chunk], budget, chunk)
+                    batch = pending[start : start + chunk]
+                    rows = generated_rows(engine, cosine, model, batch, budget, chunk, guard)
                     append_jsonl(out, rows)  # one fsync'd batch: a crash loses at most this batch
                     advance(rows, generated=True)
         for model, twin in twins.items():
@@ -187,56 +204,6 @@ def _chunk_size(config: Config, engine: Any) -> int:
     if config.eval.engine == "vllm" and config.eval.batch_size == "auto":
         return VLLM_CHUNK
     return auto_batch_size(config.eval.batch_size, engine.device)
-
-
-def _row(model: str, q: dict, answer: str, metrics: dict, stopped: bool, new_tokens: int) -> dict:
-    return {
-        "model": model,
-        "question_id": str(q["id"]),
-        "question": q["question"],
-        "reference": q["answer"],
-        "answer": answer,
-        "metrics": metrics,
-        "stopped": bool(stopped),
-        "new_tokens": int(new_tokens),
-    }
-
-
-def _generated_rows(
-    engine: Any, cosine: PairCosine, model: str, batch: list[dict], budget: int, batch_size: int
-) -> list[dict]:
-    convs = [messages_for(q["question"]) for q in batch]
-    references = [q["answer"] for q in batch]
-    gens = engine.generate(model, convs, max_new_tokens=budget, batch_size=batch_size, references=references)
-    semantic = cosine([g.text for g in gens], references)
-    return [
-        _row(
-            model,
-            q,
-            g.text,
-            M.answer_metrics(g.text, q["answer"], semantic=s, answer_nll=g.reference_nll),
-            g.stopped,
-            g.new_tokens,
-        )
-        for q, g, s in zip(batch, gens, semantic, strict=True)
-    ]
-
-
-def _retrieval_rows(rundir: RunDir, cosine: PairCosine, batch: list[dict]) -> list[dict]:
-    """Retrieval's answers; in a run with grounded models each row also lists the k answers a grounded
-    prompt would hold (`retrieved`, first = the answer), from which scores.json reports the retrieval ceiling."""
-    train = training_pairs(rundir.require(rundir.split_file("train"), "run qatune prepare first"))
-    k = retrieved_k(rundir)
-    matches = nearest_answers(cosine.embedder, train, [q["question"] for q in batch], k)
-    semantic = cosine([m.answer for m in matches], [q["answer"] for q in batch])
-    rows = []
-    for q, m, s in zip(batch, matches, semantic, strict=True):
-        metrics = M.answer_metrics(m.answer, q["answer"], semantic=s, answer_nll=None)
-        row = _row(RETRIEVAL, q, m.answer, metrics, True, 0)
-        if k > 1:
-            row["retrieved"] = [m.answer, *m.runners_up]
-        rows.append(row)
-    return rows
 
 
 def _bertscore(

@@ -11,8 +11,19 @@ import string
 from typing import Any
 
 # Order of the metrics in generations.jsonl and scores.json.
-METRICS = ("rouge1", "rouge2", "rougeL", "bleu", "semantic", "token_f1", "exact_match", "answer_nll")
-LOWER_IS_BETTER = frozenset({"answer_nll"})
+METRICS = (
+    "rouge1",
+    "rouge2",
+    "rougeL",
+    "bleu",
+    "semantic",
+    "token_f1",
+    "exact_match",
+    "fact_recall",
+    "wrong_fact",
+    "answer_nll",
+)
+LOWER_IS_BETTER = frozenset({"answer_nll", "wrong_fact"})
 BLEU_NOTE = (
     "0-1 scale: sacreBLEU sentence BLEU (13a tokenizer, 'exp' smoothing, effective order) divided by 100; "
     "corpus_bleu is sacreBLEU corpus BLEU over all of a model's answers, also divided by 100"
@@ -78,14 +89,22 @@ def token_f1(prediction: str, reference: str) -> float:
 
 
 def answer_metrics(
-    prediction: str, reference: str, *, semantic: float | None, answer_nll: float | None
+    prediction: str, reference: str, *, semantic: float | None, answer_nll: float | None, question: str = ""
 ) -> dict[str, float | None]:
-    """Every metric of one answer, in METRICS order (semantic and NLL come from models, computed by callers)."""
+    """Every metric of one answer, in METRICS order (semantic and NLL come from models, computed by callers).
+
+    fact_recall: the share of the reference's key facts the answer states (None when it has none); wrong_fact:
+    1 when the answer states a key fact that neither the reference nor the question holds (qatune.trust.facts)."""
+    from qatune.trust.facts import check_facts
+
     values: dict[str, float | None] = dict(rouge(prediction, reference))
     values["bleu"] = sentence_bleu(prediction, reference)
     values["semantic"] = semantic
     values["token_f1"] = token_f1(prediction, reference)
     values["exact_match"] = exact_match(prediction, reference)
+    facts = check_facts(prediction, reference, question)
+    values["fact_recall"] = facts.recall
+    values["wrong_fact"] = float(facts.has_wrong)
     values["answer_nll"] = answer_nll
     return {key: values[key] for key in METRICS}
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from qatune import console
+from qatune.evaluate.abstention import trust_table
 from qatune.evaluate.compare import SEED, WIDE_CI_BELOW, mean_ci, paired_difference
 from qatune.evaluate.metrics import BLEU_NOTE, LOWER_IS_BETTER, METRICS, corpus_bleu, rouge
 from qatune.evaluate.state import QuestionSet
@@ -66,9 +67,13 @@ def build_scores(
         m: corpus_bleu([_row(by_key, m, q)["answer"] for q in ids], [_row(by_key, m, q)["reference"] for q in ids])
         for m in models
     }
+    unanswerable = sum(1 for q in qset.rows if q.get("answerable") is False)
+    by_model = {m: [_row(by_key, m, q) for q in ids] for m in models}
     return {
         "name": qset.name,
         "n": len(ids),
+        "n_answerable": len(ids) - unanswerable,
+        "n_unanswerable": unanswerable,
         "source": str(qset.source),
         "metrics": metrics,
         "models": table,
@@ -78,6 +83,7 @@ def build_scores(
         "stop_rate": stop_rate,
         "corpus_bleu": bleu,
         "retrieval_ceiling": retrieval_ceiling(ids, by_key, resamples) if RETRIEVAL in models else None,
+        "trust": trust_table(by_model, resamples),
         "unavailable": dict(unavailable or {}),
         "warnings": _warnings(len(ids), stop_rate),
         "notes": {
@@ -91,6 +97,11 @@ def build_scores(
             "picked with the reference: the most a grounded model that copies one of them could score. "
             "first_is_best: questions where retrieval's own (first) answer is that best one; a grounded model "
             "can only tie retrieval there",
+            "trust": "answerable questions: answered with no wrong key fact (right), answered stating a key fact "
+            "that neither the reference nor the question holds (wrong_fact), or abstained; questions the data does "
+            "not answer: abstained, or answered (invented; invented_fact: stating a key fact the question does not "
+            "hold). Key facts: numbers, dates, times, weekdays, names, codes, phone numbers, e-mails, URLs "
+            "(docs/trust.md)",
         },
     }
 
@@ -99,6 +110,7 @@ def retrieval_ceiling(ids: list[str], by_key: dict, resamples: int) -> dict[str,
     """{k, rougeL: mean and CI, first_is_best} from the retrieval rows' `retrieved` answers (runs with
     grounded models); None when the rows do not list runners-up."""
     rows = [by_key.get((RETRIEVAL, q)) for q in ids]
+    rows = [r for r in rows if r is None or r.get("answerable") is not False]
     if not rows or any(r is None or len(r.get("retrieved") or []) < 2 for r in rows):
         return None
     each = [[rouge(a, r["reference"])["rougeL"] for a in r["retrieved"]] for r in rows]
@@ -187,8 +199,33 @@ def print_results(scores: dict[str, Any]) -> None:
     ceiling = scores.get("retrieval_ceiling")
     if ceiling:
         console.info(ceiling_sentence(ceiling, scores["n"]))
+    _print_trust(scores)
     for line in scores["warnings"]:
         console.warn(line)
+
+
+def _share_cell(stat: dict[str, Any] | None) -> str:
+    if not stat or stat.get("mean") is None:
+        return "-"
+    lo, hi = stat["ci95"]
+    return f"{stat['mean']:.0%} [{lo:.0%}, {hi:.0%}]"
+
+
+def _print_trust(scores: dict[str, Any]) -> None:
+    trust = scores.get("trust") or {}
+    columns = []
+    if scores.get("n_answerable"):
+        columns += [("answerable", "right"), ("answerable", "wrong_fact"), ("answerable", "abstained")]
+    if scores.get("n_unanswerable"):
+        columns += [("unanswerable", "abstained"), ("unanswerable", "invented")]
+    if not trust or not columns:
+        return
+    headers = [
+        f"{'no answer in data' if part == 'unanswerable' else 'answerable'}: {key.replace('_', ' ')}"
+        for part, key in columns
+    ]
+    rows = [[m, *(_share_cell((trust[m].get(part) or {}).get(key)) for part, key in columns)] for m in trust]
+    console.table(f"trust on '{scores['name']}': share of answers [95% CI]", ["model", *headers], rows)
 
 
 def ceiling_sentence(ceiling: dict[str, Any], n: int) -> str:

@@ -24,6 +24,9 @@ if TYPE_CHECKING:
     from qatune.config import Config
 
 
+SPLIT_SETS = ("test", "unseen", "unanswerable")  # eval sets read from the run's own split files
+
+
 @dataclass(frozen=True)
 class QuestionSet:
     name: str
@@ -63,7 +66,11 @@ def wanted_models(rundir: RunDir, config: Config, adapters: list[str] | None = N
 
 
 def model_fingerprints(rundir: RunDir, config: Config, models: list[str]) -> dict[str, str]:
-    """A saved answer stays valid while its model, decoding settings and metric set are unchanged."""
+    """A saved answer stays valid while its model, decoding settings, abstention settings and metric set are
+    unchanged."""
+    from qatune.trust.run import run_guard
+
+    guard = run_guard(rundir, config, facts=False).fingerprint()
     base = _sha(
         {
             "model": config.model,
@@ -72,6 +79,7 @@ def model_fingerprints(rundir: RunDir, config: Config, models: list[str]) -> dic
             "max_new_tokens": _budget_source(rundir, config),
             "engine": config.eval.engine,
             "metrics": METRICS,
+            "abstain": guard,
         }
     )
     prints: dict[str, str] = {}
@@ -84,7 +92,7 @@ def model_fingerprints(rundir: RunDir, config: Config, models: list[str]) -> dic
             prints[name] = base
         elif name == RETRIEVAL:
             train = rundir.split_file("train")
-            prints[name] = _sha([file_sha256(train) if train.exists() else None, METRICS, retrieved_k(rundir)])
+            prints[name] = _sha([file_sha256(train) if train.exists() else None, METRICS, retrieved_k(rundir), guard])
         else:
             folder = rundir.model_dir(name)
             files = sorted(p for p in folder.iterdir() if p.name.startswith("adapter_"))
@@ -176,7 +184,7 @@ def _still_valid(saved: list[dict], recorded: dict[str, str], prints: dict[str, 
 
 
 def _is_split(rundir: RunDir, source: Path) -> bool:
-    return Path(source).resolve() in (rundir.split_file(s).resolve() for s in ("test", "unseen"))
+    return Path(source).resolve() in (rundir.split_file(s).resolve() for s in SPLIT_SETS)
 
 
 def scoring_key(models: list[str], config: Config) -> dict[str, Any]:
@@ -201,7 +209,7 @@ def is_current(run: Path, config: Config, name: str, questions: Path | None = No
     if questions is not None:
         source = Path(questions).expanduser().resolve()
     else:
-        source = rundir.split_file(name) if name in ("test", "unseen") else Path(state.get("source") or "")
+        source = rundir.split_file(name) if name in SPLIT_SETS else Path(state.get("source") or "")
     if not state or not source.is_file() or not rundir.eval_scores(name).exists():
         return False
     try:

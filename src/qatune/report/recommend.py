@@ -12,6 +12,7 @@ from qatune.train.state import TrainSummary
 
 PRIMARY = ("rougeL", "semantic")
 NEAR_TIE = 0.01  # ROUGE-L means closer than this are treated as a tie
+LEVEL = 0.02  # ROUGE-L means closer than this are level: then the model that abstains where another invents wins
 LOW_STOP_RATE = 0.9
 SMALL_N = 30
 
@@ -116,6 +117,9 @@ def _notes(scores: dict[str, Any], summary: TrainSummary | None, chosen: dict[st
     ceiling = ceiling_note(scores)
     if ceiling and any(is_grounded(str(m)) and m != grounded_name("base") for m in scores.get("models") or {}):
         notes.append(ceiling)
+    note = trust_note(chosen) if chosen else None
+    if note:
+        notes.append(note)
     if chosen and chosen["stop_rate"] is not None and chosen["stop_rate"] < LOW_STOP_RATE:
         notes.append(
             f"only {chosen['stop_rate']:.0%} of {chosen['model']}'s answers ended at end-of-turn; "
@@ -152,9 +156,13 @@ def recommend(
         "candidates": cands,
         "retrieval": retrieval,
     }
+    for c in cands:
+        c["trust"] = _trust_of(c["model"], scores, others or {})
     significant = [c for c in cands if c["significant"]]
     if significant:
         chosen, tie = _pick(significant)
+        chosen, trusted = _prefer_trust(chosen, significant)
+        tie += trusted
         reason = (
             f"Ship {chosen['model']}{_how(chosen)}: it beats base on {_held(scores)} held-out questions "
             f"({eval_set}) with ROUGE-L {_change(chosen)}, semantic similarity {_change(chosen, 'semantic')}"
@@ -181,6 +189,67 @@ def recommend(
     return _nothing(scores, summary, cands, retrieval, evidence)
 
 
+def _trust_of(model: str, scores: dict[str, Any], others: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The model's abstention on questions the data does not answer (the main set's own, else another set's)
+    and its share of answers with a wrong key fact on the main set."""
+    mine = ((scores.get("trust") or {}).get(model) or {}) if isinstance(scores.get("trust"), dict) else {}
+    unanswerable, source = mine.get("unanswerable"), scores.get("name")
+    for name, other in others.items():
+        if unanswerable:
+            break
+        unanswerable, source = ((other.get("trust") or {}).get(model) or {}).get("unanswerable"), name
+    answerable = mine.get("answerable") or {}
+    return {
+        "unanswerable_set": source if unanswerable else None,
+        "abstained_unanswerable": (unanswerable or {}).get("abstained"),
+        "n_unanswerable": (unanswerable or {}).get("n"),
+        "abstained_answerable": answerable.get("abstained"),
+        "wrong_fact": answerable.get("wrong_fact"),
+    }
+
+
+def _share(c: dict[str, Any], key: str) -> float | None:
+    return number(((c.get("trust") or {}).get(key) or {}).get("mean"))
+
+
+def _prefer_trust(chosen: dict[str, Any], pool: list[dict[str, Any]]) -> tuple[dict[str, Any], list[str]]:
+    """Among models level with the chosen one on ROUGE-L, never prefer one that invents where another abstains:
+    the one that abstains most on questions the data does not answer wins (then fewer wrong key facts)."""
+    level = [c for c in pool if abs(_mean(c, "rougeL") - _mean(chosen, "rougeL")) < LEVEL]
+    scored = [c for c in level if _share(c, "abstained_unanswerable") is not None]
+    if chosen not in scored or len(scored) < 2:
+        return chosen, []
+    best = max(scored, key=lambda c: (_share(c, "abstained_unanswerable"), -(_share(c, "wrong_fact") or 0.0)))
+    if _share(best, "abstained_unanswerable") <= _share(chosen, "abstained_unanswerable"):
+        return chosen, []
+    where = best["trust"]["unanswerable_set"]
+    return best, [
+        f"{best['model']} is preferred over {chosen['model']} (ROUGE-L within {LEVEL}): on the questions the data "
+        f"does not answer ('{where}') it abstains on {_share(best, 'abstained_unanswerable'):.0%} where "
+        f"{chosen['model']} abstains on {_share(chosen, 'abstained_unanswerable'):.0%} and invents the rest"
+    ]
+
+
+def trust_note(c: dict[str, Any]) -> str | None:
+    """How far the chosen model can be trusted, in one sentence."""
+    t = c.get("trust") or {}
+    parts = []
+    if _share(c, "abstained_unanswerable") is not None:
+        stat = t["abstained_unanswerable"]
+        lo, hi = stat.get("ci95") or [None, None]
+        ci = f" [{lo:.0%}, {hi:.0%}]" if lo is not None and hi is not None else ""
+        parts.append(
+            f"on {t['n_unanswerable']} questions the data does not answer ('{t['unanswerable_set']}') "
+            f"{c['model']} abstains on {stat['mean']:.0%}{ci} and invents an answer to the rest"
+        )
+    if _share(c, "wrong_fact") is not None:
+        parts.append(
+            f"on the answerable ones it abstains on {_share(c, 'abstained_answerable') or 0:.0%} and states a wrong "
+            f"key fact in {_share(c, 'wrong_fact'):.0%} of its answers"
+        )
+    return ("Trust: " + "; ".join(parts)) if parts else None
+
+
 def _how(c: dict[str, Any]) -> str:
     return " (grounded: it answers with retrieved training pairs in its prompt)" if c["grounded"] else ""
 
@@ -205,6 +274,8 @@ def _elsewhere(chosen: dict[str, Any], summary: TrainSummary | None, others: dic
     """How the chosen model fares on the other eval sets (e.g. paraphrased questions)."""
     notes = []
     for name, scores in others.items():
+        if scores.get("n_answerable") == 0:
+            continue  # no reference answers to compare with (questions the data does not answer)
         if chosen["model"] in (scores.get("models") or {}):
             other = _candidate(scores, summary, chosen["model"])
             state = "significant" if other["significant"] else "not significant"

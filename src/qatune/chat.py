@@ -32,6 +32,7 @@ class Session:
     model: str
     max_new_tokens: int
     history: list[dict] = field(default_factory=list)
+    guard: Any = None  # trust.guard.Guard: abstains as eval does (fallback, fact check); None answers as is
 
     def switch(self, name: str) -> None:
         if name not in self.engine.names:
@@ -40,14 +41,29 @@ class Session:
 
     def answer(self, question: str, model: str | None = None) -> str:
         """A single-turn greedy answer (no history), as eval and the API compute it."""
-        gen = self.engine.generate(
-            model or self.model, [messages_for(question)], max_new_tokens=self.max_new_tokens, batch_size=1
-        )
-        return gen[0].text
+        return self._guarded(model or self.model, messages_for(question))
+
+    def _guarded(self, model: str, conversation: list[dict]) -> str:
+        if self.guard is None:
+            gen = self.engine.generate(model, [conversation], max_new_tokens=self.max_new_tokens, batch_size=1)
+            return gen[0].text
+        from qatune.trust.run import engine_answers
+
+        verdict, _ = engine_answers(
+            self.engine, self.guard, model, [conversation], max_new_tokens=self.max_new_tokens, batch_size=1
+        )[0]
+        return verdict.text
 
     def reply(self, question: str, out: TextIO, cancel: threading.Event, visible_only: bool = False) -> str:
         """Stream the next turn of the conversation to `out`; it joins the history (even when cut short).
-        `visible_only` shows control characters as escapes (a terminal must not obey model output)."""
+        `visible_only` shows control characters as escapes (a terminal must not obey model output). A guarded
+        fine-tuned or grounded model's answer is checked whole before it is shown, as eval checks it."""
+        if self.guard is not None and self.model != BASE:
+            text = self._guarded(self.model, messages_for(question, history=self.history)).strip()
+            out.write(visible(text) if visible_only else text)
+            out.flush()
+            self.history += [{"role": "user", "content": question}, {"role": "assistant", "content": text}]
+            return text
         shown, started = [], False
         try:
             for piece in self.engine.stream(
@@ -97,7 +113,7 @@ def chat(
     stdout: TextIO | None = None,
 ) -> None:
     """`rag`: answer with the top-k retrieved training pairs in the prompt (the grounded model of NAME)."""
-    engine = _load(run, model_name)
+    engine, guard = _load(run, model_name)
     if rag:
         model_name = grounded_name(model_name)
         if model_name not in engine.names:
@@ -105,7 +121,7 @@ def chat(
                 f"--rag needs the run's retrieval index ({run}/index), written by `qatune train` with grounded "
                 "training (the default); train again, or chat without --rag"
             )
-    session = Session(engine, model_name, max_new_tokens)
+    session = Session(engine, model_name, max_new_tokens, guard=guard)
     stdin, stdout = stdin or sys.stdin, stdout or sys.stdout
     if stdin.isatty() and stdout.isatty():
         interactive(session, stdin, stdout)
@@ -113,10 +129,12 @@ def chat(
         scripted(session, stdin, stdout)
 
 
-def _load(run: Path, model_name: str) -> Any:
+def _load(run: Path, model_name: str) -> tuple[Any, Any]:
+    """The run's engine and the guard its models abstain with."""
     from qatune.config import load_for_run
     from qatune.generate import load_engine
     from qatune.rundir import RunDir, check_name
+    from qatune.trust.run import run_guard
 
     rundir = RunDir(run)
     if not rundir.root.is_dir():
@@ -125,7 +143,8 @@ def _load(run: Path, model_name: str) -> Any:
     closed = check_name(closed_book(model_name), "model name")
     if closed != BASE and closed not in available:
         raise QatuneError(f"no model {model_name!r} in {rundir.models_dir}; available: {', '.join([BASE, *available])}")
-    return load_engine(rundir.root, load_for_run(rundir.root, None, {}, save=False))
+    config = load_for_run(rundir.root, None, {}, save=False)
+    return load_engine(rundir.root, config), run_guard(rundir, config)
 
 
 def scripted(session: Session, lines: Iterable[str], out: TextIO) -> None:

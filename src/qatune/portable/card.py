@@ -30,6 +30,8 @@ MARKER = "qatune_export.json"
 GGUF_FILE = "model.gguf"
 ASK_SCRIPT = "ask.py"
 CARD_TEMPLATE = "card.md.jinja"
+GUARD_FILE = "guard.json"
+GUARD_MODULES = ("facts.py", "gaps.py", "refusal.py", "guard.py")  # self-contained: ask.py abstains as qatune does
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,7 @@ def describe(tmp: Path, exported: Exported, ollama: str | None = None) -> None:
         from qatune.rag import ask
 
         shutil.copyfile(str(ask.__file__), tmp / ASK_SCRIPT)
+        _bundle_guard(tmp, exported)
     if ollama is not None:
         atomic_write_text(tmp / "Modelfile", ollama)
     atomic_write_text(tmp / "README.md", model_card(exported))
@@ -115,6 +118,40 @@ def _base_label(model: str) -> str:
     return Path(model).name if ("/" in model and Path(model).expanduser().exists()) else model
 
 
+def _bundle_guard(tmp: Path, exported: Exported) -> None:
+    """guard.json (the run's refusal and answer-time checks) and the three modules that apply them, for ask.py."""
+    import qatune.trust
+    from qatune.trust.run import run_guard, settings_of
+
+    source = Path(qatune.trust.__file__).parent
+    (tmp / "trust").mkdir()
+    (tmp / "trust" / "__init__.py").write_text('"""qatune\'s answer-time checks, as the run used them."""\n')
+    for name in GUARD_MODULES:
+        shutil.copyfile(source / name, tmp / "trust" / name)
+    atomic_write_json(tmp / GUARD_FILE, settings_of(run_guard(exported.rundir, exported.config, facts=False)))
+
+
+def _abstain(exported: Exported) -> dict[str, Any]:
+    """The refusal the model was trained with and the answer-time checks qatune applies on top of it."""
+    from qatune.trust.run import run_guard
+
+    guard = run_guard(exported.rundir, exported.config, facts=False)
+    checks = [
+        f"the retrieval fallback (no training pair at least {guard.min_similarity:.3f} MiniLM-similar to the question)"
+        if guard.min_similarity is not None
+        else "",
+        "the question check (a code, date, numbered item or titled name the data never mentions, or a phone number, "
+        "e-mail, web address or price no answer holds)"
+        if guard.check_questions
+        else "",
+        "the fact check (an answer stating a key fact no training pair holds)" if guard.check_facts else "",
+    ]
+    summary = read_summary(exported.rundir.train_summary_json)
+    trained = bool(summary and summary.refusal_questions)
+    checks_text = "; ".join(c for c in checks if c) or "none"
+    return {"refusal": guard.refusal, "trained": trained, "checks": checks_text, "quote": guard.quote}
+
+
 def model_card(exported: Exported) -> str:
     """How to use the weights (transformers or GGUF, and grounded), the training data, the training, the evaluation."""
     from jinja2 import Environment, FileSystemLoader, StrictUndefined
@@ -148,6 +185,8 @@ def model_card(exported: Exported) -> str:
         ask_script=ASK_SCRIPT,
         base=_base_label(config.model),
         grounded=grounded_usage(folder, rundir.index_dir) if exported.grounded else "",
+        abstain=_abstain(exported),
+        guard_file=GUARD_FILE,
         data=_data(rundir),
         training=_training(rundir, config, exported.model_name),
         evaluation=evaluation,

@@ -23,7 +23,7 @@ from qatune.serve.completions import Limits, respond
 from qatune.serve.errors import ApiError
 from qatune.serve.guard import Guard
 from qatune.serve.schemas import ChatCompletion, ChatCompletionRequest, ModelCard, ModelList, now
-from qatune.serve.worker import Precheck, Worker
+from qatune.serve.worker import Checks, Precheck, Worker
 
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 _REPORT_CSP = (
@@ -47,6 +47,8 @@ class Settings:
     max_waiting: int = 64  # requests queued or running; more get 429
     max_batch: int = 16  # requests decoded together; 1 answers one request at a time
     precheck: Precheck | None = None  # may answer a request without generation (see worker.Precheck)
+    checks: Checks | None = None  # how the run's models abstain (serve/abstain.py); loaded from `run` when None
+    abstain: bool = True  # with `run`: the run's answer-time checks, as eval applies them
 
 
 def _page() -> tuple[str, str]:
@@ -84,12 +86,18 @@ def _context_length(engine: Any) -> int | None:
 
 def create_app(settings: Settings) -> FastAPI:
     engine = settings.engine if settings.engine is not None else _load_engine(settings.run)
+    checks = settings.checks
+    if checks is None and settings.run is not None and settings.abstain:
+        from qatune.serve.abstain import run_abstain
+
+        checks = run_abstain(settings.run, engine)
     worker = Worker(
         engine,
         context_length=_context_length(engine),
         max_waiting=settings.max_waiting,
         max_batch=settings.max_batch,
         precheck=settings.precheck,
+        checks=checks,
     )
     limits = Limits(settings.max_tokens_cap, settings.default_max_tokens, settings.request_timeout_s)
     page, page_csp = _page()

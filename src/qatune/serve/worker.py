@@ -52,6 +52,20 @@ Emit = Callable[[Event], None]
 Precheck = Callable[[Job], str | None]
 
 
+class Checks:
+    """What the worker asks of each job (serve/abstain.py answers for a run): `precheck` may answer it without
+    generation; when `holds(job)`, its text is sent only once complete, as `postcheck(job, text)` returns it."""
+
+    def precheck(self, job: Job) -> str | None:
+        return None
+
+    def holds(self, job: Job) -> bool:
+        return False
+
+    def postcheck(self, job: Job, text: str) -> str:
+        return text
+
+
 class _Trim:
     """Drops leading and trailing whitespace from a stream of pieces, so the streamed text equals the
     stripped whole answer: trailing whitespace is held back until more text follows it."""
@@ -82,6 +96,7 @@ class _Running:
     row: Row
     text: TextStream
     trim: _Trim = field(default_factory=_Trim)
+    held: list[str] | None = None  # the pieces kept back until the answer is complete (a check may replace it)
 
 
 class Worker:
@@ -96,12 +111,14 @@ class Worker:
         max_waiting: int,
         max_batch: int = 16,
         precheck: Precheck | None = None,
+        checks: Checks | None = None,
     ):
         self.engine = engine
         self.context_length = context_length
         self.max_waiting = max_waiting
         self.max_batch = max_batch
         self.precheck = precheck
+        self.checks = checks or Checks()
         self.cancelled = 0  # jobs cut short by a disconnect or the time cap
         self.busy = False
         self.closed = False
@@ -203,6 +220,7 @@ class Worker:
         built (with retrieved pairs for grounded models) and must fit the model's context."""
         try:
             answer = self.precheck(job) if self.precheck else None
+            answer = answer if answer is not None else self.checks.precheck(job)
             if answer is not None:
                 self._answer_directly(job, emit, answer)
                 return None
@@ -220,7 +238,8 @@ class Worker:
             return None
         emit(Event("start", prompt_tokens=len(prompt)))
         row = Row(closed_book(job.model), prompt, job.max_tokens, job.temperature, job.top_p, job.seed)
-        return _Running(job, emit, row, TextStream(self.engine.tokenizer, self.engine.stop_ids, job.stop))
+        text = TextStream(self.engine.tokenizer, self.engine.stop_ids, job.stop)
+        return _Running(job, emit, row, text, held=[] if self.checks.holds(job) else None)
 
     def _answer_directly(self, job: Job, emit: Emit, answer: str) -> None:
         """A precheck's answer, sent as a generated one would be (token counts of the closed-book prompt)."""
@@ -241,10 +260,16 @@ class Worker:
         done, ends = [], []
         for r in self._running:
             text = r.trim.feed(r.text.update(r.row.tokens, final=r.row.done))
-            if text:
+            if text and r.held is not None:
+                r.held.append(text)
+            elif text:
                 r.emit(Event("text", text=text))
             if r.row.done or r.text.cut:
                 stopped = r.row.stopped or r.text.cut
+                if r.held is not None:
+                    checked = self.checks.postcheck(r.job, "".join(r.held)).strip()
+                    if checked:
+                        r.emit(Event("text", text=checked))
                 done.append(r)
                 ends.append(
                     Event(

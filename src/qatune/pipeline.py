@@ -26,6 +26,7 @@ def run(
     overrides: dict[str, Any] | None = None,
     test_file: Path | None = None,
     question_files: list[Path] | None = None,
+    unanswerable: Path | None = None,
 ) -> dict[str, float]:
     """Run every stage; returns seconds spent per stage (0 for a reused stage)."""
     from qatune import train
@@ -44,10 +45,10 @@ def run(
 
     clock = eta.RunClock(rundir, config, model_path, lambda: _work_left(rundir, config, question_files))
     with _timed(seconds, "prepare", clock) as fresh:
-        if prepare.is_current(rundir.root, data, config, test_file):
+        if prepare.is_current(rundir.root, data, config, test_file, unanswerable):
             fresh.skip()
         else:
-            prepare.prepare(data, rundir.root, config, test_file=test_file)
+            prepare.prepare(data, rundir.root, config, test_file=test_file, unanswerable=unanswerable)
     with _timed(seconds, "train", clock) as fresh:
         if train.is_current(rundir.root, config):
             fresh.skip()
@@ -68,8 +69,10 @@ def run(
 
 def _eval_sets(rundir: RunDir, question_files: list[Path] | None) -> list[tuple[Path | None, str]]:
     sets: list[tuple[Path | None, str]] = [(None, "test")]
+    if _has_rows(rundir.split_file("unanswerable")):
+        sets.append((None, "unanswerable"))  # questions the data does not answer: the right response is to abstain
     if _has_rows(rundir.split_file("unseen")):
-        sets.append((None, "unseen"))  # facts never trained: shows whether models invent answers
+        sets.append((None, "unseen"))  # facts held out of training (opt-in): what the shipped model was never shown
     return sets + [(Path(q), Path(q).stem) for q in question_files or []]
 
 
@@ -128,4 +131,13 @@ def _print_summary(rundir: RunDir, report_path: Path, seconds: dict[str, float])
     total = sum(seconds.values())
     shares = ", ".join(f"{k} {v:.0f}s" for k, v in seconds.items())
     out.print(f"stages: {shares} (total {total:.0f}s)", markup=False, soft_wrap=True)
+    unseen = rundir.split_file("unseen")
+    if _has_rows(unseen):
+        count = sum(1 for line in unseen.read_text(encoding="utf-8").splitlines() if line.strip())
+        out.print(
+            f"note: the saved models were never shown {count} pair(s) held out to measure unseen facts ({unseen}); "
+            "run again with --test-frac 0 to ship models trained on every pair",
+            markup=False,
+            soft_wrap=True,
+        )
     out.print(f"report: {report_path}", markup=False, soft_wrap=True)

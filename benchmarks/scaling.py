@@ -115,6 +115,7 @@ def one_point(n: int, answers: str, root: Path, args: argparse.Namespace, extra:
         "train_pairs": prepared["splits"]["train"],
         "train_augmented": prepared["splits"]["train_augmented"],
         "examples_per_epoch": summary["train_pairs"],
+        "refusal_questions": summary.get("refusal_questions") or 0,  # trained with the refusal, in the above
         "tokens_per_epoch": summary["train_tokens"] // max(epochs, 1),
         "answer_tokens_per_epoch": summary["answer_tokens"] // max(epochs, 1),
         "tokens_per_pair": round(summary["train_tokens"] / max(epochs, 1) / n, 1),

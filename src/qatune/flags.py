@@ -120,7 +120,8 @@ def with_flags(group: type, section: type[BaseModel], name: str) -> Callable[[Ca
 
         @functools.wraps(command)
         def with_flags(**values: Any) -> None:
-            command(**values, **{name: group(**{f.name: values.pop(f.name) for f in fields(group)})})
+            grouped = group(**{f.name: values.pop(f.name) for f in fields(group)})
+            command(**values, **{name: grouped})
 
         with_flags.__signature__ = inspect.Signature(own[:at] + options + own[at + 1 :])  # type: ignore[attr-defined]
         return with_flags

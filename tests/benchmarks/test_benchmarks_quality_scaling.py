@@ -191,7 +191,8 @@ def test_scaling_dry_run(tiny_runs, capsys):
     assert [(r["pairs"], r["answers"]) for r in rows] == [(12, "short"), (24, "short")]
     for r in rows:
         assert r["eval_questions"] == 4 and r["epochs"] == 1 and r["train_pairs"] == r["pairs"]
-        assert r["examples_per_epoch"] == 4 * r["pairs"]  # itself, 2 rewordings, 1 grounded example
+        # itself, 2 rewordings, 1 grounded example; and the unanswerable questions trained with the refusal
+        assert r["refusal_questions"] > 0 and r["examples_per_epoch"] == 4 * r["pairs"] + r["refusal_questions"]
         assert set(r["stages_s"]) == set(scaling.STAGES) and r["stages_s"]["train_loop"] > 0
     assert rows[1]["tokens_per_epoch"] > rows[0]["tokens_per_epoch"]
     assert result["growth"]["short"]["fitted"]

@@ -1,7 +1,7 @@
 """Refusal training examples: questions the data does not answer (the training part of RUN/data/refusals.jsonl)
 answered with the refusal, so the fine-tuned models learn to abstain where the data is silent (refusal-aware
-tuning). The same questions are also asked grounded, with retrieved pairs that cannot answer them
-(rag/examples.py), so the grounded models learn to judge whether their context answers the question."""
+tuning). With --refusal-grounded the same questions are also asked grounded, with retrieved pairs that cannot
+answer them (rag/examples.py); off by default, as it cost grounded answers ROUGE-L (docs/trust.md)."""
 
 from __future__ import annotations
 

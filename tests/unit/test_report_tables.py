@@ -98,6 +98,6 @@ def test_hostile_model_name_is_escaped_in_markdown_and_html(tmp_path, scored_run
     md = results_markdown(run)
     assert "<script>" not in md and "ep&lt;script&gt;alert(1)&lt;/script&gt;$x^2$\\|1" in md
     row = next(line for line in md.splitlines() if "&lt;script" in line)
-    assert len(row.replace("\\|", "").strip("|").split("|")) == 10  # model + 8 metrics + stop rate
+    assert len(row.replace("\\|", "").strip("|").split("|")) == 12  # model + 10 metrics + stop rate
     doc = lxml.html.document_fromstring(page)
     assert not doc.xpath("//script") and bad in doc.text_content()

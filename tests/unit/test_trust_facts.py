@@ -51,6 +51,7 @@ def _values(text: str) -> list[tuple[str, str]]:
         ("DSC 310 is taught by Prof. Imani Okafor.", [("code", "DSC310"), ("name", "imani okafor")]),
         ("The fee is $1,250.", [("money", "$1250")]),
         ("Yes, attendance is mandatory.", []),
+        ("I'm sorry, I'm not sure. I'll check.", []),  # the pronoun is no name, wherever it stands
     ],
 )
 def test_each_kind_of_fact_is_found_and_normalised(text, expected):

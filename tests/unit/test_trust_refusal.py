@@ -156,3 +156,27 @@ def test_a_grounded_answer_close_to_a_retrieved_one_is_quoted_word_for_word():
     far = guard.quoting(guard.judge("Ask the department office.", "?"), retrieved)
     assert not far.quoted and far.text == "Ask the department office."
     assert not guard.quoting(guard.judge(EN, "?"), retrieved).quoted  # a refusal stays a refusal
+
+
+def test_a_grounded_answer_that_opens_with_a_retrieved_answer_is_that_answer_whole():
+    """Copying is decided on the first QUOTE_WORDS words, so an answer whose decoding stopped there is shown the
+    same as the whole answer would be, before the fact check (a training answer's facts are known)."""
+    from qatune.trust.guard import QUOTE_WORDS, after, opens_with
+
+    long_answer = "Install the package with apt-get install foo, then run foo --setup as root on port 8080 daily."
+    retrieved = ["Lectures meet Tuesdays.", long_answer]
+    guard = Guard.from_pairs(EN, PAIRS, quote=0.5)
+    words = long_answer.split()
+    for cut in (QUOTE_WORDS, QUOTE_WORDS + 3, len(words)):
+        shown = after(guard, " ".join(words[:cut]), "?", tuned=True, retrieved=retrieved)
+        assert shown.text == long_answer and not shown.abstained
+        assert shown.quoted == (cut < len(words))
+    invented = " ".join(words[:QUOTE_WORDS]) + " and call 555-0199 on 12 March 2031."
+    assert after(guard, invented, "?", tuned=True, retrieved=retrieved).text == long_answer
+    strict = Guard.from_pairs(EN, PAIRS, quote=0.9)  # seven words are not ROUGE-L close to the whole answer
+    assert not after(strict, " ".join(words[: QUOTE_WORDS - 1]), "?", tuned=True, retrieved=retrieved).quoted
+    assert after(guard, "Lectures meet Tuesdays.", "?", tuned=True, retrieved=retrieved).text == retrieved[0]
+    off = Guard.from_pairs(EN, PAIRS, quote=None, check_facts=False)
+    assert after(off, " ".join(words[:QUOTE_WORDS]), "?", tuned=True, retrieved=retrieved).text != long_answer
+    assert opens_with(words[:QUOTE_WORDS] + ["x"], words, complete=True)
+    assert not opens_with(words[:QUOTE_WORDS], words, complete=True)  # its last word may still grow

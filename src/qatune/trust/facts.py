@@ -47,7 +47,7 @@ PLAIN_WORDS = frozenset(
     """a an the yes no it its this that these those there their they them he she his her we our you your i
     each every all any some most many only one both either neither not no none students student faculty
     in on at by for from to of and or but if when where what which who whom why how after before during
-    please note also however then so because while with without within""".split()
+    please note also however then so because while with without within i'm i've i'll i'd""".split()
 )
 CONNECTORS = frozenset({"of", "and", "for", "the", "de", "da", "van", "von", "der", "del", "la", "le", "with", "&"})
 

@@ -4,7 +4,8 @@ question than the threshold calibrated on validation questions (the retrieval fa
 abstains without answering when the question names a specific the data never mentions or asks for a kind of fact
 no training answer holds (the question check); its answer is its own refusal, or is replaced by the refusal when
 it states a key fact that no training pair and not the question holds (the fact check). A grounded answer close
-to one of its retrieved answers is shown as that answer, word for word (quoting).
+to one of its retrieved answers, or opening with one's first words, is shown as that answer, word for word
+(quoting).
 
 Self-contained (it imports only facts.py and refusal.py beside it, and rouge-score), so an export carries these
 three modules and its ask.py abstains exactly as qatune does; trust/run.py reads a run's settings."""
@@ -29,6 +30,17 @@ def _rouge_l() -> Any:
     from rouge_score import rouge_scorer
 
     return rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
+
+
+QUOTE_WORDS = 8  # a grounded answer that opens with this many words of a retrieved answer is copying it
+
+
+def opens_with(words: list[str], answer: list[str], complete: bool = False) -> bool:
+    """Whether an answer's `words` open with the first QUOTE_WORDS words of a retrieved answer's words (all of
+    them when it has fewer), word for word. `complete`: the answer is still being written and its last word may
+    be cut, so a word must follow them."""
+    n = min(QUOTE_WORDS, len(answer))
+    return n > 0 and len(words) >= n + int(complete) and words[:n] == answer[:n]
 
 
 @dataclass(frozen=True)
@@ -68,9 +80,13 @@ class Guard:
         return Verdict(self.refusal, True, QUESTION_CHECK, unknown=tuple(found)) if found else None
 
     def quoting(self, verdict: Verdict, retrieved: list[str]) -> Verdict:
-        """A grounded answer as the retrieved answer it is closest to, when at least `quote` ROUGE-L close."""
+        """A grounded answer as the retrieved answer it copies (it opens with that answer's first QUOTE_WORDS
+        words) or else is closest to, when at least `quote` ROUGE-L close."""
         if self.quote is None or verdict.abstained or not retrieved:
             return verdict
+        copied = self.copied(verdict.text, retrieved)
+        if copied is not None:
+            return copied
         scorer = _rouge_l()
         scores = [scorer.score(answer, verdict.text)["rougeL"].fmeasure for answer in retrieved]
         best = max(range(len(scores)), key=lambda i: scores[i])
@@ -78,13 +94,25 @@ class Guard:
             return verdict
         return Verdict(retrieved[best], False, raw=verdict.text, quoted=True)
 
+    def copied(self, answer: str, retrieved: list[str]) -> Verdict | None:
+        """The retrieved answer a grounded answer copies (it opens with its first QUOTE_WORDS words), whole, or
+        None. Decided on those words alone, so an answer whose decoding stopped there is shown the same."""
+        if self.quote is None:
+            return None
+        words = answer.split()
+        copied = next((r for r in retrieved if opens_with(words, r.split())), None)
+        if copied is None:
+            return None
+        return Verdict(answer, False) if copied == answer else Verdict(copied, False, raw=answer, quoted=True)
+
     def falls_back(self, top_similarity: float | None) -> bool:
         """True when retrieval found nothing close enough: answer with the refusal, without generating."""
         return self.min_similarity is not None and top_similarity is not None and top_similarity < self.min_similarity
 
     def fingerprint(self) -> list[Any]:
         """What changes which answers abstain (saved answers are made again when it does)."""
-        return [self.refusal, self.min_similarity, self.check_facts, self.check_questions, self.quote]
+        copying = QUOTE_WORDS if self.quote is not None else None
+        return [self.refusal, self.min_similarity, self.check_facts, self.check_questions, self.quote, copying]
 
     def fallback(self) -> Verdict:
         return Verdict(self.refusal, True, RETRIEVAL_FALLBACK)
@@ -112,7 +140,11 @@ def before(guard: Guard, question: str, *, tuned: bool, top_similarity: float | 
 
 def after(guard: Guard, answer: str, said: str, *, tuned: bool, retrieved: list[str] | None = None) -> Verdict:
     """What is shown of a generated answer: the model's own refusal counts as abstaining, then the fact check
-    (fine-tuned models; `said`: what the user wrote) and quoting (grounded: `retrieved` are its pairs' answers)."""
+    (fine-tuned models; `said`: what the user wrote) and quoting (grounded: `retrieved` are its pairs' answers).
+    An answer that copies a retrieved answer is that answer (a training answer: its facts are known)."""
+    copied = guard.copied(answer, retrieved or [])
+    if copied is not None:
+        return copied
     return guard.quoting(guard.judge(answer, said, fine_tuned=tuned), retrieved or [])
 
 

@@ -128,3 +128,46 @@ def test_the_start_all_prompts_share_runs_once(lively_model_dir):
     assert shapes[:2] == [(1, shared), (len(prompts), ids.shape[1] - shared)]
     for prompt, tokens in zip(prompts, got, strict=True):
         assert tokens == hf_greedy(model, tok.pad_token_id, prompt, 20, None)
+
+
+@pytest.mark.parametrize("lookup", [False, True])
+def test_each_row_stops_at_its_own_budget_or_early_end(lively_model_dir, lookup):
+    """Per-row budgets cut each row at its own length, and `stop_early` ends a row at the token it first says
+    so (drafted rows too, wherever that falls in a draft); every row keeps plain greedy decoding's tokens."""
+    model, tok = _model(lively_model_dir)
+    prompts = [prompt_ids(tok, messages_for(q)) for q in QUESTIONS]
+    tok.padding_side = "left"
+    batch = tok.pad({"input_ids": prompts}, return_tensors="pt")
+    ids, mask = batch["input_ids"], batch["attention_mask"]
+    budgets = [5, 40, 12, 40, 3, 25]
+    early_at = {1: 9, 3: 17}  # row -> the token count at which stop_early says stop
+    asked: list[tuple[int, int]] = []
+
+    def stop_early(row: int, tokens: list[int]) -> bool:
+        asked.append((row, len(tokens)))
+        return early_at.get(row) == len(tokens)
+
+    with torch.inference_mode():
+        free = greedy_decode(model, ids, mask, 40, [], lookup=False)
+        got = greedy_decode(model, ids, mask, 40, [], lookup=lookup, budgets=budgets, stop_early=stop_early)
+    for row, tokens in enumerate(got):
+        length = early_at.get(row, budgets[row])
+        assert tokens == free[row][:length], row
+    assert all(n <= 64 for _, n in asked)
+
+
+@pytest.mark.parametrize("lookup", [False, True])
+def test_a_looping_answer_ends_before_its_repeat(tiny_model_dir, lookup):
+    """The near-constant tiny model loops at once: with cut_loops its answer ends where a LOOP_TOKENS-token span
+    would repeat, without the repeat; what stands before is the greedy answer's start."""
+    from qatune.generate.decoding import LOOP_TOKENS
+
+    model, tok = _model(tiny_model_dir)
+    ids = torch.tensor([prompt_ids(tok, messages_for("How is the grade computed?"))])
+    with torch.inference_mode():
+        (free,) = greedy_decode(model, ids, torch.ones_like(ids), 200, [], lookup=False)
+        (cut,) = greedy_decode(model, ids, torch.ones_like(ids), 200, [], lookup=lookup, cut_loops=True)
+    assert len(cut) < 2 * LOOP_TOKENS and cut == free[: len(cut)]
+    assert any(
+        tuple(free[i : i + LOOP_TOKENS]) == tuple(free[len(cut) : len(cut) + LOOP_TOKENS]) for i in range(len(cut))
+    )

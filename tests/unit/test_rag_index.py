@@ -90,3 +90,35 @@ def test_engine_answers_grounded_models_with_retrieved_context(lively_model_dir)
     assert closed.names == [BASE]
     with pytest.raises(QatuneError, match="needs the run's retrieval index"):
         closed.generate("base+rag", convs)
+
+
+def test_grounded_and_base_answers_get_the_budget_their_retrieved_answers_need(lively_model_dir):
+    """fit_budget: a grounded answer (and a closed-book one, whose question has the same pairs) may take what its
+    longest retrieved answer needs, never more than max_new_tokens; without an index, the cap.
+    stop_on_copy ends a grounded answer once it opens with a retrieved answer's first words."""
+    from qatune.generate.budget import fitted_budget
+    from qatune.trust.guard import QUOTE_WORDS
+
+    long_answer = " ".join(f"Room {n} is open on weekdays." for n in range(20))
+    pairs = [dict(PAIRS[0], answer=long_answer), *PAIRS[1:3]]
+    index = Index(pairs, BagOfWords().encode([p["question"] for p in pairs]))
+    tok = load_tokenizer(str(lively_model_dir))
+    model = load_base(str(lively_model_dir), choose_placement())
+    engine = Engine(model, tok, [], "cpu", Retriever(index, BagOfWords(), k=1))
+    convs = [messages_for("Which room is it?"), messages_for("Who is the teacher?")]
+    sizes = [len(tok.encode(a, add_special_tokens=False)) for a in (long_answer, "Prof. Okafor.")]
+    budgets = [fitted_budget(n) for n in sizes]
+    assert budgets[0] > budgets[1] == 32
+    for name in ("base+rag", BASE):
+        got = engine.generate(name, convs, max_new_tokens=1000, fit_budget=True)
+        assert all(g.new_tokens <= b for g, b in zip(got, budgets, strict=True))
+        assert got[1].new_tokens == 32 or got[1].stopped
+    capped = engine.generate("base+rag", convs, max_new_tokens=20, fit_budget=True)
+    assert all(g.new_tokens <= 20 for g in capped)
+    closed = Engine(model, tok, [], "cpu").generate(BASE, convs, max_new_tokens=40, fit_budget=True)
+    assert closed[1].new_tokens == 40 or closed[1].stopped  # no index: the cap
+    check = engine._copy_check([[pairs[0]], [pairs[1]]])([0, 1])
+    words = long_answer.split()
+    assert check(0, tok.encode(" ".join(words[: QUOTE_WORDS + 1]), add_special_tokens=False))
+    assert not check(0, tok.encode(" ".join(words[:QUOTE_WORDS]), add_special_tokens=False))  # may still grow
+    assert not check(1, tok.encode(" ".join(words[: QUOTE_WORDS + 1]), add_special_tokens=False))

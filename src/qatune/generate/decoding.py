@@ -9,6 +9,8 @@ from typing import Any
 DRAFT_TOKENS = 10  # tokens proposed per lookup and row
 NGRAM_SIZES = (3, 2)  # the longest match is tried first; single tokens match too often to be worth a draft
 DRAFT_ROWS = 4  # drafting starts when this many rows are left: a pass then costs about the same for 1 or 11 tokens
+LOOP_TOKENS = 32  # a span this long that repeats in one answer is a loop (cut_loops)
+EARLY_TOKENS = 64  # a row may be ended early (stop_early) while it holds at most this many tokens
 MIN_SHARED_PREFIX = 8  # tokens every prompt starts with (system prompt, role header) worth one pass of their own
 
 
@@ -21,8 +23,16 @@ def greedy_decode(
     *,
     lookup: bool = True,
     on_prompt: Callable[[Any, Any, Any], None] | None = None,
+    budgets: list[int] | None = None,
+    stop_early: Callable[[int, list[int]], bool] | None = None,
+    cut_loops: bool = False,
 ) -> list[list[int]]:
     """The greedy tokens of every row, each ending with its stop token when it stopped.
+
+    `budgets`: each row's own token limit (at most `max_new_tokens`). `stop_early(row, tokens)` may end a row
+    before its stop token (asked while a row holds at most EARLY_TOKENS tokens): what its answer shows is then
+    decided from those tokens. `cut_loops`: a row whose last LOOP_TOKENS tokens already stand earlier in its
+    answer has fallen into a loop; it ends there, without the repeat.
 
     The tokens every prompt starts with (the system prompt and role header) run once and their cache is
     shared by all rows. `on_prompt(cache, logits, mask)` sees the prompts' KV cache, the last-position logits
@@ -39,19 +49,34 @@ def greedy_decode(
     from qatune.models.load import cache_kwarg
 
     tokens: list[list[int]] = [[] for _ in range(input_ids.shape[0])]
+    limits = [min(max_new_tokens, b) for b in budgets] if budgets is not None else [max_new_tokens] * len(tokens)
     alive = list(range(input_ids.shape[0]))
+    spans: list[set[tuple[int, ...]]] = [set() for _ in tokens]  # each row's LOOP_TOKENS-token spans so far
+    looped: set[int] = set()
+
+    def ends(row: int) -> bool:
+        mine = tokens[row]
+        if len(mine) >= limits[row] or mine[-1] in stop_set:
+            return True
+        if cut_loops and len(mine) >= LOOP_TOKENS:
+            span = tuple(mine[-LOOP_TOKENS:])
+            if span in spans[row]:
+                looped.add(row)
+                return True
+            spans[row].add(span)
+        return stop_early is not None and len(mine) <= EARLY_TOKENS and stop_early(row, mine)
+
+    stop_set = set(stop_ids)
     cache = DynamicCache()
     cache_arg = {cache_kwarg(model): cache}
-    stops = torch.tensor(stop_ids, device=input_ids.device)
     step_ids, mask = _after_shared_prefix(model, input_ids, attention_mask, cache_arg)
     positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, -step_ids.shape[1] :]
     last = prompt_logits_index(step_ids)
-    for step in range(max_new_tokens):
+    for step in range(max(limits, default=0)):
         if lookup and step > 0 and len(alive) <= DRAFT_ROWS:
             prompts = [input_ids[r][attention_mask[r].bool()].tolist() for r in alive]
-            outs = [tokens[r] for r in alive]
             _decode_drafted(
-                model, cache_arg, mask, positions[:, -1].tolist(), outs, prompts, max_new_tokens, set(stop_ids)
+                model, cache_arg, mask, positions[:, -1].tolist(), prompts, [(r, tokens[r]) for r in alive], ends
             )
             break
         out = model(
@@ -67,7 +92,7 @@ def greedy_decode(
         chosen = out.logits[:, -1].float().argmax(-1)
         for row, token in zip(alive, chosen.tolist(), strict=True):
             tokens[row].append(token)
-        finished = torch.isin(chosen, stops)
+        finished = torch.tensor([ends(row) for row in alive], device=chosen.device)
         if bool(finished.all()):
             break
         if bool(finished.any()):
@@ -78,6 +103,8 @@ def greedy_decode(
         step_ids = chosen[:, None]
         positions = positions[:, -1:] + 1
         mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=1)
+    for row in looped:
+        del tokens[row][-LOOP_TOKENS:]  # the repeat
     return tokens
 
 
@@ -114,22 +141,24 @@ def _decode_drafted(
     cache_arg: dict[str, Any],
     mask: Any,
     positions: list[int],
-    outs: list[list[int]],
     prompts: list[list[int]],
-    max_new_tokens: int,
-    stops: set[int],
+    alive: list[tuple[int, list[int]]],
+    ends: Callable[[int], bool],
 ) -> None:
     """Extend each of a few rows (its last token chosen, not yet in the cache; `positions` holds that token's
-    position) to a stop or the token limit, checking every row's draft in one pass. Rows keep different numbers
-    of tokens: the cache columns a row rejected stay masked out, and columns no row kept are cropped."""
+    position) until `ends(row)` (a stop, the row's token limit or an early end), checking every row's draft in
+    one pass; `alive` holds each row's number and its tokens so far. Rows keep different numbers of tokens: the
+    cache columns a row rejected stay masked out, and columns no row kept are cropped. A draft is cut at the
+    first token that ends its row."""
     import torch
 
     (cache,) = cache_arg.values()
     cached = mask[:, :-1]  # `mask` also covers the chosen tokens, which are fed next
+    outs = [out for _, out in alive]
     contexts = [prompt + out for prompt, out in zip(prompts, outs, strict=True)]
     rows = list(range(len(outs)))
     while rows:
-        drafts = [lookup_draft(contexts[r], min(DRAFT_TOKENS, max_new_tokens - len(outs[r]) - 1)) for r in rows]
+        drafts = [lookup_draft(contexts[r], DRAFT_TOKENS) for r in rows]
         width = 1 + max(len(d) for d in drafts)
         feed = [[outs[r][-1], *d] + [outs[r][-1]] * (width - 1 - len(d)) for r, d in zip(rows, drafts, strict=True)]
         start = cached.shape[1]
@@ -145,15 +174,17 @@ def _decode_drafted(
         picked = logits.float().argmax(-1).tolist()
         going = []
         for i, (r, draft) in enumerate(zip(rows, drafts, strict=True)):
-            kept = 0
-            while kept < len(draft) and draft[kept] == picked[i][kept] and draft[kept] not in stops:
+            number, kept, ended = alive[r][0], 0, False
+            while not ended:  # the accepted drafts (equal to the picks) and the pick after them
+                outs[r].append(picked[i][kept])
+                ended = ends(number)
+                if kept == len(draft) or draft[kept] != picked[i][kept] or ended:
+                    break
                 kept += 1
-            new = picked[i][: kept + 1]  # the accepted drafts (equal to the picks) and the pick after them
-            outs[r].extend(new)
-            contexts[r].extend(new)
-            positions[r] += len(new)
+            contexts[r].extend(outs[r][len(contexts[r]) - len(prompts[r]) :])
+            positions[r] += kept + 1
             full[i, start + 1 + kept :] = 0
-            if new[-1] not in stops and len(outs[r]) < max_new_tokens:
+            if not ended:
                 going.append(i)
         if len(going) < len(rows):
             if not going:

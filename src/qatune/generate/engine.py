@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from qatune.console import QatuneError
 from qatune.generate.batch import DecodeBatch, Row
+from qatune.generate.budget import fitted_budget
 from qatune.generate.decoding import greedy_decode
 from qatune.generate.nll import decoder_and_head, reply_ids, score_replies, token_batches
 from qatune.generate.streaming import TextStream, cut_at_stop
@@ -27,6 +28,7 @@ from qatune.prompts import (
 from qatune.rag import RAG_SUFFIX, closed_book, is_grounded
 from qatune.rag.prompt import grounded_question
 from qatune.rag.retriever import run_retriever
+from qatune.trust.guard import opens_with
 
 if TYPE_CHECKING:
     from qatune.config import Config
@@ -65,16 +67,48 @@ class Engine:
 
     def grounded(self, name: str, conversations: list[list[dict]]) -> list[list[dict]]:
         """For a grounded model, each conversation's last user turn carries the retrieved training pairs."""
+        return self._grounded(name, conversations)[0]
+
+    def _grounded(self, name: str, conversations: list[list[dict]]) -> tuple[list[list[dict]], list[list[dict]] | None]:
+        """The conversations as model `name` answers them, and (grounded) the pairs retrieved for each."""
         if not is_grounded(name):
-            return conversations
+            return conversations, None
         if self.retriever is None:
             raise QatuneError(f"model {name!r} needs the run's retrieval index; available: {', '.join(self.names)}")
         questions = [conv[-1]["content"] for conv in conversations]
         contexts = self.retriever.contexts(questions)
-        return [
+        asked = [
             [*conv[:-1], {**conv[-1], "content": grounded_question(q, ctx)}]
             for conv, q, ctx in zip(conversations, questions, contexts, strict=True)
         ]
+        return asked, contexts
+
+    def _fitted(self, name: str, conversations: list[list[dict]], contexts: list[list[dict]] | None) -> list[int]:
+        """Each answer's token budget from the training answers retrieved for its question (what it can need): a
+        grounded prompt's own context; closed-book, the pairs a grounded prompt would hold. Empty: no index."""
+        if contexts is None and self.retriever is None:
+            return []
+        if contexts is None:
+            contexts = self.retriever.contexts([conv[-1]["content"] for conv in conversations])
+        lengths = {}
+        for pairs in contexts:
+            for pair in pairs:
+                if pair["answer"] not in lengths:
+                    lengths[pair["answer"]] = len(self.tokenizer.encode(pair["answer"], add_special_tokens=False))
+        return [fitted_budget(max((lengths[p["answer"]] for p in pairs), default=0)) for pairs in contexts]
+
+    def _copy_check(self, contexts: list[list[dict]]) -> Callable[[list[int]], Callable[[int, list[int]], bool]]:
+        """`stop_early` for a batch (given its rows' positions in `contexts`): a grounded answer ends once it
+        opens with a retrieved answer's first words (the guard then shows that answer whole)."""
+
+        def for_batch(idx: list[int]) -> Callable[[int, list[int]], bool]:
+            def copying(row: int, tokens: list[int]) -> bool:
+                words = self.tokenizer.decode(tokens, skip_special_tokens=True).split()
+                return any(opens_with(words, p["answer"].split(), complete=True) for p in contexts[idx[row]])
+
+            return copying
+
+        return for_batch
 
     @contextlib.contextmanager
     def use(self, name: str) -> Iterator[Any]:
@@ -115,15 +149,24 @@ class Engine:
         stop: list[str] | None = None,
         on_batch: Callable[[int], None] | None = None,
         references: list[str] | None = None,
+        fit_budget: bool = False,
+        stop_on_copy: bool = False,
+        cut_loops: bool = False,
     ) -> list[Generation]:
         """Answer every conversation; batches hold prompts of similar length to keep padding low.
 
         With `references` (greedy decoding), each Generation also carries the teacher-forced NLL of its
-        reference answer (as `answer_nll`), computed from the prompt pass the decoding makes anyway."""
+        reference answer (as `answer_nll`), computed from the prompt pass the decoding makes anyway.
+        `fit_budget` (a run with an index): each answer may take as many tokens as the longest training answer
+        retrieved for its question can need (at most `max_new_tokens`). `stop_on_copy` (greedy): a
+        grounded answer stops once it opens with a retrieved answer's first words (it is shown as that answer).
+        `cut_loops` (greedy): an answer that starts repeating a span of itself ends before the repeat."""
         import torch
 
-        asked = self.grounded(name, conversations)
+        asked, contexts = self._grounded(name, conversations)
         encoded = [prompt_ids(self.tokenizer, conv) for conv in asked]
+        fitted = self._fitted(name, conversations, contexts) if fit_budget else []
+        copy_check = self._copy_check(contexts) if stop_on_copy and contexts is not None else None
         sampled = bool(temperature and temperature > 0)
         if references is not None and sampled:
             raise ValueError("reference answers are scored with greedy decoding only (temperature 0)")
@@ -150,6 +193,9 @@ class Engine:
                         max_new_tokens,
                         self.stop_ids,
                         on_prompt=hook if any(rows) else None,
+                        budgets=[fitted[i] for i in idx] if fitted else None,
+                        stop_early=copy_check(idx) if copy_check is not None else None,
+                        cut_loops=cut_loops,
                     )
                     for i, value in zip(idx, scored or [None] * len(idx), strict=True):
                         nll[i] = value

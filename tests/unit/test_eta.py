@@ -143,7 +143,7 @@ def test_training_estimate_follows_the_measured_rate():
 
 def test_eval_estimate_falls_as_answers_are_saved():
     work = EvalWork(answers={"base": 10, "epoch-1": 10, "best+rag": 10}, answer_tokens=20, max_new_tokens=100)
-    rates = replace(RATES, base_fill=0.9, tuned_ratio=1.5)
+    rates = replace(RATES, base_fill=0.9, tuned_ratio=1.5, rag_tuned_ratio=1.5)
     assert work.expected("base", rates) == 90 and work.expected("best+rag", rates) == 30
     assert work.seconds(rates) == pytest.approx((900 + 300 + 300) * 0.01)
     m, before = Measured(), work.seconds(rates)
@@ -153,6 +153,20 @@ def test_eval_estimate_falls_as_answers_are_saved():
         assert now < before
         before = now
     assert before == 0
+
+
+def test_base_and_grounded_answers_are_priced_by_their_fitted_budget():
+    """In a run with an index, base and grounded answers may take what their retrieved answers need (the mean of
+    those budgets), and grounded fine-tuned answers have their own ratio (they stop where they start copying)."""
+    work = EvalWork(answers={"base": 1, "base+rag": 1}, answer_tokens=200, max_new_tokens=1024, fitted_tokens=300)
+    rates = replace(RATES, base_fill=0.5, rag_fill=0.25, tuned_ratio=1.0, rag_tuned_ratio=0.1)
+    assert work.expected("base", rates) == 150 and work.expected("base+rag", rates) == 75
+    assert work.expected("best", rates) == 200 and work.expected("best+rag", rates) == 20
+    assert replace(work, fitted_tokens=150).expected("best", rates) == 150  # at most its budget
+    m = Measured(tokens=500, answers={"base": 2, "best+rag": 2}, new_tokens={"base": 480, "best+rag": 20})
+    learned = work.learned(rates, m, 5.0, None)
+    assert learned.base_fill == pytest.approx(0.8) and learned.rag_tuned_ratio == pytest.approx(0.05)
+    assert learned.tuned_ratio == rates.tuned_ratio  # no closed-book fine-tuned answer measured
 
 
 def test_finished_stages_update_the_rates(tmp_path):

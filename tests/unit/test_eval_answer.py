@@ -285,8 +285,8 @@ def test_auto_answer_budget_is_twice_the_longest_trained_answer(run, tiny_model_
     evaluate(run, config)
     rows = [r for r in read_jsonl(RunDir(run).eval_generations("test")) if r["model"] != "retrieval"]
     assert max(r["new_tokens"] for r in rows) <= budget
-    cut = [r for r in rows if not r["stopped"]]  # the random tiny model seldom stops: it runs to the budget
-    assert cut and all(r["new_tokens"] == budget for r in cut)
+    cut = [r for r in rows if not r["stopped"]]  # the random tiny model seldom stops: the budget or a loop ends it
+    assert cut and all(r["new_tokens"] <= budget for r in cut)
     # A longer trained answer raises the budget, so the saved answers are stale and made again.
     train = RunDir(run).split_file("train")
     train.write_text(train.read_text().replace("AUGMENTED ROW", "AUGMENTED ROW " + "and more words " * 40))

@@ -52,6 +52,16 @@ def test_grounded_run_adds_base_and_best_with_retrieved_context(tmp_path):
     assert wanted_models(rundir, _config(["epoch-2+rag"])) == ["base", "epoch-2+rag"]
 
 
+def test_questions_the_data_does_not_answer_are_put_to_best_not_every_epoch(tmp_path):
+    """On the eval set `unanswerable`, best stands for the epochs (the model the recommendation weighs);
+    --models still names any."""
+    rundir = _run(tmp_path, grounded=True)
+    got = wanted_models(rundir, _config(), name="unanswerable")
+    assert got == ["base", "retrieval", "best", "base+rag", "best+rag"]
+    assert wanted_models(rundir, _config(["epoch-2"]), name="unanswerable") == ["base", "epoch-2"]
+    assert "epoch-2" in wanted_models(rundir, _config(), name="test")
+
+
 def test_grounded_answers_are_reused_only_while_adapter_and_index_are_unchanged(tmp_path):
     rundir = _run(tmp_path, grounded=True)
     config = _config()
@@ -61,4 +71,5 @@ def test_grounded_answers_are_reused_only_while_adapter_and_index_are_unchanged(
     assert first["epoch-3+rag"] == first["best+rag"]  # best is a copy of epoch-3: its answers are reused
     (rundir.index_dir / "vectors.safetensors").write_bytes(b"v2")
     second = model_fingerprints(rundir, config, names)
-    assert second["epoch-3"] == first["epoch-3"] and second["epoch-3+rag"] != first["epoch-3+rag"]
+    assert second["epoch-3+rag"] != first["epoch-3+rag"]
+    assert second["epoch-3"] != first["epoch-3"]  # closed-book answers take their budgets from the index too

@@ -309,3 +309,16 @@ def test_the_retrieval_ceiling_is_stated_under_the_retrieval_comparison(tmp_path
     assert f"on 9 of {scores['n']} questions" in page and f"only on the other {scores['n'] - 9}" in page
     assert page.index("vs retrieval (paired difference") < page.index("Retrieval ceiling")
     assert sentence in (run / "report" / "results.md").read_text(encoding="utf-8")
+
+
+def test_quoted_answers_are_counted_under_the_scores(tmp_path, scored_run):
+    """How many answers a model showed as a retrieved answer (copying or quoting) is visible in the report."""
+    run = make_run(tmp_path, scored_run)
+    scores_path = run / "eval" / "test" / "scores.json"
+    scores = json.loads(scores_path.read_text())
+    assert "quoted" in scores and scores["quoted"] == {}  # the scored run quoted nothing
+    page = " ".join(_doc(build(run).read_text(encoding="utf-8")).text_content().split())
+    assert "Quoted:" not in page
+    scores_path.write_text(json.dumps({**scores, "quoted": {"epoch-2": 3}}), encoding="utf-8")
+    page = " ".join(_doc(build(run).read_text(encoding="utf-8")).text_content().split())
+    assert f"Quoted: epoch-2 3 of {scores['n']} answers were shown as the retrieved answer they copy" in page

@@ -33,6 +33,7 @@ class Rates:
     base_fill: float = 1.0  # base answer length / max_new_tokens (the base model seldom stops by itself)
     rag_fill: float = 1.0  # the same for the grounded base model
     tuned_ratio: float = 1.5  # fine-tuned answer length / reference answer length
+    rag_tuned_ratio: float = 1.0  # the same for grounded fine-tuned answers (they stop early when they copy)
     report_s: float = 5.0
 
 

@@ -16,6 +16,7 @@ from qatune.evaluate.rows import generated_rows, retrieval_rows
 from qatune.evaluate.scores import build_scores, combined_responses, print_results
 from qatune.evaluate.state import (
     SPLIT_SETS,
+    UNANSWERABLE_SET,
     QuestionSet,
     is_current,
     mark_scored,
@@ -36,7 +37,7 @@ if TYPE_CHECKING:
 
 __all__ = ["evaluate", "is_current"]
 UNSEEN = "unseen"  # the split of pairs whose facts were held out of training
-UNANSWERABLE = "unanswerable"  # the split of questions the data does not answer
+UNANSWERABLE = UNANSWERABLE_SET  # the split of questions the data does not answer
 VLLM_CHUNK = 256  # vLLM schedules its own batches; this only sets how often answers are saved
 
 
@@ -57,7 +58,7 @@ def evaluate(
     if not rundir.root.is_dir():
         raise QatuneError("run directory not found; run qatune prepare and qatune train first", path=run)
     qset = load_question_set(rundir, config, questions, name, unanswerable)
-    models = wanted_models(rundir, config)
+    models = wanted_models(rundir, config, name=qset.name)
     if config.eval.models is not None and BASE not in config.eval.models:
         console.info("scoring base too: every model is compared with it")
     if not any(m not in (BASE, RETRIEVAL) for m in models):

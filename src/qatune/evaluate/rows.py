@@ -65,15 +65,23 @@ def generated_rows(
     convs = [messages_for(q["question"]) for q in batch]
     references = [q["answer"] if answerable(q) else guard.refusal for q in batch]
     answered = engine_answers(
-        engine, guard, model, convs, references=references, max_new_tokens=budget, batch_size=batch_size
+        engine,
+        guard,
+        model,
+        convs,
+        references=references,
+        max_new_tokens=budget,
+        batch_size=batch_size,
+        fit_budget=True,
+        stop_on_copy=guard.quote is not None,
+        cut_loops=True,
     )
     semantic = _semantic(cosine, batch, [v.text for v, _ in answered])
     rows = []
     for q, (v, g), s in zip(batch, answered, semantic, strict=True):
         nll = g.reference_nll if g is not None else None
-        rows.append(
-            make_row(model, q, v, _metrics(q, v.text, s, nll), g is None or g.stopped, g.new_tokens if g else 0)
-        )
+        ended = g is None or g.stopped or v.quoted  # a quoted answer is a retrieved answer, whole
+        rows.append(make_row(model, q, v, _metrics(q, v.text, s, nll), ended, g.new_tokens if g else 0))
     return rows
 
 

@@ -63,6 +63,7 @@ def build_scores(
         if RETRIEVAL in models and kind_of(m) != "base" and m != RETRIEVAL
     }
     stop_rate = {m: sum(bool(_row(by_key, m, q)["stopped"]) for q in ids) / len(ids) for m in models}
+    quoted = {m: sum(bool(_row(by_key, m, q).get("quoted")) for q in ids) for m in models}
     bleu = {
         m: corpus_bleu([_row(by_key, m, q)["answer"] for q in ids], [_row(by_key, m, q)["reference"] for q in ids])
         for m in models
@@ -81,6 +82,7 @@ def build_scores(
         "comparisons": comparisons,
         "vs_retrieval": vs_retrieval,
         "stop_rate": stop_rate,
+        "quoted": {m: n for m, n in quoted.items() if n},  # answers shown as the retrieved answer they copy
         "corpus_bleu": bleu,
         "retrieval_ceiling": retrieval_ceiling(ids, by_key, resamples) if RETRIEVAL in models else None,
         "trust": trust_table(by_model, resamples),
@@ -93,6 +95,8 @@ def build_scores(
             "comparisons": "model minus base on the same questions: paired bootstrap CI of the mean "
             "difference; p from a two-sided paired sign-flip permutation test",
             "vs_retrieval": "model minus the retrieval baseline, paired the same way",
+            "quoted": "answers of grounded models shown as one of their retrieved answers, whole: the answer opened "
+            "with its first 8 words or was at least --quote ROUGE-L close to it (counted as ended)",
             "retrieval_ceiling": "ROUGE-L of the best of the k retrieved training answers of each question, "
             "picked with the reference: the most a grounded model that copies one of them could score. "
             "first_is_best: questions where retrieval's own (first) answer is that best one; a grounded model "

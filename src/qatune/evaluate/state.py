@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any
 from qatune.console import QatuneError, info
 from qatune.evaluate.metrics import METRICS
 from qatune.generate import BASE
+from qatune.generate.budget import HEADROOM, MARGIN
+from qatune.generate.decoding import LOOP_TOKENS
 from qatune.rag import RAG_SUFFIX, closed_book, is_grounded
 from qatune.rag.baseline import RETRIEVAL, retrieved_k
 from qatune.rag.index import vectors_sha256
@@ -24,7 +26,8 @@ if TYPE_CHECKING:
     from qatune.config import Config
 
 
-SPLIT_SETS = ("test", "unseen", "unanswerable")  # eval sets read from the run's own split files
+UNANSWERABLE_SET = "unanswerable"  # questions the data does not answer: the right response is to abstain
+SPLIT_SETS = ("test", "unseen", UNANSWERABLE_SET)  # eval sets read from the run's own split files
 
 
 @dataclass(frozen=True)
@@ -45,14 +48,19 @@ def questions_key(source: Path, config: Config, is_split: bool) -> str:
     return _sha([file_sha256(source), rules])
 
 
-def wanted_models(rundir: RunDir, config: Config, adapters: list[str] | None = None) -> list[str]:
+def wanted_models(
+    rundir: RunDir, config: Config, adapters: list[str] | None = None, name: str | None = None
+) -> list[str]:
     """`base`, `retrieval`, then each saved adapter (or the --models list, base always kept for comparisons).
+    On the eval set `unanswerable` (`name`), `best` stands for the epochs: it is the one the recommendation weighs.
 
     `adapters`: the ones a training still to run will save (and its index, when it trains grounded)."""
     saved = rundir.adapter_names() if adapters is None else adapters
     indexed = rundir.has_index or (adapters is not None and config.train.grounded)
     grounded = [n + RAG_SUFFIX for n in (BASE, *saved)] if indexed else []
     if config.eval.models is None:  # grounded by default: the base model and `best` (grounded epoch-N on request)
+        if name == UNANSWERABLE_SET and "best" in saved:
+            saved = ["best"]
         return [BASE, RETRIEVAL, *saved, *[g for g in grounded if closed_book(g) in (BASE, "best")]]
     names = [check_name(closed_book(m), "model name") + m[len(closed_book(m)) :] for m in config.eval.models]
     names = list(dict.fromkeys(names))
@@ -77,6 +85,8 @@ def model_fingerprints(rundir: RunDir, config: Config, models: list[str]) -> dic
             "quant": config.train.quant,
             "precision": config.train.precision,
             "max_new_tokens": _budget_source(rundir, config),
+            "fitted_budgets": [HEADROOM, MARGIN, vectors_sha256(rundir.index_dir)],  # from the retrieved answers
+            "loops_cut": LOOP_TOKENS,
             "engine": config.eval.engine,
             "metrics": METRICS,
             "abstain": guard,
@@ -213,7 +223,7 @@ def is_current(run: Path, config: Config, name: str, questions: Path | None = No
     if not state or not source.is_file() or not rundir.eval_scores(name).exists():
         return False
     try:
-        models = wanted_models(rundir, config)
+        models = wanted_models(rundir, config, name=name)
         prints = model_fingerprints(rundir, config, models)
     except (QatuneError, OSError):
         return False

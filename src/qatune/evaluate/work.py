@@ -5,6 +5,7 @@ Reads only; writes nothing."""
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -14,8 +15,10 @@ from qatune.console import QatuneError
 from qatune.eta.estimate import CHARS_PER_TOKEN, Measured, Rates, Work, blend
 from qatune.evaluate.answer import copies, load_question_set
 from qatune.evaluate.budget import answer_budget
+from qatune.evaluate.rows import answerable
 from qatune.evaluate.state import is_current, model_fingerprints, valid_answers, wanted_models
 from qatune.generate import BASE
+from qatune.generate.budget import fitted_budget
 from qatune.rag import closed_book, grounded_name, is_grounded
 from qatune.rag.baseline import RETRIEVAL
 from qatune.rundir import RunDir
@@ -29,12 +32,16 @@ class EvalWork(Work):
     answers: dict[str, int]  # model -> questions it still generates answers for (copies and retrieval are cheap)
     answer_tokens: float  # mean reference answer length, in tokens estimated from characters
     max_new_tokens: int
+    fitted_tokens: float | None = None  # mean budget base and grounded answers get from their retrieved answers
 
     def expected(self, model: str, rates: Rates) -> float:
-        """New tokens per answer: the base model runs on, a fine-tuned one stops near the reference length."""
+        """New tokens per answer: the base model runs on to its budget (fitted to the retrieved answers in a run
+        with an index), a fine-tuned one stops near the reference length (grounded: or where it starts copying)."""
+        budget = self.fitted_tokens or float(self.max_new_tokens)
         if closed_book(model) == BASE:
-            return (rates.rag_fill if is_grounded(model) else rates.base_fill) * self.max_new_tokens
-        return min(float(self.max_new_tokens), rates.tuned_ratio * self.answer_tokens)
+            return (rates.rag_fill if is_grounded(model) else rates.base_fill) * budget
+        ratio = rates.rag_tuned_ratio if is_grounded(model) else rates.tuned_ratio
+        return min(budget, ratio * self.answer_tokens)
 
     def left(self, rates: Rates, m: Measured, elapsed: float) -> float:
         tokens = sum(max(0, n - m.answers.get(k, 0)) * self.expected(k, rates) for k, n in self.answers.items())
@@ -46,12 +53,15 @@ class EvalWork(Work):
             return rates  # too little generated to measure
         new = {"eval_s_per_token": seconds / m.tokens}
         kinds: dict[str, list[str]] = {"base_fill": [BASE], "rag_fill": [grounded_name(BASE)]}
-        kinds["tuned_ratio"] = [k for k in m.answers if closed_book(k) != BASE]
+        tuned = [k for k in m.answers if closed_book(k) != BASE]
+        kinds["tuned_ratio"] = [k for k in tuned if not is_grounded(k)]
+        kinds["rag_tuned_ratio"] = [k for k in tuned if is_grounded(k)]
         for name, models in kinds.items():
             answers = sum(m.answers.get(k, 0) for k in models)
             if answers:
                 mean = sum(m.new_tokens.get(k, 0) for k in models) / answers
-                scale = self.answer_tokens if name == "tuned_ratio" else self.max_new_tokens
+                fills = self.fitted_tokens or self.max_new_tokens
+                scale = self.answer_tokens if name.endswith("tuned_ratio") else fills
                 new[name] = max(mean / max(scale, 1e-9), 0.01)
         return replace(rates, **new)
 
@@ -70,7 +80,7 @@ def work_left(
         qset = load_question_set(rundir, config, questions, name)
     except (QatuneError, OSError):
         qset = None  # the eval stage says what is wrong with the file
-    models = wanted_models(rundir, config, adapters)
+    models = wanted_models(rundir, config, adapters, name)
     if adapters is None:
         prints = model_fingerprints(rundir, config, models)
         copied, saved = set(copies(prints)), valid_answers(rundir, qset, prints) if qset else []
@@ -80,8 +90,25 @@ def work_left(
         copied = {m for m in best if epochs and all(e + m.removeprefix("best") in models for e in epochs)}
         saved = []
     rows, done = (qset.rows if qset else []), Counter(str(r.get("model")) for r in saved)
+    trained = [r for r in _rows(rundir.split_file("train")) if not r.get("augmented_from")]
+    typical = sum(_tokens(r) for r in trained) / max(len(trained), 1)  # a trained answer, in tokens
+    lengths = [_tokens(r) if answerable(r) else typical for r in rows]  # no reference: a trained answer's
+    budget = answer_budget(rundir, config)
+    indexed = rundir.has_index or (adapters is not None and config.train.grounded)
+    fitted = [min(budget, fitted_budget(math.ceil(max(n, typical)))) for n in lengths]  # the longer of two answers
     return EvalWork(
         answers={m: len(rows) - done[m] for m in models if m != RETRIEVAL and m not in copied},
-        answer_tokens=sum(len(str(r["answer"])) / CHARS_PER_TOKEN + 1 for r in rows) / max(len(rows), 1),
-        max_new_tokens=answer_budget(rundir, config),
+        answer_tokens=sum(lengths) / max(len(lengths), 1),
+        max_new_tokens=budget,
+        fitted_tokens=sum(fitted) / len(fitted) if indexed and fitted else None,
     )
+
+
+def _tokens(row: dict) -> float:
+    return len(str(row.get("answer", ""))) / CHARS_PER_TOKEN + 1
+
+
+def _rows(path: Path) -> list[dict]:
+    from qatune.storage import read_jsonl
+
+    return read_jsonl(path) if path.exists() else []

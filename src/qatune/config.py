@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -17,6 +18,13 @@ from qatune.console import QatuneError
 from qatune.rag import RAG_SUFFIX
 
 DEFAULT_MODEL = "default"
+
+
+def _auto_or(value: Any, ok: Callable[[Any], bool], message: str) -> Any:
+    """A setting that is `auto` or a number `ok` accepts; else `message`, or 'auto'."""
+    if value != "auto" and not ok(value):
+        raise ValueError(f"{message} or 'auto'")
+    return value
 
 
 class _Section(BaseModel):
@@ -92,9 +100,7 @@ class TrainConfig(_Section):
     @field_validator("lr")
     @classmethod
     def _lr(cls, value: float | str) -> float | str:
-        if value != "auto" and not (isinstance(value, int | float) and value > 0):
-            raise ValueError("lr must be a positive number or 'auto'")
-        return value
+        return _auto_or(value, lambda v: isinstance(v, int | float) and v > 0, "lr must be a positive number")
 
     weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay.")
     warmup_steps: int = Field(5, ge=0, description="Linear warm-up steps at the start of training.")
@@ -115,7 +121,24 @@ class TrainConfig(_Section):
         description="Compute precision: auto = bf16 on CUDA (fp16 if unsupported); on CPU bf16 where the CPU has "
         "native bf16 (AVX512-BF16/AMX), else fp32.",
     )
-    max_length: int = Field(512, ge=16, description="Longest tokenized example; longer ones are truncated.")
+    max_length: int | Literal["auto"] = Field(
+        "auto",
+        description="Longest tokenized example, or auto: the longest training pair (question, answer and chat "
+        "template), so no answer is cut (at most the model's context); longer ones are truncated.",
+    )
+
+    @field_validator("max_length")
+    @classmethod
+    def _max_length(cls, value: int | str) -> int | str:
+        return _auto_or(value, lambda v: v >= 16, "max_length must be at least 16")
+
+    answer_head: int = Field(
+        48,
+        ge=0,
+        description="Reworded questions and grounded examples train the first this many tokens of a longer answer "
+        "(its own question trains it whole), and retrieved answers in grounded training prompts are cut there: "
+        "long answers cost a fraction of the tokens (0: whole answers everywhere).",
+    )
     seed: int = Field(42, description="Training seed (weights init, shuffling, dropout).")
     early_stopping_patience: int = Field(
         5, ge=0, description="Stop after this many epochs without a lower validation loss (0 = off)."
@@ -138,13 +161,18 @@ class TrainConfig(_Section):
         description="Share of the grounded examples whose context holds the right pair; the rest hold "
         "distractors only, which teaches the model to answer from memory when retrieval misses.",
     )
-    grounded_share: float = Field(
-        1.0,
-        gt=0,
-        le=1,
-        description="Share of the grounded examples trained in each epoch; the share rotates, so every "
-        "pair is asked grounded once in 1/share epochs.",
+    grounded_share: float | Literal["auto"] = Field(
+        "auto",
+        description="Share of the grounded examples trained in each epoch; the share rotates, so every pair is "
+        "asked grounded once in 1/share epochs. auto: 1, or 0.5 when the training answers are long (median over "
+        "64 tokens), where grounded examples cost the most.",
     )
+
+    @field_validator("grounded_share")
+    @classmethod
+    def _grounded_share(cls, value: float | str) -> float | str:
+        return _auto_or(value, lambda v: 0 < v <= 1, "grounded_share must be above 0 and at most 1")
+
     refusal: str = Field(
         "auto",
         min_length=1,
@@ -186,9 +214,7 @@ class EvalConfig(_Section):
     @field_validator("max_new_tokens")
     @classmethod
     def _max_new_tokens(cls, value: int | str) -> int | str:
-        if value != "auto" and not 1 <= int(value) <= 4096:
-            raise ValueError("max_new_tokens must be 1 to 4096 or 'auto'")
-        return value
+        return _auto_or(value, lambda v: 1 <= v <= 4096, "max_new_tokens must be 1 to 4096")
 
     batch_size: int | Literal["auto"] = Field("auto", description="Questions decoded together, or 'auto'.")
     models: list[str] | None = Field(None, description="Models to score (default: base, retrieval, all saved).")

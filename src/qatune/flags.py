@@ -74,11 +74,12 @@ class TrainFlags:
     grad_accum: int | None = None
     quant: str | None = None
     precision: str | None = None
-    max_length: int | None = None
+    max_length: str | None = None  # a number or auto
+    answer_head: int | None = None
     early_stopping_patience: int | None = None
     grounded: bool | None = None  # a switch: --grounded/--no-grounded
     rag_k: int | None = None
-    grounded_share: float | None = None
+    grounded_share: str | None = None  # a number or auto
     oracle_share: float | None = None
     refusal: str | None = None
     refusal_examples: float | None = None
@@ -89,6 +90,7 @@ class TrainFlags:
         values = dict(vars(self))
         values.update(epochs=parse_list(self.epochs, int), target_modules=parse_list(self.target_modules))
         values.update(lr=auto_number(self.lr, float), batch_size=auto_number(self.batch_size))
+        values.update(max_length=auto_number(self.max_length), grounded_share=auto_number(self.grounded_share, float))
         return values
 
 

@@ -10,7 +10,7 @@ import torch
 
 from qatune.console import QatuneError
 from qatune.models.load import load_tokenizer
-from qatune.prompts import IGNORE_INDEX
+from qatune.prompts import IGNORE_INDEX, encode_pair
 from qatune.train import batching
 from qatune.train.batching import Example, collate, epoch_order, load_examples, plan_batches, shared_prefix_len
 from train_runs import pairs, write_data
@@ -211,3 +211,48 @@ def test_the_full_grounded_share_trains_every_example_every_epoch():
     s = _setup(n_closed=5, n_grounded=5, share=1.0)
     assert sorted(_trained(s, 1)) == list(range(10))
     assert sorted(_trained(_setup(n_closed=5, n_grounded=0, share=0.3), 2)) == list(range(5))
+
+
+def test_reworded_and_grounded_rows_train_the_head_of_a_long_answer(tmp_path, tok):
+    """With a head, a reworded question or a grounded example keeps its answer's first tokens (no end-of-turn
+    when cut there); the pair's own question and short answers train whole, and max_length auto fits the
+    longest pair."""
+    long_answer = " ".join(f"step {i} of the install is to run the tool again." for i in range(12))
+    rows = [
+        {"id": "1", "question": "How do I install it?", "answer": long_answer},
+        {"id": "1-r1", "question": "How is it installed?", "answer": long_answer, "augmented_from": "1"},
+        {"id": "1-rag", "question": "Reference Q&A: ...\n\nQuestion: How?", "answer": long_answer, "grounded": True},
+        {"id": "2-r1", "question": "Short?", "answer": "Yes.", "augmented_from": "2"},
+    ]
+    path = tmp_path / "train.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    length = batching.fitted_length(path, tok, None)
+    whole, reworded, grounded, short = load_examples(path, tok, length, None, "tiny", head=16)
+    answer = tok.encode(long_answer, add_special_tokens=False)
+    longest = max(len(encode_pair(tok, r["question"], r["answer"], 10**6).input_ids) for r in rows)
+    assert length == longest and whole.labels[-1] == tok.eos_token_id  # no answer cut
+    assert [t for t in whole.labels if t != IGNORE_INDEX][:-1] == answer
+    for headed in (reworded, grounded):
+        assert [t for t in headed.labels if t != IGNORE_INDEX] == answer[:16]
+    assert short.labels[-1] == tok.eos_token_id
+    assert batching.fitted_length(path, tok, 64) == 64  # at most the model's context
+
+
+def test_long_rows_share_a_batch_with_fewer_others():
+    """Rows far longer than most are batched fewer at a time (padded size bounded); rows of similar lengths keep
+    the fixed batch size and every row is planned once."""
+    similar = [50 + i % 30 for i in range(96)]
+    plan = batching.plan_batches(similar, 1, 1, 8)
+    assert sorted(len(b) for b in plan) == [8] * 12
+    mixed = similar[:90] + [900] * 6
+    plan = batching.plan_batches(mixed, 1, 1, 8)
+    assert sorted(i for b in plan for i in b) == list(range(96))
+    cap = batching.PAD_FACTOR * 8 * 65  # the median length is 65 here
+    assert all(len(b) * max(mixed[i] for i in b) <= cap for b in plan if len(b) > 1)
+    assert any(len(b) < 8 for b in plan if max(mixed[i] for i in b) == 900)
+
+
+def test_grounded_share_auto_halves_for_long_answers():
+    assert batching.grounded_share("auto", [17, 20, 31]) == 1.0
+    assert batching.grounded_share("auto", [175, 400, 30]) == 0.5
+    assert batching.grounded_share(0.25, [175]) == 0.25

@@ -171,10 +171,14 @@ def token_counter(model: str) -> tuple[Callable[[str], int], str, int | None]:
     return (lambda s: (len(s) + 3) // 4), "estimated at 4 characters per token", context
 
 
-def length_warnings(pairs: list[dict], model: str, max_length: int) -> list[str]:
-    """One warning listing the rows whose pair would not fit the training length or the model context."""
+def length_warnings(pairs: list[dict], model: str, max_length: int | str) -> list[str]:
+    """One warning listing the rows whose pair would not fit the training length (`auto`: fitted to the pairs)
+    or the model context."""
     count, how, context = token_counter(model)
-    limit = min(max_length, context) if context else max_length
+    limits = [n for n in (max_length if isinstance(max_length, int) else None, context) if n]
+    if not limits:
+        return []
+    limit = min(limits)
     long_rows = []
     for pair in pairs:
         size = len(pair["question"].encode()) + len(pair["answer"].encode()) + TEMPLATE_OVERHEAD_TOKENS

@@ -46,7 +46,8 @@ def preflight(config: Config) -> str:
     model_path = resolve_model(config.model)
     placement = choose_placement(config.train.quant, config.train.precision, cpu_bf16=True)
     lora_r = config.train.lora_r
-    check_fits(model_path, placement, training=True, tokens=config.train.max_length, lora_r=lora_r)
+    length = config.train.max_length
+    check_fits(model_path, placement, training=True, tokens=length if isinstance(length, int) else 512, lora_r=lora_r)
     return model_path
 
 

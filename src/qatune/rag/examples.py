@@ -34,6 +34,7 @@ def write_grounded_split(
     oracle_share: float = 0.8,
     refusals: list[dict] | None = None,
     refusal: str = "",
+    shorten: Callable[[str], str] | None = None,
 ) -> Path:
     """RUN/train/grounded.jsonl, built from RUN/data/train.jsonl and the run's retrieval index.
 
@@ -42,8 +43,13 @@ def write_grounded_split(
     `1 - oracle_share` of the examples holds distractors only). When
     `fits(question, answer)` says an example would not fit the training length, distractors are left out
     of its context (then the pair itself); one that fits with no context is not written. Each of `refusals`
-    (questions the data does not answer) is asked with its top-k retrieved pairs and answered with `refusal`."""
+    (questions the data does not answer) is asked with its top-k retrieved pairs and answered with `refusal`.
+    `shorten` cuts each retrieved answer in a prompt (long answers: the example then costs a fraction)."""
     from qatune.rag.embeddings import load_embedder
+
+    def ask(question: str, context: list[dict]) -> str:
+        shown = context if shorten is None else [dict(p, answer=shorten(p["answer"])) for p in context]
+        return grounded_question(question, shown)
 
     embedder = load_embedder()
     index = run_index(rundir, embedder, k)
@@ -57,18 +63,18 @@ def write_grounded_split(
         mine = [p for p in index.pairs if p["id"] == own]
         context = mine + others[: k - 1] if mine and rng.random() < oracle_share else others[:k]
         rng.shuffle(context)
-        question = grounded_question(row["question"], context)
+        question = ask(row["question"], context)
         while fits is not None and not fits(question, row["answer"]) and context:
             context.remove(next((p for p in context if p["id"] != own), context[0]))
-            question = grounded_question(row["question"], context) if context else ""
+            question = ask(row["question"], context) if context else ""
         if question:
             out.append({"id": f"{own}-rag", "question": question, "answer": row["answer"], "grounded": True})
     refused = list(refusals or [])
     for row, context in zip(refused, index.contexts(embedder, [r["question"] for r in refused], k), strict=True):
-        question = grounded_question(row["question"], context)
+        question = ask(row["question"], context)
         while fits is not None and not fits(question, refusal) and len(context) > 1:
             context = context[:-1]
-            question = grounded_question(row["question"], context)
+            question = ask(row["question"], context)
         out.append({"id": f"refuse-{row['id']}-rag", "question": question, "answer": refusal, "refusal": True})
     if len(out) < len(asked) + len(refused):
         warn(

@@ -18,6 +18,8 @@ if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
 GROUP_BATCHES = 8  # length grouping sorts within windows of this many batches, keeping the order random
+PAD_FACTOR = 3  # a grouped batch holds at most batch_size x PAD_FACTOR x the median length in padded tokens
+LONG_ANSWER = 64  # answer tokens (median) from which answers count as long: grounded_share auto halves
 REQUIRED_KEYS = ("id", "question", "answer")
 
 
@@ -45,14 +47,26 @@ def _read_rows(path: Path) -> list[dict]:
     return rows
 
 
+def headed(row: dict) -> bool:
+    """Whether a training row teaches only its answer's head: a reworded question or a grounded example (the
+    pair's own question teaches the whole answer)."""
+    return bool(row.get("augmented_from") or row.get("grounded"))
+
+
 def load_examples(
-    path: Path, tokenizer: PreTrainedTokenizerBase, max_length: int, cache_dir: Path | None, model_key: str
+    path: Path,
+    tokenizer: PreTrainedTokenizerBase,
+    max_length: int,
+    cache_dir: Path | None,
+    model_key: str,
+    head: int = 0,
 ) -> list[Example]:
-    """Encode a split through the chat template; the result is cached by data, tokenizer and length."""
+    """Encode a split through the chat template; the result is cached by data, tokenizer and length. With `head`,
+    the rows `headed` says keep their answer's first `head` tokens (labelled; no end-of-turn when cut there)."""
     path = Path(path)
     if not path.is_file():
         raise QatuneError("split file not found; run `qatune prepare` first", path=path)
-    key_src = json.dumps([file_sha256(path), model_key, tokenizer.chat_template, len(tokenizer), max_length])
+    key_src = json.dumps([file_sha256(path), model_key, tokenizer.chat_template, len(tokenizer), max_length, head])
     key = hashlib.sha256(key_src.encode()).hexdigest()[:16]
     cache = Path(cache_dir) / f"{path.stem}-{key}.json" if cache_dir else None
     if cache is not None and cache.exists():
@@ -66,8 +80,13 @@ def load_examples(
         if enc is None or enc.answer_tokens == 0:
             skipped += 1
             continue
-        cut += enc.cut
-        examples.append(Example(str(row["id"]), enc.input_ids, enc.labels))
+        ids, labels = enc.input_ids, enc.labels
+        if head and headed(row):
+            keep = next(i for i, t in enumerate(labels) if t != IGNORE_INDEX) + head
+            ids, labels = ids[:keep], labels[:keep]
+        else:
+            cut += enc.cut
+        examples.append(Example(str(row["id"]), ids, labels))
     if skipped:
         warn(f"{path.name}: {skipped} pair(s) skipped: the prompt alone exceeds max_length={max_length}")
     if cut:
@@ -78,6 +97,26 @@ def load_examples(
     if cache is not None:
         atomic_write_json(cache, [e.__dict__ for e in examples])
     return examples
+
+
+def grounded_share(share: float | str, answer_tokens: list[int]) -> float:
+    """`grounded_share`, or for `auto` 1, or 0.5 when the median trained answer is long (its grounded examples,
+    context included, cost the most)."""
+    import statistics
+
+    if share != "auto":
+        return float(share)
+    return 0.5 if answer_tokens and statistics.median(answer_tokens) > LONG_ANSWER else 1.0
+
+
+def fitted_length(path: Path, tokenizer: PreTrainedTokenizerBase, limit: int | None) -> int:
+    """`max_length: auto`: the longest pair of a split through the chat template (question, answer, end-of-turn),
+    at most `limit` (the model's context), so no trained answer is cut."""
+    longest = 0
+    for row in _read_rows(Path(path)):
+        enc = encode_pair(tokenizer, str(row["question"]), str(row["answer"]), limit or 1 << 30)
+        longest = max(longest, len(enc.input_ids) if enc is not None else 0)
+    return max(16, min(longest, limit) if limit else longest)
 
 
 def shared_prefix_len(examples: list[Example]) -> int:
@@ -105,17 +144,26 @@ def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
 
 def plan_batches(lengths: list[int], seed: int, epoch: int, batch_size: int, grouped: bool = True) -> list[list[int]]:
     """Micro-batches of example indices for one epoch: shuffled, then sorted by length inside windows of
-    GROUP_BATCHES batches so each batch holds similar lengths (little padding), then batches shuffled."""
+    GROUP_BATCHES batches so each batch holds similar lengths (little padding), then batches shuffled. A batch
+    of rows far longer than most (long answers) holds fewer of them, so its padded size stays near the others'."""
+    import statistics
+
     import torch
 
     order = epoch_order(len(lengths), seed, epoch)
     if not grouped:
         return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
     window = batch_size * GROUP_BATCHES
+    cap = PAD_FACTOR * batch_size * statistics.median(lengths) if lengths else 0
     batches: list[list[int]] = []
     for start in range(0, len(order), window):
-        chunk = sorted(order[start : start + window], key=lambda i: -lengths[i])
-        batches += [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
+        batch: list[int] = []
+        for i in sorted(order[start : start + window], key=lambda i: -lengths[i]):
+            if batch and (len(batch) == batch_size or (len(batch) + 1) * lengths[batch[0]] > cap):
+                batches.append(batch)
+                batch = []
+            batch.append(i)
+        batches.append(batch)
     gen = torch.Generator().manual_seed(seed * 1_000_003 + epoch + 7919)
     return [batches[i] for i in torch.randperm(len(batches), generator=gen).tolist()]
 

@@ -49,7 +49,7 @@ def recall_scorer(
                     for row, i in enumerate(idx):  # left padding
                         ids[row, width - len(prompts[i]) :] = torch.tensor(prompts[i])
                         mask[row, width - len(prompts[i]) :] = 1
-                    new = greedy_decode(model, ids.to(device), mask.to(device), budget, stops)
+                    new = greedy_decode(model, ids.to(device), mask.to(device), budget, stops, cut_loops=True)
                     for i, tokens in zip(idx, new, strict=True):
                         kept = [t for t in tokens if t not in stops]
                         text = tokenizer.decode(kept, skip_special_tokens=True).strip()

@@ -127,6 +127,7 @@ def setup(rundir: RunDir, config: Config, key: str, fresh: bool) -> tuple[Setup,
     tokenizer = load_tokenizer(model_path, trust_remote_code=config.trust_remote_code)
     ensure_chat_template(tokenizer)
     refused, refusal = _refusals(rundir, tc, acc)
+    tc = tc.model_copy(update={"grounded_share": _grounded_share(tc, rundir, tokenizer)})
     train_ex, grounded_start, val_ex, unseen_ex, recall_rows = _load_splits(
         rundir, tokenizer, tc, model_path, acc, refused, refusal
     )
@@ -148,6 +149,7 @@ def setup(rundir: RunDir, config: Config, key: str, fresh: bool) -> tuple[Setup,
         placement, model_path, len(train_ex), len(val_ex), len(unseen_ex), trainable, refusal, len(refused)
     )
     _announce(config, meta, batch_size, acc.num_processes, prefix)
+    _announce_heads(tc, train_ex, tokenizer, max(lengths))
     info(_memory_plan(model, trainable, max(lengths) * batch_size, placement))
     log = TrainLog(rundir, enabled=False, resume_at=None)  # opened by _fit_all once the start point is known
     frozen = sum(p.numel() for p in model.parameters() if not p.requires_grad)
@@ -211,8 +213,9 @@ def _load_splits(
     from qatune.storage import read_jsonl
     from qatune.train.recall import is_recall
 
-    cache, length = rundir.token_cache_dir, tc.max_length
-    train_ex = load_examples(rundir.split_file("train"), tokenizer, length, cache, model_path)
+    cache, head = rundir.token_cache_dir, tc.answer_head
+    length = training_length(tc, tokenizer, rundir, model_path)
+    train_ex = load_examples(rundir.split_file("train"), tokenizer, length, cache, model_path, head)
     if not train_ex:
         raise QatuneError(
             "no usable training pairs; check the data or raise --max-length", path=rundir.split_file("train")
@@ -226,20 +229,20 @@ def _load_splits(
         from qatune.rag.examples import GROUNDED_FILE, write_grounded_split
 
         if acc.is_main_process:  # one writer; the other processes read what it wrote
-            fits = _fits(tokenizer, length)
             write_grounded_split(
                 rundir,
                 tc.seed,
                 tc.rag_k,
-                fits=fits,
+                fits=_fits(tokenizer, length, head),
                 oracle_share=tc.oracle_share,
                 refusals=refused if tc.refusal_grounded else [],
                 refusal=refusal,
+                shorten=_shorten(tokenizer, head) if head else None,
             )
         acc.wait_for_everyone()
         grounded = rundir.train_dir / GROUNDED_FILE
         grounded_start = len(train_ex)
-        train_ex += load_examples(grounded, tokenizer, length, cache, model_path)
+        train_ex += load_examples(grounded, tokenizer, length, cache, model_path, head)
     val_path = rundir.split_file("val")
     val_rows = read_jsonl(val_path) if val_path.exists() else []
     val_ex = load_examples(val_path, tokenizer, length, cache, model_path) if val_rows else []
@@ -270,15 +273,62 @@ def _refusals(rundir: RunDir, tc: TrainConfig, acc: Any) -> tuple[list[dict], st
     return questions, refusal
 
 
-def _fits(tokenizer: Any, max_length: int) -> Callable[[str, str], bool]:
-    """Whether a pair's prompt and whole answer fit in `max_length` tokens."""
-    from qatune.prompts import encode_pair
+def _grounded_share(tc: TrainConfig, rundir: RunDir, tokenizer: Any) -> float:
+    """The share of grounded examples an epoch trains (`auto`: from the trained answers' lengths), said when halved."""
+    from qatune.storage import read_jsonl
+    from qatune.train.batching import grounded_share
+
+    if tc.grounded_share != "auto" or not tc.grounded:
+        return grounded_share(tc.grounded_share if tc.grounded_share != "auto" else 1.0, [])
+    rows = [r for r in read_jsonl(rundir.split_file("train")) if not r.get("augmented_from")]
+    lengths = [len(tokenizer.encode(str(r["answer"]), add_special_tokens=False)) for r in rows]
+    share = grounded_share("auto", lengths)
+    if share < 1:
+        info(
+            f"long answers (median {sorted(lengths)[len(lengths) // 2]} tokens): each epoch trains {share:.0%} of "
+            "the grounded examples, in turn (--grounded-share 1 trains all of them every epoch)"
+        )
+    return share
+
+
+def training_length(tc: TrainConfig, tokenizer: Any, rundir: RunDir, model_path: str) -> int:
+    """`max_length`, or for `auto` the longest training pair through the chat template (at most the model's
+    context), so no answer is cut."""
+    if isinstance(tc.max_length, int):
+        return tc.max_length
+    from qatune.storage import read_json
+    from qatune.train.batching import fitted_length
+
+    try:
+        context = read_json(f"{model_path}/config.json").get("max_position_embeddings")
+    except (OSError, ValueError):
+        context = None
+    return fitted_length(rundir.split_file("train"), tokenizer, int(context) if context else None)
+
+
+def _fits(tokenizer: Any, max_length: int, head: int = 0) -> Callable[[str, str], bool]:
+    """Whether a grounded example's prompt and answer fit in `max_length` tokens: the whole answer, or with `head`
+    its first `head` tokens (what such an example trains)."""
+    from qatune.prompts import IGNORE_INDEX, encode_pair
 
     def fits(question: str, answer: str) -> bool:
         encoded = encode_pair(tokenizer, question, answer, max_length)
-        return encoded is not None and not encoded.cut
+        if encoded is None:
+            return False
+        prompt = sum(1 for t in encoded.labels if t == IGNORE_INDEX)
+        return not encoded.cut or (head > 0 and prompt + head <= max_length)
 
     return fits
+
+
+def _shorten(tokenizer: Any, head: int) -> Callable[[str], str]:
+    """A retrieved answer in a grounded training prompt, cut to its first `head` tokens (marked with '...')."""
+
+    def shorten(answer: str) -> str:
+        tokens = tokenizer.encode(answer, add_special_tokens=False)
+        return answer if len(tokens) <= head else tokenizer.decode(tokens[:head]).rstrip() + " ..."
+
+    return shorten
 
 
 def _announce(config: Config, meta: SetupMeta, batch_size: int, processes: int, prefix: int) -> None:
@@ -289,6 +339,21 @@ def _announce(config: Config, meta: SetupMeta, batch_size: int, processes: int, 
         f"{' x ' + str(processes) + ' processes' if processes > 1 else ''}, "
         f"{'packed rows' if tc.packing else 'length-grouped padding'}, shared prompt prefix {prefix} tokens"
     )
+
+
+def _announce_heads(tc: TrainConfig, examples: list, tokenizer: Any, longest: int) -> None:
+    """Say when long answers are trained by their head only (the time this saves costs some closed-book recall)."""
+    from qatune.prompts import stop_token_ids
+
+    stops = set(stop_token_ids(tokenizer))
+    cut = sum(1 for e in examples if e.labels and e.labels[-1] not in stops)
+    if tc.answer_head and cut:
+        info(
+            f"long answers: {cut} reworded or grounded example(s) train the first {tc.answer_head} tokens of their "
+            f"answer and show retrieved answers cut there (each pair's own question trains its whole answer; "
+            f"--answer-head 0 trains whole answers everywhere, at several times the tokens); longest example "
+            f"{longest} tokens"
+        )
 
 
 def _memory_plan(model: Any, trainable: int, batch_tokens: int, placement: Any) -> str:

@@ -13,6 +13,7 @@ from qatune.rag.examples import grounded_questions
 from qatune.rundir import RunDir
 from qatune.storage import read_jsonl
 from qatune.train import checkpoint
+from qatune.train.batching import grounded_share
 from qatune.train.loop import grounded_per_epoch
 from qatune.train.recall import is_recall
 from qatune.train.stage import can_resume, is_current
@@ -76,21 +77,27 @@ def work_left(run: Path, config: Config) -> TrainWork | None:
     )
 
 
-def _chars(row: dict) -> int:
-    return len(str(row.get("question", ""))) + len(str(row.get("answer", "")))
-
-
 def _epoch_tokens(rows: list[dict], tc: TrainConfig) -> float:
     """Every pair, and the grounded examples an epoch trains: each pair asked grounded, with rag_k retrieved pairs
-    of average length in its prompt (truncated to max_length, as training does)."""
+    of average length in its prompt (truncated to max_length, as training does). Reworded and grounded examples
+    count their answers' first `answer_head` tokens, as training encodes them."""
+    cap = tc.max_length if isinstance(tc.max_length, int) else float("inf")
+    head = tc.answer_head * CHARS_PER_TOKEN if tc.answer_head else float("inf")
 
     def tokens(chars: float) -> float:
-        return min(tc.max_length, TEMPLATE_TOKENS + chars / CHARS_PER_TOKEN)
+        return min(cap, TEMPLATE_TOKENS + chars / CHARS_PER_TOKEN)
 
-    total = sum(tokens(_chars(r)) for r in rows)
+    def chars(row: dict, headed: bool = False) -> float:
+        answer = len(str(row.get("answer", "")))
+        return len(str(row.get("question", ""))) + (min(answer, head) if headed else answer)
+
+    total = sum(tokens(chars(r, bool(r.get("augmented_from")))) for r in rows)
     asked = grounded_questions(rows) if tc.grounded else []
     if asked:
-        context = tc.rag_k * (sum(map(_chars, rows)) / len(rows) + PAIR_FRAME) + CONTEXT_FRAME
-        grounded = [tokens(_chars(r) + context) for r in asked]
-        total += grounded_per_epoch(len(grounded), tc.grounded_share) * sum(grounded) / len(grounded)
+        shown = sum(chars(r, True) for r in rows) / len(rows)  # retrieved answers are cut to the head too
+        context = tc.rag_k * (shown + PAIR_FRAME) + CONTEXT_FRAME
+        grounded = [tokens(chars(r, True) + context) for r in asked]
+        originals = [len(str(r.get("answer", ""))) / CHARS_PER_TOKEN for r in rows if not r.get("augmented_from")]
+        share = grounded_share(tc.grounded_share, originals)
+        total += grounded_per_epoch(len(grounded), share) * sum(grounded) / len(grounded)
     return total

@@ -165,7 +165,7 @@ class TrainConfig(_Section):
         "auto",
         description="Share of the grounded examples trained in each epoch; the share rotates, so every pair is "
         "asked grounded once in 1/share epochs. auto: 1, or 0.5 when the training answers are long (median over "
-        "64 tokens), where grounded examples cost the most.",
+        "256 characters, about 64 tokens), where grounded examples cost the most.",
     )
 
     @field_validator("grounded_share")

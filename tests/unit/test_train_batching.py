@@ -253,6 +253,6 @@ def test_long_rows_share_a_batch_with_fewer_others():
 
 
 def test_grounded_share_auto_halves_for_long_answers():
-    assert batching.grounded_share("auto", [17, 20, 31]) == 1.0
-    assert batching.grounded_share("auto", [175, 400, 30]) == 0.5
-    assert batching.grounded_share(0.25, [175]) == 0.25
+    assert batching.grounded_share("auto", [70, 80, 124]) == 1.0  # characters
+    assert batching.grounded_share("auto", [700, 1600, 120]) == 0.5
+    assert batching.grounded_share(0.25, [700]) == 0.25

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
 GROUP_BATCHES = 8  # length grouping sorts within windows of this many batches, keeping the order random
 PAD_FACTOR = 3  # a grouped batch holds at most batch_size x PAD_FACTOR x the median length in padded tokens
-LONG_ANSWER = 64  # answer tokens (median) from which answers count as long: grounded_share auto halves
+LONG_ANSWER = 256  # answer characters (median; about 64 tokens) from which answers are long: grounded_share auto halves
 REQUIRED_KEYS = ("id", "question", "answer")
 
 
@@ -99,14 +99,14 @@ def load_examples(
     return examples
 
 
-def grounded_share(share: float | str, answer_tokens: list[int]) -> float:
+def grounded_share(share: float | str, answer_chars: list[int]) -> float:
     """`grounded_share`, or for `auto` 1, or 0.5 when the median trained answer is long (its grounded examples,
-    context included, cost the most)."""
+    context included, cost the most). Counted in characters, the same for every tokenizer."""
     import statistics
 
     if share != "auto":
         return float(share)
-    return 0.5 if answer_tokens and statistics.median(answer_tokens) > LONG_ANSWER else 1.0
+    return 0.5 if answer_chars and statistics.median(answer_chars) > LONG_ANSWER else 1.0
 
 
 def fitted_length(path: Path, tokenizer: PreTrainedTokenizerBase, limit: int | None) -> int:

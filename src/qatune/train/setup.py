@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 CPU_TOKEN_BUDGET = 1024  # tokens per micro-batch on CPU: throughput is flat beyond this
 GPU_TOKEN_BUDGET = 16384
 FEW_PAIRS = 20
+AUTO_GROUNDED_LENGTH = 4096  # `max_length: auto` for grounded examples when the model states no context length
 
 
 @dataclass(frozen=True)
@@ -127,7 +128,7 @@ def setup(rundir: RunDir, config: Config, key: str, fresh: bool) -> tuple[Setup,
     tokenizer = load_tokenizer(model_path, trust_remote_code=config.trust_remote_code)
     ensure_chat_template(tokenizer)
     refused, refusal = _refusals(rundir, tc, acc)
-    tc = tc.model_copy(update={"grounded_share": _grounded_share(tc, rundir, tokenizer)})
+    tc = tc.model_copy(update={"grounded_share": _grounded_share(tc, rundir)})
     train_ex, grounded_start, val_ex, unseen_ex, recall_rows = _load_splits(
         rundir, tokenizer, tc, model_path, acc, refused, refusal
     )
@@ -214,7 +215,7 @@ def _load_splits(
     from qatune.train.recall import is_recall
 
     cache, head = rundir.token_cache_dir, tc.answer_head
-    length = training_length(tc, tokenizer, rundir, model_path)
+    length, grounded_length = training_lengths(tc, tokenizer, rundir, model_path)
     train_ex = load_examples(rundir.split_file("train"), tokenizer, length, cache, model_path, head)
     if not train_ex:
         raise QatuneError(
@@ -233,7 +234,7 @@ def _load_splits(
                 rundir,
                 tc.seed,
                 tc.rag_k,
-                fits=_fits(tokenizer, length, head),
+                fits=_fits(tokenizer, grounded_length, head),
                 oracle_share=tc.oracle_share,
                 refusals=refused if tc.refusal_grounded else [],
                 refusal=refusal,
@@ -242,7 +243,7 @@ def _load_splits(
         acc.wait_for_everyone()
         grounded = rundir.train_dir / GROUNDED_FILE
         grounded_start = len(train_ex)
-        train_ex += load_examples(grounded, tokenizer, length, cache, model_path, head)
+        train_ex += load_examples(grounded, tokenizer, grounded_length, cache, model_path, head)
     val_path = rundir.split_file("val")
     val_rows = read_jsonl(val_path) if val_path.exists() else []
     val_ex = load_examples(val_path, tokenizer, length, cache, model_path) if val_rows else []
@@ -273,7 +274,7 @@ def _refusals(rundir: RunDir, tc: TrainConfig, acc: Any) -> tuple[list[dict], st
     return questions, refusal
 
 
-def _grounded_share(tc: TrainConfig, rundir: RunDir, tokenizer: Any) -> float:
+def _grounded_share(tc: TrainConfig, rundir: RunDir) -> float:
     """The share of grounded examples an epoch trains (`auto`: from the trained answers' lengths), said when halved."""
     from qatune.storage import read_jsonl
     from qatune.train.batching import grounded_share
@@ -281,29 +282,30 @@ def _grounded_share(tc: TrainConfig, rundir: RunDir, tokenizer: Any) -> float:
     if tc.grounded_share != "auto" or not tc.grounded:
         return grounded_share(tc.grounded_share if tc.grounded_share != "auto" else 1.0, [])
     rows = [r for r in read_jsonl(rundir.split_file("train")) if not r.get("augmented_from")]
-    lengths = [len(tokenizer.encode(str(r["answer"]), add_special_tokens=False)) for r in rows]
+    lengths = [len(str(r["answer"])) for r in rows]
     share = grounded_share("auto", lengths)
     if share < 1:
         info(
-            f"long answers (median {sorted(lengths)[len(lengths) // 2]} tokens): each epoch trains {share:.0%} of "
-            "the grounded examples, in turn (--grounded-share 1 trains all of them every epoch)"
+            f"long answers (median {sorted(lengths)[len(lengths) // 2]} characters): each epoch trains {share:.0%} "
+            "of the grounded examples, in turn (--grounded-share 1 trains all of them every epoch)"
         )
     return share
 
 
-def training_length(tc: TrainConfig, tokenizer: Any, rundir: RunDir, model_path: str) -> int:
-    """`max_length`, or for `auto` the longest training pair through the chat template (at most the model's
-    context), so no answer is cut."""
+def training_lengths(tc: TrainConfig, tokenizer: Any, rundir: RunDir, model_path: str) -> tuple[int, int]:
+    """The longest tokenized pair and grounded example: `max_length` for both, or for `auto` the longest training
+    pair through the chat template, so no answer is cut, and the model's context for grounded examples, whose
+    retrieved pairs then all fit (their answers are cut to the answer head where they are long)."""
     if isinstance(tc.max_length, int):
-        return tc.max_length
+        return tc.max_length, tc.max_length
     from qatune.storage import read_json
     from qatune.train.batching import fitted_length
 
     try:
-        context = read_json(f"{model_path}/config.json").get("max_position_embeddings")
-    except (OSError, ValueError):
+        context = int(read_json(f"{model_path}/config.json").get("max_position_embeddings") or 0) or None
+    except (OSError, ValueError, TypeError):
         context = None
-    return fitted_length(rundir.split_file("train"), tokenizer, int(context) if context else None)
+    return fitted_length(rundir.split_file("train"), tokenizer, context), context or AUTO_GROUNDED_LENGTH
 
 
 def _fits(tokenizer: Any, max_length: int, head: int = 0) -> Callable[[str, str], bool]:

@@ -97,7 +97,7 @@ def _epoch_tokens(rows: list[dict], tc: TrainConfig) -> float:
         shown = sum(chars(r, True) for r in rows) / len(rows)  # retrieved answers are cut to the head too
         context = tc.rag_k * (shown + PAIR_FRAME) + CONTEXT_FRAME
         grounded = [tokens(chars(r, True) + context) for r in asked]
-        originals = [len(str(r.get("answer", ""))) / CHARS_PER_TOKEN for r in rows if not r.get("augmented_from")]
+        originals = [len(str(r.get("answer", ""))) for r in rows if not r.get("augmented_from")]
         share = grounded_share(tc.grounded_share, originals)
         total += grounded_per_epoch(len(grounded), share) * sum(grounded) / len(grounded)
     return total

@@ -55,9 +55,11 @@ def library_examples(tokenizer, pairs: list[tuple[str, str]]) -> list[dict]:
     from qatune.config import TrainConfig
     from qatune.prompts import encode_pair
 
+    length = TrainConfig().max_length
+    length = length if isinstance(length, int) else 1 << 30  # auto: the longest pair, so nothing is cut
     rows = []
     for q, a in pairs:
-        enc = encode_pair(tokenizer, q, a, TrainConfig().max_length)
+        enc = encode_pair(tokenizer, q, a, length)
         if enc is not None and enc.answer_tokens:
             rows.append({"input_ids": enc.input_ids, "attention_mask": [1] * len(enc.input_ids), "labels": enc.labels})
     return rows

@@ -11,7 +11,7 @@ import torch
 from qatune.console import QatuneError
 from qatune.models.load import load_tokenizer
 from qatune.prompts import IGNORE_INDEX, encode_pair
-from qatune.train import batching
+from qatune.train import batching, lengths
 from qatune.train.batching import Example, collate, epoch_order, load_examples, plan_batches, shared_prefix_len
 from train_runs import pairs, write_data
 
@@ -226,7 +226,7 @@ def test_reworded_and_grounded_rows_train_the_head_of_a_long_answer(tmp_path, to
     ]
     path = tmp_path / "train.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    length = batching.fitted_length(path, tok, None)
+    length = lengths.fitted_length(path, tok, None)
     whole, reworded, grounded, short = load_examples(path, tok, length, None, "tiny", head=16)
     answer = tok.encode(long_answer, add_special_tokens=False)
     longest = max(len(encode_pair(tok, r["question"], r["answer"], 10**6).input_ids) for r in rows)
@@ -235,7 +235,7 @@ def test_reworded_and_grounded_rows_train_the_head_of_a_long_answer(tmp_path, to
     for headed in (reworded, grounded):
         assert [t for t in headed.labels if t != IGNORE_INDEX] == answer[:16]
     assert short.labels[-1] == tok.eos_token_id
-    assert batching.fitted_length(path, tok, 64) == 64  # at most the model's context
+    assert lengths.fitted_length(path, tok, 64) == 64  # at most the model's context
 
 
 def test_long_rows_share_a_batch_with_fewer_others():
@@ -253,6 +253,6 @@ def test_long_rows_share_a_batch_with_fewer_others():
 
 
 def test_grounded_share_auto_halves_for_long_answers():
-    assert batching.grounded_share("auto", [70, 80, 124]) == 1.0  # characters
-    assert batching.grounded_share("auto", [700, 1600, 120]) == 0.5
-    assert batching.grounded_share(0.25, [700]) == 0.25
+    assert lengths.grounded_share("auto", [70, 80, 124]) == 1.0  # characters
+    assert lengths.grounded_share("auto", [700, 1600, 120]) == 0.5
+    assert lengths.grounded_share(0.25, [700]) == 0.25

@@ -83,7 +83,7 @@ class Engine:
         ]
         return asked, contexts
 
-    def _fitted(self, name: str, conversations: list[list[dict]], contexts: list[list[dict]] | None) -> list[int]:
+    def _fitted(self, conversations: list[list[dict]], contexts: list[list[dict]] | None) -> list[int]:
         """Each answer's token budget from the training answers retrieved for its question (what it can need): a
         grounded prompt's own context; closed-book, the pairs a grounded prompt would hold. Empty: no index."""
         if contexts is None and self.retriever is None:
@@ -165,7 +165,7 @@ class Engine:
 
         asked, contexts = self._grounded(name, conversations)
         encoded = [prompt_ids(self.tokenizer, conv) for conv in asked]
-        fitted = self._fitted(name, conversations, contexts) if fit_budget else []
+        fitted = self._fitted(conversations, contexts) if fit_budget else []
         copy_check = self._copy_check(contexts) if stop_on_copy and contexts is not None else None
         sampled = bool(temperature and temperature > 0)
         if references is not None and sampled:

@@ -19,7 +19,6 @@ if TYPE_CHECKING:
 
 GROUP_BATCHES = 8  # length grouping sorts within windows of this many batches, keeping the order random
 PAD_FACTOR = 3  # a grouped batch holds at most batch_size x PAD_FACTOR x the median length in padded tokens
-LONG_ANSWER = 256  # answer characters (median; about 64 tokens) from which answers are long: grounded_share auto halves
 REQUIRED_KEYS = ("id", "question", "answer")
 
 
@@ -34,7 +33,7 @@ class Example:
         return sum(1 for t in self.labels if t != IGNORE_INDEX)
 
 
-def _read_rows(path: Path) -> list[dict]:
+def read_split(path: Path) -> list[dict]:
     try:
         rows = read_jsonl(path)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -75,7 +74,7 @@ def load_examples(
         except (ValueError, TypeError, KeyError):
             pass  # unreadable cache: rebuild it
     examples, skipped, cut = [], 0, 0
-    for row in _read_rows(path):
+    for row in read_split(path):
         enc = encode_pair(tokenizer, str(row["question"]), str(row["answer"]), max_length)
         if enc is None or enc.answer_tokens == 0:
             skipped += 1
@@ -97,26 +96,6 @@ def load_examples(
     if cache is not None:
         atomic_write_json(cache, [e.__dict__ for e in examples])
     return examples
-
-
-def grounded_share(share: float | str, answer_chars: list[int]) -> float:
-    """`grounded_share`, or for `auto` 1, or 0.5 when the median trained answer is long (its grounded examples,
-    context included, cost the most). Counted in characters, the same for every tokenizer."""
-    import statistics
-
-    if share != "auto":
-        return float(share)
-    return 0.5 if answer_chars and statistics.median(answer_chars) > LONG_ANSWER else 1.0
-
-
-def fitted_length(path: Path, tokenizer: PreTrainedTokenizerBase, limit: int | None) -> int:
-    """`max_length: auto`: the longest pair of a split through the chat template (question, answer, end-of-turn),
-    at most `limit` (the model's context), so no trained answer is cut."""
-    longest = 0
-    for row in _read_rows(Path(path)):
-        enc = encode_pair(tokenizer, str(row["question"]), str(row["answer"]), limit or 1 << 30)
-        longest = max(longest, len(enc.input_ids) if enc is not None else 0)
-    return max(16, min(longest, limit) if limit else longest)
 
 
 def shared_prefix_len(examples: list[Example]) -> int:

@@ -8,7 +8,6 @@ import os
 import random
 import shutil
 import warnings
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
@@ -18,6 +17,7 @@ from qatune.console import QatuneError, info, warn
 from qatune.rundir import RunDir
 from qatune.storage import atomic_dir, atomic_write_json
 from qatune.train.batching import auto_batch_size, load_examples, shared_prefix_len
+from qatune.train.lengths import announce_heads, fits_in, grounded_share_for, shortener, training_lengths
 from qatune.train.loop import Setup
 from qatune.train.lr import resolve_lr
 from qatune.train.telemetry import TrainLog
@@ -28,7 +28,6 @@ if TYPE_CHECKING:
 CPU_TOKEN_BUDGET = 1024  # tokens per micro-batch on CPU: throughput is flat beyond this
 GPU_TOKEN_BUDGET = 16384
 FEW_PAIRS = 20
-AUTO_GROUNDED_LENGTH = 4096  # `max_length: auto` for grounded examples when the model states no context length
 
 
 @dataclass(frozen=True)
@@ -128,7 +127,7 @@ def setup(rundir: RunDir, config: Config, key: str, fresh: bool) -> tuple[Setup,
     tokenizer = load_tokenizer(model_path, trust_remote_code=config.trust_remote_code)
     ensure_chat_template(tokenizer)
     refused, refusal = _refusals(rundir, tc, acc)
-    tc = tc.model_copy(update={"grounded_share": _grounded_share(tc, rundir)})
+    tc = tc.model_copy(update={"grounded_share": grounded_share_for(tc, rundir)})
     train_ex, grounded_start, val_ex, unseen_ex, recall_rows = _load_splits(
         rundir, tokenizer, tc, model_path, acc, refused, refusal
     )
@@ -150,7 +149,7 @@ def setup(rundir: RunDir, config: Config, key: str, fresh: bool) -> tuple[Setup,
         placement, model_path, len(train_ex), len(val_ex), len(unseen_ex), trainable, refusal, len(refused)
     )
     _announce(config, meta, batch_size, acc.num_processes, prefix)
-    _announce_heads(tc, train_ex, tokenizer, max(lengths))
+    announce_heads(tc, train_ex, tokenizer, max(lengths))
     info(_memory_plan(model, trainable, max(lengths) * batch_size, placement))
     log = TrainLog(rundir, enabled=False, resume_at=None)  # opened by _fit_all once the start point is known
     frozen = sum(p.numel() for p in model.parameters() if not p.requires_grad)
@@ -234,11 +233,11 @@ def _load_splits(
                 rundir,
                 tc.seed,
                 tc.rag_k,
-                fits=_fits(tokenizer, grounded_length, head),
+                fits=fits_in(tokenizer, grounded_length, head),
                 oracle_share=tc.oracle_share,
                 refusals=refused if tc.refusal_grounded else [],
                 refusal=refusal,
-                shorten=_shorten(tokenizer, head) if head else None,
+                shorten=shortener(tokenizer, head) if head else None,
             )
         acc.wait_for_everyone()
         grounded = rundir.train_dir / GROUNDED_FILE
@@ -274,65 +273,6 @@ def _refusals(rundir: RunDir, tc: TrainConfig, acc: Any) -> tuple[list[dict], st
     return questions, refusal
 
 
-def _grounded_share(tc: TrainConfig, rundir: RunDir) -> float:
-    """The share of grounded examples an epoch trains (`auto`: from the trained answers' lengths), said when halved."""
-    from qatune.storage import read_jsonl
-    from qatune.train.batching import grounded_share
-
-    if tc.grounded_share != "auto" or not tc.grounded:
-        return grounded_share(tc.grounded_share if tc.grounded_share != "auto" else 1.0, [])
-    rows = [r for r in read_jsonl(rundir.split_file("train")) if not r.get("augmented_from")]
-    lengths = [len(str(r["answer"])) for r in rows]
-    share = grounded_share("auto", lengths)
-    if share < 1:
-        info(
-            f"long answers (median {sorted(lengths)[len(lengths) // 2]} characters): each epoch trains {share:.0%} "
-            "of the grounded examples, in turn (--grounded-share 1 trains all of them every epoch)"
-        )
-    return share
-
-
-def training_lengths(tc: TrainConfig, tokenizer: Any, rundir: RunDir, model_path: str) -> tuple[int, int]:
-    """The longest tokenized pair and grounded example: `max_length` for both, or for `auto` the longest training
-    pair through the chat template, so no answer is cut, and the model's context for grounded examples, whose
-    retrieved pairs then all fit (their answers are cut to the answer head where they are long)."""
-    if isinstance(tc.max_length, int):
-        return tc.max_length, tc.max_length
-    from qatune.storage import read_json
-    from qatune.train.batching import fitted_length
-
-    try:
-        context = int(read_json(f"{model_path}/config.json").get("max_position_embeddings") or 0) or None
-    except (OSError, ValueError, TypeError):
-        context = None
-    return fitted_length(rundir.split_file("train"), tokenizer, context), context or AUTO_GROUNDED_LENGTH
-
-
-def _fits(tokenizer: Any, max_length: int, head: int = 0) -> Callable[[str, str], bool]:
-    """Whether a grounded example's prompt and answer fit in `max_length` tokens: the whole answer, or with `head`
-    its first `head` tokens (what such an example trains)."""
-    from qatune.prompts import IGNORE_INDEX, encode_pair
-
-    def fits(question: str, answer: str) -> bool:
-        encoded = encode_pair(tokenizer, question, answer, max_length)
-        if encoded is None:
-            return False
-        prompt = sum(1 for t in encoded.labels if t == IGNORE_INDEX)
-        return not encoded.cut or (head > 0 and prompt + head <= max_length)
-
-    return fits
-
-
-def _shorten(tokenizer: Any, head: int) -> Callable[[str], str]:
-    """A retrieved answer in a grounded training prompt, cut to its first `head` tokens (marked with '...')."""
-
-    def shorten(answer: str) -> str:
-        tokens = tokenizer.encode(answer, add_special_tokens=False)
-        return answer if len(tokens) <= head else tokenizer.decode(tokens[:head]).rstrip() + " ..."
-
-    return shorten
-
-
 def _announce(config: Config, meta: SetupMeta, batch_size: int, processes: int, prefix: int) -> None:
     tc = config.train
     info(
@@ -341,21 +281,6 @@ def _announce(config: Config, meta: SetupMeta, batch_size: int, processes: int, 
         f"{' x ' + str(processes) + ' processes' if processes > 1 else ''}, "
         f"{'packed rows' if tc.packing else 'length-grouped padding'}, shared prompt prefix {prefix} tokens"
     )
-
-
-def _announce_heads(tc: TrainConfig, examples: list, tokenizer: Any, longest: int) -> None:
-    """Say when long answers are trained by their head only (the time this saves costs some closed-book recall)."""
-    from qatune.prompts import stop_token_ids
-
-    stops = set(stop_token_ids(tokenizer))
-    cut = sum(1 for e in examples if e.labels and e.labels[-1] not in stops)
-    if tc.answer_head and cut:
-        info(
-            f"long answers: {cut} reworded or grounded example(s) train the first {tc.answer_head} tokens of their "
-            f"answer and show retrieved answers cut there (each pair's own question trains its whole answer; "
-            f"--answer-head 0 trains whole answers everywhere, at several times the tokens); longest example "
-            f"{longest} tokens"
-        )
 
 
 def _memory_plan(model: Any, trainable: int, batch_tokens: int, placement: Any) -> str:

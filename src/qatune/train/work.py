@@ -13,7 +13,7 @@ from qatune.rag.examples import grounded_questions
 from qatune.rundir import RunDir
 from qatune.storage import read_jsonl
 from qatune.train import checkpoint
-from qatune.train.batching import grounded_share
+from qatune.train.lengths import grounded_share
 from qatune.train.loop import grounded_per_epoch
 from qatune.train.recall import is_recall
 from qatune.train.stage import can_resume, is_current

@@ -37,7 +37,6 @@ if TYPE_CHECKING:
 
 __all__ = ["evaluate", "is_current"]
 UNSEEN = "unseen"  # the split of pairs whose facts were held out of training
-UNANSWERABLE = UNANSWERABLE_SET  # the split of questions the data does not answer
 VLLM_CHUNK = 256  # vLLM schedules its own batches; this only sets how often answers are saved
 
 
@@ -103,7 +102,7 @@ def load_question_set(
         from qatune.data.prepare import load_questions, load_unanswerable
 
         if unanswerable:
-            rows, default = load_unanswerable(source, config, rundir), UNANSWERABLE
+            rows, default = load_unanswerable(source, config, rundir), UNANSWERABLE_SET
         else:
             rows, default = load_questions(source, config, extra_columns=("answerable",)), source.stem
     name = name or default

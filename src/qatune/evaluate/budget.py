@@ -8,6 +8,7 @@ from collections.abc import Callable
 from functools import lru_cache
 from typing import TYPE_CHECKING
 
+from qatune.generate.budget import SMALLEST
 from qatune.storage import file_sha256, read_jsonl
 
 if TYPE_CHECKING:
@@ -16,7 +17,7 @@ if TYPE_CHECKING:
 
 FALLBACK = 256  # no training split to measure (a run that was never prepared)
 MARGIN = 8
-SMALLEST, LARGEST = 32, 1024
+LARGEST = 1024
 
 
 def auto_budget(longest_answer_tokens: int) -> int:

@@ -247,6 +247,13 @@ class AbstainConfig(_Section):
         description="A grounded answer at least this close (ROUGE-L) to one of its retrieved answers is shown as that "
         "answer, word for word (0 turns quoting off).",
     )
+    select: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="Grounded models answer with the retrieved answer the question makes most probable (its first "
+        "answer_head tokens, against the same prompt without the question), shown whole, unless they begin their "
+        "refusal; auto: on when the training answers are long (median over 256 characters), where a small model "
+        "does not copy a paragraph faithfully.",
+    )
 
 
 class Config(_Section):

@@ -102,6 +102,7 @@ class AbstainFlags:
     fact_check: bool | None = None
     question_check: bool | None = None
     quote: float | None = None
+    select: str | None = None  # auto, on or off
 
 
 def with_flags(group: type, section: type[BaseModel], name: str) -> Callable[[Callable[..., None]], Callable]:

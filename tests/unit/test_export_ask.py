@@ -10,6 +10,7 @@ import sys
 
 import openai
 import pytest
+import yaml
 
 from adapter_runs import QUESTIONS, make_run
 from qatune.config import load_for_run
@@ -104,3 +105,39 @@ def test_a_run_without_an_index_exports_no_ask_script(tmp_path, lively_model_dir
     bare = make_run(tmp_path / "bare", lively_model_dir, seeds={"epoch-1": 1})
     out = export(bare, "epoch-1", tmp_path / "gguf", fmt="gguf")
     assert not (out / "ask.py").exists() and not (out / "index").exists()
+
+
+def test_a_choosing_run_answers_alike_in_serve_and_ask_py(run, tmp_path, llama_cpp):
+    """With `abstain.select: on` a grounded answer is a whole retrieved answer: the one the engine chooses, which
+    the server sends through the openai client and the export's ask.py picks from the merged weights."""
+    rundir = RunDir(run)
+    saved = rundir.config_yaml.read_text()
+    config = yaml.safe_load(saved)
+    config["abstain"]["select"] = "on"
+    try:
+        rundir.config_yaml.write_text(yaml.safe_dump(config, sort_keys=False))
+        engine = load_engine(run, load_for_run(run, None, {}, save=False), names=["epoch-1"])
+        chosen = [g.text for g in engine.generate("epoch-1+rag", [messages_for(q) for q in QUESTIONS])]
+        contexts = engine.retriever.contexts(QUESTIONS)
+        assert all(text in [p["answer"] for p in ctx] for text, ctx in zip(chosen, contexts, strict=True))
+        assert any(text != ctx[0]["answer"] for text, ctx in zip(chosen, contexts, strict=True))  # not just the first
+        with running(create_app(Settings(run=run, engine=engine))) as url:
+            client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0, timeout=60)
+            served = [
+                client.chat.completions.create(
+                    model="epoch-1+rag", messages=[{"role": "user", "content": q}], max_tokens=TOKENS, temperature=0
+                )
+                .choices[0]
+                .message.content
+                for q in QUESTIONS
+            ]
+        assert served == chosen
+        merged = export(run, "epoch-1+rag", tmp_path / "merged", dtype="fp32")
+        assert json.loads((merged / "guard.json").read_text())["choose"] == {"head": config["train"]["answer_head"]}
+        assert [r["answer"] for r in _ask(merged)] == chosen
+        assert "chosen, not written" in (merged / "README.md").read_text()
+        gguf = export(run, "epoch-1", tmp_path / "gguf", fmt="gguf")
+        picked = [r["answer"] for r in _ask(gguf)]  # llama.cpp's scores may tip a near tie the other way
+        assert all(text in [p["answer"] for p in ctx] for text, ctx in zip(picked, contexts, strict=True))
+    finally:
+        rundir.config_yaml.write_text(saved)

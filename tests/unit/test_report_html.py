@@ -322,3 +322,15 @@ def test_quoted_answers_are_counted_under_the_scores(tmp_path, scored_run):
     scores_path.write_text(json.dumps({**scores, "quoted": {"epoch-2": 3}}), encoding="utf-8")
     page = " ".join(_doc(build(run).read_text(encoding="utf-8")).text_content().split())
     assert f"Quoted: epoch-2 3 of {scores['n']} answers were shown as the retrieved answer they copy" in page
+
+
+def test_chosen_answers_are_counted_and_explained_under_the_scores(tmp_path, scored_run):
+    """On long answers a grounded model's answers are chosen among the retrieved ones: the report says how many."""
+    run = make_run(tmp_path, scored_run)
+    scores_path = run / "eval" / "test" / "scores.json"
+    scores = json.loads(scores_path.read_text())
+    assert scores["chosen"] == {}  # the scored run wrote its answers
+    assert "Chosen:" not in " ".join(_doc(build(run).read_text(encoding="utf-8")).text_content().split())
+    scores_path.write_text(json.dumps({**scores, "chosen": {"epoch-2": 2}}), encoding="utf-8")
+    page = " ".join(_doc(build(run).read_text(encoding="utf-8")).text_content().split())
+    assert f"Chosen: epoch-2 2 of {scores['n']} answers were chosen, not written" in page

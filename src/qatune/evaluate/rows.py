@@ -21,7 +21,9 @@ def answerable(q: dict) -> bool:
     return q.get("answerable") is not False
 
 
-def make_row(model: str, q: dict, verdict: Verdict, metrics: dict, stopped: bool, new_tokens: int) -> dict:
+def make_row(
+    model: str, q: dict, verdict: Verdict, metrics: dict, stopped: bool, new_tokens: int, chosen: bool = False
+) -> dict:
     row = {
         "model": model,
         "question_id": str(q["id"]),
@@ -35,7 +37,9 @@ def make_row(model: str, q: dict, verdict: Verdict, metrics: dict, stopped: bool
         "abstained": verdict.abstained,
         "abstained_by": verdict.by,
     }
-    if verdict.quoted:  # shown as the retrieved answer it was closest to; the model's own words kept
+    if chosen and not verdict.abstained:  # chosen among the retrieved answers, not written (generate/select.py)
+        row["quoted"] = row["chosen"] = True
+    elif verdict.quoted:  # shown as the retrieved answer it was closest to; the model's own words kept
         row["quoted"] = True
         row["raw_answer"] = verdict.raw
     elif verdict.raw is not None:  # a check replaced the model's own answer: kept, to show what was withheld
@@ -77,11 +81,14 @@ def generated_rows(
         cut_loops=True,
     )
     semantic = _semantic(cosine, batch, [v.text for v, _ in answered])
+    chooses = getattr(engine, "chooses", None)
+    chooses = chooses is not None and chooses(model)
     rows = []
     for q, (v, g), s in zip(batch, answered, semantic, strict=True):
         nll = g.reference_nll if g is not None else None
         ended = g is None or g.stopped or v.quoted  # a quoted answer is a retrieved answer, whole
-        rows.append(make_row(model, q, v, _metrics(q, v.text, s, nll), ended, g.new_tokens if g else 0))
+        chosen = chooses and g is not None and g.new_tokens == 0  # not its refusal's opening
+        rows.append(make_row(model, q, v, _metrics(q, v.text, s, nll), ended, g.new_tokens if g else 0, chosen))
     return rows
 
 

@@ -64,6 +64,7 @@ def build_scores(
     }
     stop_rate = {m: sum(bool(_row(by_key, m, q)["stopped"]) for q in ids) / len(ids) for m in models}
     quoted = {m: sum(bool(_row(by_key, m, q).get("quoted")) for q in ids) for m in models}
+    chosen = {m: sum(bool(_row(by_key, m, q).get("chosen")) for q in ids) for m in models}
     bleu = {
         m: corpus_bleu([_row(by_key, m, q)["answer"] for q in ids], [_row(by_key, m, q)["reference"] for q in ids])
         for m in models
@@ -83,6 +84,7 @@ def build_scores(
         "vs_retrieval": vs_retrieval,
         "stop_rate": stop_rate,
         "quoted": {m: n for m, n in quoted.items() if n},  # answers shown as the retrieved answer they copy
+        "chosen": {m: n for m, n in chosen.items() if n},  # of those, chosen among the retrieved answers
         "corpus_bleu": bleu,
         "retrieval_ceiling": retrieval_ceiling(ids, by_key, resamples) if RETRIEVAL in models else None,
         "trust": trust_table(by_model, resamples),
@@ -97,6 +99,8 @@ def build_scores(
             "vs_retrieval": "model minus the retrieval baseline, paired the same way",
             "quoted": "answers of grounded models shown as one of their retrieved answers, whole: the answer opened "
             "with its first 8 words or was at least --quote ROUGE-L close to it (counted as ended)",
+            "chosen": "quoted answers that were chosen, not written: on long answers (--select) a grounded model "
+            "answers with the retrieved answer the question makes most probable (docs/long-answers.md)",
             "retrieval_ceiling": "ROUGE-L of the best of the k retrieved training answers of each question, "
             "picked with the reference: the most a grounded model that copies one of them could score. "
             "first_is_best: questions where retrieval's own (first) answer is that best one; a grounded model "

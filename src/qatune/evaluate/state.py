@@ -76,6 +76,7 @@ def wanted_models(
 def model_fingerprints(rundir: RunDir, config: Config, models: list[str]) -> dict[str, str]:
     """A saved answer stays valid while its model, decoding settings, abstention settings and metric set are
     unchanged."""
+    from qatune.generate.select import selects
     from qatune.trust.run import run_guard
 
     guard = run_guard(rundir, config, facts=False).fingerprint()
@@ -94,10 +95,11 @@ def model_fingerprints(rundir: RunDir, config: Config, models: list[str]) -> dic
     )
     prints: dict[str, str] = {}
     vectors = vectors_sha256(rundir.index_dir)
+    chosen = [["chosen", config.train.answer_head]] if any(map(is_grounded, models)) and selects(rundir, config) else []
     for name in models:
         if is_grounded(name):
             closed = model_fingerprints(rundir, config, [closed_book(name)])[closed_book(name)]
-            prints[name] = _sha([closed, RAG_SUFFIX, vectors])
+            prints[name] = _sha([closed, RAG_SUFFIX, vectors, *chosen])
         elif name == BASE:
             prints[name] = base
         elif name == RETRIEVAL:

@@ -17,6 +17,7 @@ from qatune.generate.batch import DecodeBatch, Row
 from qatune.generate.budget import fitted_budget
 from qatune.generate.decoding import greedy_decode
 from qatune.generate.nll import decoder_and_head, reply_ids, score_replies, token_batches
+from qatune.generate.select import NO_QUESTION, choices, opening
 from qatune.generate.streaming import TextStream, cut_at_stop
 from qatune.prompts import (
     IGNORE_INDEX,
@@ -29,11 +30,23 @@ from qatune.rag import RAG_SUFFIX, closed_book, is_grounded
 from qatune.rag.prompt import grounded_question
 from qatune.rag.retriever import run_retriever
 from qatune.trust.guard import opens_with
+from qatune.trust.refusal import is_refusal
 
 if TYPE_CHECKING:
     from qatune.config import Config
 
 BASE = "base"
+CHOICE_CONTEXT = 8192  # the longest prompt a choice is scored in when the model states no context length
+CHOICE_BATCH_TOKENS = 16384  # prompt tokens (padding included) per batch of choices: long prompts, little padding
+
+
+@dataclass(frozen=True)
+class Choosing:
+    """How grounded models choose their answer (generate/select.py): scored on each retrieved answer's first
+    `head` tokens, unless their answer opens with the run's `refusal`."""
+
+    head: int
+    refusal: str
 
 
 @dataclass
@@ -48,12 +61,21 @@ class Engine:
     """One base in memory; `name` picks an adapter or `base`. A lock keeps adapter switches from
     interleaving between concurrent callers (serve)."""
 
-    def __init__(self, model: Any, tokenizer: Any, adapters: list[str], device: str, retriever: Any = None):
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        adapters: list[str],
+        device: str,
+        retriever: Any = None,
+        choosing: Choosing | None = None,
+    ):
         self.model = model
         self.tokenizer = tokenizer
         self.adapters = list(adapters)
         self.device = device
         self.retriever = retriever  # rag.Retriever: with it, every model also answers grounded
+        self.choosing = choosing  # grounded models choose a retrieved answer instead of writing one
         self.lock = threading.RLock()
         self.stop_ids = stop_token_ids(tokenizer)
         ensure_chat_template(tokenizer)
@@ -160,7 +182,96 @@ class Engine:
         `fit_budget` (a run with an index): each answer may take as many tokens as the longest training answer
         retrieved for its question can need (at most `max_new_tokens`). `stop_on_copy` (greedy): a
         grounded answer stops once it opens with a retrieved answer's first words (it is shown as that answer).
-        `cut_loops` (greedy): an answer that starts repeating a span of itself ends before the repeat."""
+        `cut_loops` (greedy): an answer that starts repeating a span of itself ends before the repeat.
+        A choosing engine's grounded models (greedy) choose a retrieved answer instead (`chooses`)."""
+        if self.chooses(name, temperature):
+            return self._chosen(name, conversations, references, batch_size)
+        if references is not None and temperature and temperature > 0:
+            raise ValueError("reference answers are scored with greedy decoding only (temperature 0)")
+        results, scored = self._decoded(
+            name,
+            conversations,
+            max_new_tokens=max_new_tokens,
+            batch_size=batch_size,
+            temperature=temperature,
+            top_p=top_p,
+            stop=stop,
+            on_batch=on_batch,
+            scoring=None if references is None else [references],
+            fit_budget=fit_budget,
+            stop_on_copy=stop_on_copy,
+            cut_loops=cut_loops,
+        )
+        if references is None:
+            return results
+        return [replace(r, reference_nll=value) for r, value in zip(results, scored[0], strict=True)]
+
+    def chooses(self, name: str, temperature: float = 0.0) -> bool:
+        """Whether model `name` answers by choosing a retrieved answer (a grounded model of a choosing engine,
+        greedy); sampled answers are always written."""
+        return self.choosing is not None and is_grounded(name) and not (temperature and temperature > 0)
+
+    def _chosen(
+        self, name: str, conversations: list[list[dict]], references: list[str] | None, batch_size: int
+    ) -> list[Generation]:
+        """Each answer is the retrieved answer the question makes most probable (generate/select.py), shown whole,
+        unless the model's own answer opens with its refusal (decoded as far as the refusal is long). Asked
+        single-turn, in two prompt passes per question: the grounded prompt (its opening decoded; each retrieved
+        answer's opening and any reference scored from its cache) and the same prompt without the question."""
+        assert self.choosing is not None
+        refusal = self.choosing.refusal
+        questions = [conv[-1]["content"] for conv in conversations]
+        contexts = self._grounded(name, [[{"role": "user", "content": q}] for q in questions])[1] or []
+        cut = opening(self.tokenizer, self.choosing.head)
+        width = max((len(ctx) for ctx in contexts), default=0)
+        candidates = [[cut(str(ctx[j]["answer"])) if j < len(ctx) else None for ctx in contexts] for j in range(width)]
+        scores: dict[tuple[str, str], float | None] = {}
+        passes = {}
+        for question in (True, False):
+            turns = [
+                grounded_question(q if question else NO_QUESTION, c) for q, c in zip(questions, contexts, strict=True)
+            ]
+            sets = [*candidates, *([references] if question and references is not None else [])]
+            passes[question] = self._decoded(
+                closed_book(name),
+                [[{"role": "user", "content": t}] for t in turns],
+                max_new_tokens=len(self.tokenizer.encode(refusal, add_special_tokens=False)) + 2 if question else 1,
+                batch_size=batch_size,
+                scoring=sets,
+                batch_tokens=CHOICE_BATCH_TOKENS,
+            )
+            for answers, values in zip(candidates, passes[question][1], strict=False):  # the reference set is last
+                scores.update({(t, a): v for t, a, v in zip(turns, answers, values, strict=True) if a is not None})
+        picked = choices(lambda t, a: [scores[k] for k in zip(t, a, strict=True)], questions, contexts, cut)
+        opened, scored = passes[True]
+        results = [
+            g if is_refusal(g.text, refusal) or not ctx else Generation(str(ctx[j]["answer"]).strip(), True, 0)
+            for g, ctx, j in zip(opened, contexts, picked, strict=True)
+        ]
+        if references is None:
+            return results
+        return [replace(r, reference_nll=v) for r, v in zip(results, scored[width], strict=True)]
+
+    def _decoded(
+        self,
+        name: str,
+        conversations: list[list[dict]],
+        *,
+        max_new_tokens: int = 256,
+        batch_size: int = 16,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        stop: list[str] | None = None,
+        on_batch: Callable[[int], None] | None = None,
+        scoring: list[list[str | None]] | None = None,
+        fit_budget: bool = False,
+        stop_on_copy: bool = False,
+        cut_loops: bool = False,
+        batch_tokens: int | None = None,
+    ) -> tuple[list[Generation], list[list[float | None]]]:
+        """The answers, and for each list of replies in `scoring` (one per conversation, None: none) their NLL,
+        scored from the prompt pass greedy decoding makes anyway. `batch_tokens`: batches also hold at most this
+        many prompt tokens, padding included (long prompts)."""
         import torch
 
         asked, contexts = self._grounded(name, conversations)
@@ -168,42 +279,51 @@ class Engine:
         fitted = self._fitted(conversations, contexts) if fit_budget else []
         copy_check = self._copy_check(contexts) if stop_on_copy and contexts is not None else None
         sampled = bool(temperature and temperature > 0)
-        if references is not None and sampled:
-            raise ValueError("reference answers are scored with greedy decoding only (temperature 0)")
-        replies = [[] for _ in asked] if references is None else reply_ids(self.tokenizer, asked, references)
+        replies = [self._reply_ids(asked, texts) for texts in scoring or []]
         order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
         results: list[Generation | None] = [None] * len(encoded)
-        nll: list[float | None] = [None] * len(encoded)
+        nll: list[list[float | None]] = [[None] * len(encoded) for _ in replies]
+        batches = [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
+        if batch_tokens is not None:
+            lengths = [len(e) for e in encoded]
+            batches = [part for b in batches for part in token_batches(b, lengths, batch_tokens)]
         with self.use(name) as model, torch.inference_mode():
-            for start in range(0, len(order), batch_size):
-                idx = order[start : start + batch_size]
+            for idx in batches:
                 batch = self.tokenizer.pad({"input_ids": [encoded[i] for i in idx]}, return_tensors="pt")
                 batch = {k: v.to(self.device) for k, v in batch.items()}
                 if sampled:
                     out = model.generate(**batch, **self._gen_kwargs(max_new_tokens, temperature, top_p))
                     new = out[:, batch["input_ids"].shape[1] :].tolist()
                 else:
-                    rows = [replies[i] for i in idx]
-                    scored: list[float | None] = []
-                    hook = partial(score_replies, scored, model, rows, self.tokenizer.pad_token_id)
+                    rows = [[one[i] for i in idx] for one in replies]
+                    scored: list[list[float | None]] = [[] for _ in rows]
+                    pad = self.tokenizer.pad_token_id
+                    hook = partial(_score_sets, scored, model, rows, pad)
                     new = greedy_decode(
                         model,
                         batch["input_ids"],
                         batch["attention_mask"],
                         max_new_tokens,
                         self.stop_ids,
-                        on_prompt=hook if any(rows) else None,
+                        on_prompt=hook if any(map(any, rows)) else None,
                         budgets=[fitted[i] for i in idx] if fitted else None,
                         stop_early=copy_check(idx) if copy_check is not None else None,
                         cut_loops=cut_loops,
                     )
-                    for i, value in zip(idx, scored or [None] * len(idx), strict=True):
-                        nll[i] = value
+                    for values, got in zip(nll, scored, strict=True):
+                        for i, value in zip(idx, got or [None] * len(idx), strict=True):
+                            values[i] = value
                 for i, tokens in zip(idx, new, strict=True):
                     results[i] = self._finish(tokens, stop)
                 if on_batch:
                     on_batch(len(idx))
-        return [replace(r, reference_nll=value) for r, value in zip(results, nll, strict=True) if r is not None]
+        return [r for r in results if r is not None], nll
+
+    def _reply_ids(self, asked: list[list[dict]], texts: list[str | None]) -> list[list[int]]:
+        """`reply_ids` of each text after its conversation (none where the text is None), in the model's context."""
+        context = int(getattr(self.model.config, "max_position_embeddings", 0) or CHOICE_CONTEXT)
+        ids = reply_ids(self.tokenizer, asked, [t or "" for t in texts], max_length=context)
+        return [one if t is not None else [] for one, t in zip(ids, texts, strict=True)]
 
     def _finish(self, tokens: list[int], stop: list[str] | None) -> Generation:
         end = next((j for j, t in enumerate(tokens) if t in self.stop_ids), None)
@@ -236,6 +356,13 @@ class Engine:
         next token. `stats`, when given, receives `new_tokens` and `stopped` (as in Generation) at the end."""
         if name not in self.names:
             raise QatuneError(f"unknown model {name!r}; available: {', '.join(self.names)}")
+        if self.chooses(name, temperature):  # a chosen answer is known whole: one piece
+            chosen = self.generate(name, [messages], batch_size=1)[0]
+            if stats is not None:
+                stats.update(new_tokens=chosen.new_tokens, stopped=True)
+            if chosen.text:
+                yield chosen.text
+            return
         row = Row(closed_book(name), self.prompts(name, [messages])[0], max_new_tokens, temperature, top_p)
         batch, text = self.new_batch(share_start=False), TextStream(self.tokenizer, self.stop_ids, stop)
         try:
@@ -259,13 +386,19 @@ class Engine:
 
         Rows go through in length order (little padding), and the output layer runs only where a reference
         token is predicted: the vocabulary projection of every position would cost more than the decoder."""
-        import torch
-
         asked = [
             conv[-1]["content"] for conv in self.grounded(name, [[{"role": "user", "content": q}] for q, _ in pairs])
         ]
-        encoded = [encode_pair(self.tokenizer, q, a, max_length) for q, (_, a) in zip(asked, pairs, strict=True)]
-        values: list[float | None] = [None] * len(pairs)
+        return self._nll(name, asked, [a for _, a in pairs], batch_tokens=batch_tokens, max_length=max_length)
+
+    def _nll(
+        self, name: str, turns: list[str], answers: list[str], *, batch_tokens: int = 4096, max_length: int = 1024
+    ) -> list[float | None]:
+        """`answer_nll` of each answer after its user turn, as given (a grounded turn already holds its pairs)."""
+        import torch
+
+        encoded = [encode_pair(self.tokenizer, q, a, max_length) for q, a in zip(turns, answers, strict=True)]
+        values: list[float | None] = [None] * len(turns)
         todo = sorted(
             (i for i, e in enumerate(encoded) if e is not None and e.answer_tokens > 0),
             key=lambda i: len(encoded[i].input_ids),  # type: ignore[union-attr]
@@ -294,6 +427,14 @@ class Engine:
                 for row, i in enumerate(idx):
                     values[i] = float(sums[row] / keep[row].sum())
         return values
+
+
+def _score_sets(
+    out: list[list[float | None]], model: Any, sets: list[list[list[int]]], pad: int, cache: Any, logits: Any, mask: Any
+) -> None:
+    """`score_replies` for each set of replies, from the same prompt cache."""
+    for got, rows in zip(out, sets, strict=True):
+        score_replies(got, model, rows, pad, cache, logits, mask)
 
 
 def auto_batch_size(value: int | str, device: str) -> int:
@@ -326,4 +467,15 @@ def load_engine(run: Path, config: Config, names: list[str] | None = None) -> En
         model_path, placement, trust_remote_code=config.trust_remote_code, allow_pickle=config.allow_pickle
     )
     model = load_adapters(base, {n: rundir.model_dir(n) for n in wanted}, allow_pickle=config.allow_pickle)
-    return Engine(model, tokenizer, wanted, placement.device, run_retriever(rundir))
+    retriever = run_retriever(rundir)
+    return Engine(model, tokenizer, wanted, placement.device, retriever, run_choosing(rundir, config, retriever))
+
+
+def run_choosing(rundir: Any, config: Config, retriever: Any) -> Choosing | None:
+    """How the run's grounded models choose their answers (None: they write them): `abstain.select`."""
+    from qatune.generate.select import selects
+    from qatune.trust.run import trained_refusal
+
+    if retriever is None or not selects(rundir, config):
+        return None
+    return Choosing(head=config.train.answer_head, refusal=trained_refusal(rundir, config))

@@ -121,6 +121,7 @@ def _base_label(model: str) -> str:
 def _bundle_guard(tmp: Path, exported: Exported) -> None:
     """guard.json (the run's refusal and answer-time checks) and the three modules that apply them, for ask.py."""
     import qatune.trust
+    from qatune.generate.select import selects
     from qatune.trust.run import run_guard, settings_of
 
     source = Path(qatune.trust.__file__).parent
@@ -128,11 +129,15 @@ def _bundle_guard(tmp: Path, exported: Exported) -> None:
     (tmp / "trust" / "__init__.py").write_text('"""qatune\'s answer-time checks, as the run used them."""\n')
     for name in GUARD_MODULES:
         shutil.copyfile(source / name, tmp / "trust" / name)
-    atomic_write_json(tmp / GUARD_FILE, settings_of(run_guard(exported.rundir, exported.config, facts=False)))
+    settings = settings_of(run_guard(exported.rundir, exported.config, facts=False))
+    chooses = selects(exported.rundir, exported.config)  # grounded answers chosen among the retrieved ones
+    settings["choose"] = {"head": exported.config.train.answer_head} if chooses else None
+    atomic_write_json(tmp / GUARD_FILE, settings)
 
 
 def _abstain(exported: Exported) -> dict[str, Any]:
     """The refusal the model was trained with and the answer-time checks qatune applies on top of it."""
+    from qatune.generate.select import selects
     from qatune.trust.run import run_guard
 
     guard = run_guard(exported.rundir, exported.config, facts=False)
@@ -149,7 +154,8 @@ def _abstain(exported: Exported) -> dict[str, Any]:
     summary = read_summary(exported.rundir.train_summary_json)
     trained = bool(summary and summary.refusal_questions)
     checks_text = "; ".join(c for c in checks if c) or "none"
-    return {"refusal": guard.refusal, "trained": trained, "checks": checks_text, "quote": guard.quote}
+    choose = exported.config.train.answer_head if selects(exported.rundir, exported.config) else None
+    return {"refusal": guard.refusal, "trained": trained, "checks": checks_text, "quote": guard.quote, "choose": choose}
 
 
 def model_card(exported: Exported) -> str:

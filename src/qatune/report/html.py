@@ -191,6 +191,7 @@ def _eval_view(
         "ceiling": tables.ceiling_note(ev.scores),
         "trust": trust_view(ev.scores, lambda m: tables.display_name(m, summary)),
         "quoted": [(tables.display_name(m, summary), int(k)) for m, k in _mapping(ev.scores.get("quoted")).items()],
+        "chosen": [(tables.display_name(m, summary), int(k)) for m, k in _mapping(ev.scores.get("chosen")).items()],
         "about": about,
         "charts": charts,
         "answers": _answers(ev, summary),

@@ -216,11 +216,16 @@ class Worker:
         self.busy = True
 
     def _prepare(self, job: Job, emit: Emit) -> _Running | None:
-        """The one place a request is looked at before it is generated: a precheck may answer it, its prompt is
-        built (with retrieved pairs for grounded models) and must fit the model's context."""
+        """The one place a request is looked at before it is generated: a precheck may answer it, a choosing
+        grounded model answers it whole (generate/select.py), else its prompt is built (with retrieved pairs for
+        grounded models) and must fit the model's context."""
         try:
             answer = self.precheck(job) if self.precheck else None
             answer = answer if answer is not None else self.checks.precheck(job)
+            chooses = getattr(self.engine, "chooses", None)  # qatune's engine: grounded models may choose
+            if answer is None and chooses is not None and chooses(job.model, job.temperature):  # whole, not decoded
+                answer = self.engine.generate(job.model, [job.messages], batch_size=1)[0].text
+                answer = self.checks.postcheck(job, answer) if self.checks.holds(job) else answer
             if answer is not None:
                 self._answer_directly(job, emit, answer)
                 return None

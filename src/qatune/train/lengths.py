@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from qatune.console import info
+from qatune.generate.select import long_answers
 from qatune.prompts import encode_pair
 from qatune.train.batching import read_split
 
@@ -17,7 +18,6 @@ if TYPE_CHECKING:
     from qatune.rundir import RunDir
 
 AUTO_GROUNDED_LENGTH = 4096  # `max_length: auto` for grounded examples when the model states no context length
-LONG_ANSWER = 256  # answer characters (median; about 64 tokens) from which answers are long: grounded_share auto halves
 
 
 def grounded_share_for(tc: TrainConfig, rundir: RunDir) -> float:
@@ -93,13 +93,11 @@ def announce_heads(tc: TrainConfig, examples: list, tokenizer: Any, longest: int
 
 
 def grounded_share(share: float | str, answer_chars: list[int]) -> float:
-    """`grounded_share`, or for `auto` 1, or 0.5 when the median trained answer is long (its grounded examples,
-    context included, cost the most). Counted in characters, the same for every tokenizer."""
-    import statistics
-
+    """`grounded_share`, or for `auto` 1, or 0.5 when the trained answers are long (their grounded examples,
+    context included, cost the most)."""
     if share != "auto":
         return float(share)
-    return 0.5 if answer_chars and statistics.median(answer_chars) > LONG_ANSWER else 1.0
+    return 0.5 if long_answers(answer_chars) else 1.0
 
 
 def fitted_length(path: Path, tokenizer: Any, limit: int | None) -> int:

@@ -13,14 +13,9 @@ def run_guard(rundir: Any, config: Any, facts: bool = True) -> Guard:
     the index's calibrated fallback and the fact check as the config's `abstain` section says, and (with `facts`)
     the facts of the training pairs."""
     from qatune.rag.index import run_min_similarity
-    from qatune.storage import read_json, read_jsonl
-    from qatune.trust.refusal import run_refusal
+    from qatune.storage import read_jsonl
 
-    try:
-        refusal = str(read_json(rundir.train_summary_json).get("refusal") or "")
-    except (OSError, ValueError):
-        refusal = ""
-    refusal = refusal or run_refusal(rundir, config.train.refusal)
+    refusal = trained_refusal(rundir, config)
     train = rundir.split_file("train")
     pairs = [r for r in read_jsonl(train) if not r.get("augmented_from")] if facts and train.exists() else []
     settings = config.abstain
@@ -32,6 +27,18 @@ def run_guard(rundir: Any, config: Any, facts: bool = True) -> Guard:
         check_questions=settings.question_check,
         quote=settings.quote if settings.quote > 0 else None,
     )
+
+
+def trained_refusal(rundir: Any, config: Any) -> str:
+    """The refusal the run's models were trained with (the training summary; else the config's)."""
+    from qatune.storage import read_json
+    from qatune.trust.refusal import run_refusal
+
+    try:
+        refusal = str(read_json(rundir.train_summary_json).get("refusal") or "")
+    except (OSError, ValueError):
+        refusal = ""
+    return refusal or run_refusal(rundir, config.train.refusal)
 
 
 def settings_of(guard: Guard) -> dict[str, Any]:

@@ -1,0 +1,80 @@
+"""Grounded answers chosen, not written, on long-answer data: a grounded model answers with the retrieved answer
+whose opening it finds most probable for the question, measured against the same prompt without the question
+(pointwise mutual information: the answer the question makes likelier, not the one that is likely anyway), and
+that answer is shown whole. A small model does not copy a paragraph of retrieved text faithfully; choosing keeps
+every fact of the pair it picks, costs two teacher-forced passes per retrieved answer instead of hundreds of
+decoded tokens, and is the same in eval, chat, serve and the exported model's script (docs/long-answers.md)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from qatune.rag.prompt import grounded_question
+
+if TYPE_CHECKING:
+    from qatune.config import Config
+    from qatune.rundir import RunDir
+
+LONG_ANSWER = 256  # answer characters (median; about 64 tokens) from which a run's answers are long
+NO_QUESTION = ""  # the question of the prompt that measures how likely an answer is anyway
+
+
+def selects(rundir: RunDir, config: Config) -> bool:
+    """Whether the run's grounded models choose their answer: `abstain.select` on/off, or auto: on when the
+    training answers are long (median over LONG_ANSWER characters)."""
+    setting = config.abstain.select
+    if setting != "auto":
+        return setting == "on"
+    from qatune.storage import read_jsonl
+
+    train = rundir.split_file("train")
+    if not train.exists():
+        return False
+    return long_answers([len(str(r["answer"])) for r in read_jsonl(train) if not r.get("augmented_from")])
+
+
+def long_answers(lengths: Sequence[int]) -> bool:
+    """Whether answers of these character lengths are long (their median is over LONG_ANSWER). Counted in
+    characters, the same for every tokenizer."""
+    import statistics
+
+    return bool(lengths) and statistics.median(lengths) > LONG_ANSWER
+
+
+def opening(tokenizer: Any, head: int) -> Callable[[str], str]:
+    """An answer's first `head` tokens (all of it when shorter, or with `head` 0): what a choice is scored on,
+    the part of a long answer that grounded training teaches."""
+
+    def cut(answer: str) -> str:
+        if head <= 0:
+            return answer
+        tokens = tokenizer.encode(answer, add_special_tokens=False)
+        return answer if len(tokens) <= head else tokenizer.decode(tokens[:head])
+
+    return cut
+
+
+def choices(
+    nll: Callable[[list[str], list[str]], list[float | None]],
+    questions: list[str],
+    contexts: list[list[dict]],
+    cut: Callable[[str], str],
+) -> list[int]:
+    """For each question, the index of the retrieved pair whose answer opening has the lowest NLL with the
+    question less its NLL without it (`nll(user_turns, answers)`: mean per answer token); the first pair where
+    none can be scored (a prompt longer than the model's context)."""
+    turns, answers, owner = [], [], []
+    for i, (question, pairs) in enumerate(zip(questions, contexts, strict=True)):
+        for j, pair in enumerate(pairs):
+            opened = cut(str(pair["answer"]))
+            turns += [grounded_question(question, pairs), grounded_question(NO_QUESTION, pairs)]
+            answers += [opened, opened]
+            owner.append((i, j))
+    values = nll(turns, answers)
+    scores: list[dict[int, float]] = [{} for _ in questions]
+    for n, (i, j) in enumerate(owner):
+        asked, anyway = values[2 * n], values[2 * n + 1]
+        if asked is not None and anyway is not None:
+            scores[i][j] = asked - anyway
+    return [min(s, key=lambda j: (s[j], j)) if s else 0 for s in scores]

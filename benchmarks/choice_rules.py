@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> None:
 
     from qatune.config import load_for_run
     from qatune.generate import load_engine
-    from qatune.generate.select import NO_QUESTION, opening
+    from qatune.generate.select import NO_QUESTION, opening, pick
     from qatune.rag.prompt import grounded_question
     from qatune.rundir import RunDir
     from qatune.storage import read_jsonl
@@ -69,8 +69,7 @@ def main(argv: list[str] | None = None) -> None:
         for rule in ("likelihood", "PMI"):
             picks = []
             for pairs, asked, anyway in zip(contexts, with_q, without_q, strict=True):
-                value = [a - (b if rule == "PMI" else 0.0) for a, b in zip(asked, anyway, strict=True)]
-                picks.append(pairs[min(range(len(pairs)), key=lambda j: (value[j], j))]["answer"])
+                picks.append(pairs[pick(asked, anyway if rule == "PMI" else [0.0] * len(asked))]["answer"])
             results[f"{rule}, {name}"] = score(picks)
         print(f"{name}: scored in {seconds:.0f} s", flush=True)
     for rule, value in results.items():

@@ -26,7 +26,6 @@ from qatune.evaluate.state import (
     wanted_models,
 )
 from qatune.generate import BASE
-from qatune.rag import is_grounded
 from qatune.rag.baseline import RETRIEVAL
 from qatune.rundir import RunDir, check_name
 from qatune.storage import append_jsonl, atomic_write_json, read_jsonl
@@ -159,7 +158,7 @@ def _answer_missing(
         generated = [m for m in todo if m != RETRIEVAL and m not in twins and todo[m]]
         if generated:
             engine = _load_engine(rundir.root, config, [m for m in generated if m != BASE])
-            if getattr(engine, "choosing", None) is not None and any(map(is_grounded, generated)):
+            if any(engine.chooses(m) for m in generated):
                 console.info(
                     "long answers: grounded models answer with the retrieved answer their question makes most "
                     "probable, whole, instead of writing one (--select off writes them)"

@@ -81,13 +81,11 @@ def generated_rows(
         cut_loops=True,
     )
     semantic = _semantic(cosine, batch, [v.text for v, _ in answered])
-    chooses = getattr(engine, "chooses", None)
-    chooses = chooses is not None and chooses(model)
     rows = []
     for q, (v, g), s in zip(batch, answered, semantic, strict=True):
         nll = g.reference_nll if g is not None else None
         ended = g is None or g.stopped or v.quoted  # a quoted answer is a retrieved answer, whole
-        chosen = chooses and g is not None and g.new_tokens == 0  # not its refusal's opening
+        chosen = g is not None and g.chosen
         rows.append(make_row(model, q, v, _metrics(q, v.text, s, nll), ended, g.new_tokens if g else 0, chosen))
     return rows
 

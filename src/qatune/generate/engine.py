@@ -17,7 +17,7 @@ from qatune.generate.batch import DecodeBatch, Row
 from qatune.generate.budget import fitted_budget
 from qatune.generate.decoding import greedy_decode
 from qatune.generate.nll import decoder_and_head, reply_ids, score_replies, token_batches
-from qatune.generate.select import NO_QUESTION, choices, opening
+from qatune.generate.select import NO_QUESTION, opening, pick
 from qatune.generate.streaming import TextStream, cut_at_stop
 from qatune.prompts import (
     IGNORE_INDEX,
@@ -55,6 +55,7 @@ class Generation:
     stopped: bool  # ended at EOS/end-of-turn (or a stop string) before the token limit
     new_tokens: int
     reference_nll: float | None = None  # mean NLL per reference-answer token, when references were given
+    chosen: bool = False  # a retrieved answer chosen whole, not decoded (generate/select.py)
 
 
 class Engine:
@@ -225,32 +226,29 @@ class Engine:
         cut = opening(self.tokenizer, self.choosing.head)
         width = max((len(ctx) for ctx in contexts), default=0)
         candidates = [[cut(str(ctx[j]["answer"])) if j < len(ctx) else None for ctx in contexts] for j in range(width)]
-        scores: dict[tuple[str, str], float | None] = {}
+        opening_tokens = len(self.tokenizer.encode(refusal, add_special_tokens=False)) + 2
         passes = {}
-        for question in (True, False):
+        for asked in (True, False):
             turns = [
-                grounded_question(q if question else NO_QUESTION, c) for q, c in zip(questions, contexts, strict=True)
+                grounded_question(q if asked else NO_QUESTION, c) for q, c in zip(questions, contexts, strict=True)
             ]
-            sets = [*candidates, *([references] if question and references is not None else [])]
-            passes[question] = self._decoded(
+            passes[asked] = self._decoded(
                 closed_book(name),
                 [[{"role": "user", "content": t}] for t in turns],
-                max_new_tokens=len(self.tokenizer.encode(refusal, add_special_tokens=False)) + 2 if question else 1,
+                max_new_tokens=opening_tokens if asked else 1,
                 batch_size=batch_size,
-                scoring=sets,
+                scoring=[*candidates, *([references] if asked and references is not None else [])],
                 batch_tokens=CHOICE_BATCH_TOKENS,
             )
-            for answers, values in zip(candidates, passes[question][1], strict=False):  # the reference set is last
-                scores.update({(t, a): v for t, a, v in zip(turns, answers, values, strict=True) if a is not None})
-        picked = choices(lambda t, a: [scores[k] for k in zip(t, a, strict=True)], questions, contexts, cut)
-        opened, scored = passes[True]
-        results = [
-            g if is_refusal(g.text, refusal) or not ctx else Generation(str(ctx[j]["answer"]).strip(), True, 0)
-            for g, ctx, j in zip(opened, contexts, picked, strict=True)
-        ]
+        (opened, with_question), without = passes[True], passes[False][1]
+        results = []
+        for i, (g, ctx) in enumerate(zip(opened, contexts, strict=True)):
+            j = pick([with_question[k][i] for k in range(len(ctx))], [without[k][i] for k in range(len(ctx))])
+            chosen = Generation(str(ctx[j]["answer"]).strip(), True, 0, chosen=True) if ctx else g
+            results.append(g if is_refusal(g.text, refusal) else chosen)
         if references is None:
             return results
-        return [replace(r, reference_nll=v) for r, v in zip(results, scored[width], strict=True)]
+        return [replace(r, reference_nll=v) for r, v in zip(results, with_question[width], strict=True)]
 
     def _decoded(
         self,

@@ -72,9 +72,15 @@ def choices(
             answers += [opened, opened]
             owner.append((i, j))
     values = nll(turns, answers)
-    scores: list[dict[int, float]] = [{} for _ in questions]
+    asked: list[list[float | None]] = [[None] * len(pairs) for pairs in contexts]
+    anyway: list[list[float | None]] = [[None] * len(pairs) for pairs in contexts]
     for n, (i, j) in enumerate(owner):
-        asked, anyway = values[2 * n], values[2 * n + 1]
-        if asked is not None and anyway is not None:
-            scores[i][j] = asked - anyway
-    return [min(s, key=lambda j: (s[j], j)) if s else 0 for s in scores]
+        asked[i][j], anyway[i][j] = values[2 * n], values[2 * n + 1]
+    return [pick(a, b) for a, b in zip(asked, anyway, strict=True)]
+
+
+def pick(asked: Sequence[float | None], anyway: Sequence[float | None]) -> int:
+    """The candidate with the lowest NLL with the question (`asked`) less its NLL without it (`anyway`; zeros:
+    plain likelihood); ties go to the earlier one, and the first where none can be scored."""
+    scores = {j: a - b for j, (a, b) in enumerate(zip(asked, anyway, strict=True)) if a is not None and b is not None}
+    return min(scores, key=lambda j: (scores[j], j)) if scores else 0

@@ -36,6 +36,10 @@ class VllmEngine:
     def names(self) -> list[str]:
         return [BASE, *self._lora]
 
+    def chooses(self, name: str, temperature: float = 0.0) -> bool:
+        """vLLM serves no grounded models: every answer is written."""
+        return False
+
     def _request(self, name: str) -> Any:
         if name not in self.names:
             raise QatuneError(f"unknown model {name!r}; available: {', '.join(self.names)}")

@@ -21,7 +21,9 @@ from qatune.storage import atomic_write_json, write_jsonl
 from qatune.train.work import TrainWork
 from train_runs import pairs, train_settings, write_data
 
-RATES = Rates(train_tokens_per_s=100.0, train_setup_s=10.0, recall_s_per_answer=0.5, eval_s_per_token=0.01)
+RATES = Rates(
+    train_tokens_per_s=100.0, train_answer_share=0.25, train_setup_s=10.0, recall_s_per_answer=0.5, eval_s_per_token=0.01
+)
 
 
 @pytest.fixture
@@ -56,6 +58,9 @@ def test_train_work_counts_tokens_epochs_and_recall(tmp_path, tiny_model_dir):
     assert grounded.epoch_tokens > 2 * one_pass.epoch_tokens  # each pair again, with retrieved pairs
     half = train.work_left(rundir.root, _config(tiny_model_dir, epochs=[1, 3], grounded=True, grounded_share=0.5))
     assert half.epoch_tokens == pytest.approx((grounded.epoch_tokens + one_pass.epoch_tokens) / 2)
+    answers = sum(len(r["answer"]) for r in pairs(20)) / 4
+    assert one_pass.answer_share == pytest.approx(answers / one_pass.epoch_tokens)
+    assert grounded.answer_share < one_pass.answer_share  # grounded prompts add context, not answers
 
 
 def test_train_work_subtracts_what_a_resumed_checkpoint_did(tmp_path, tiny_model_dir):
@@ -134,6 +139,18 @@ def test_training_estimate_falls_as_steps_are_done():
     assert work.left(RATES, m, 20) == 0  # all 3 passes done
 
 
+def test_training_with_more_answer_tokens_is_priced_slower_per_token():
+    """The output layer and the loss run only at answer tokens: a training of long answers trains fewer tokens a
+    second than the (short-answer) training the machine's speed was measured on; recall answers cost by length."""
+    short = TrainWork(epoch_tokens=1000, epochs=1, recall_questions=0, saves=0, answer_share=0.25)
+    long = replace(short, answer_share=0.6)
+    rates = replace(RATES, answer_token_cost=1.4, train_setup_s=0.0)
+    assert short.seconds(rates) == pytest.approx(10.0)  # the share it was measured at: 1000 tokens at 100/s
+    assert long.seconds(rates) == pytest.approx(10.0 * (1 + 1.4 * 0.6) / (1 + 1.4 * 0.25))
+    recall = replace(short, recall_questions=4, saves=2, recall_tokens=230)
+    assert recall.seconds(rates) - short.seconds(rates) == pytest.approx(8 * 0.5 * (30 + 230) / (30 + 20))
+
+
 def test_training_estimate_follows_the_measured_rate():
     work = TrainWork(epoch_tokens=1000, epochs=10, recall_questions=0, saves=0)
     slow = Measured(epoch_tokens=1000, tokens=1000, seconds=100.0)  # 10 tokens/s measured, 100 remembered
@@ -169,15 +186,60 @@ def test_base_and_grounded_answers_are_priced_by_their_fitted_budget():
     assert learned.tuned_ratio == rates.tuned_ratio  # no closed-book fine-tuned answer measured
 
 
+def test_chosen_answers_are_priced_by_their_prompt_passes():
+    """A grounded model that chooses a retrieved answer (long-answer data) generates no tokens: it runs its prompt
+    twice, priced as that many trained tokens times the machine's ratio, which a finished set learns from the
+    time its choosing batches took; their answers teach nothing about written answers' lengths."""
+    chosen = frozenset({"base+rag", "best+rag"})
+    work = EvalWork(
+        answers={"base": 2, "base+rag": 2, "best+rag": 2},
+        answer_tokens=200,
+        max_new_tokens=1024,
+        fitted_tokens=300,
+        chosen=chosen,
+        choice_tokens=1000,
+    )
+    rates = replace(RATES, base_fill=0.5, train_tokens_per_s=500.0, choose_train_ratio=1.5)
+    assert work.expected("best+rag", rates) == 0 and work.expected("base", rates) == 150
+    assert work.choice_seconds(rates) == pytest.approx(3.0)
+    assert work.seconds(rates) == pytest.approx(2 * 150 * 0.01 + 4 * 3.0)
+    m = Measured(answers={"best+rag": 1}, chosen=1, chosen_seconds=2.0)
+    assert work.left(rates, m, 2.0) == pytest.approx(2 * 150 * 0.01 + 3 * 3.0)  # the choosing time is apart
+    m = Measured(tokens=300, answers={"base": 2, "base+rag": 2, "best+rag": 2}, chosen=4, chosen_seconds=8.0)
+    m.new_tokens = {"base": 300, "base+rag": 0, "best+rag": 0}
+    learned = work.learned(rates, m, 11.0, None)
+    assert learned.choose_train_ratio == pytest.approx(2.0 * 500 / 1000)  # 2 s per chosen answer
+    assert learned.eval_s_per_token == pytest.approx(3.0 / 300) and learned.base_fill == pytest.approx(0.5)
+    assert (learned.rag_fill, learned.rag_tuned_ratio) == (rates.rag_fill, rates.rag_tuned_ratio)
+    few = Measured(answers={"best+rag": 2}, chosen=2, chosen_seconds=6.0)
+    assert work.learned(rates, few, 7.0, None).choose_train_ratio == pytest.approx(1.5)  # no tokens, still a ratio
+
+
+def test_eval_work_on_long_answers_plans_chosen_grounded_answers(tmp_path, tiny_model_dir):
+    """Before training, a run whose answers are long (generate.select) plans its grounded models' answers as
+    chosen: two passes over the question and `rag_k` retrieved answers; `--select off` plans them written."""
+    rundir = _run(tmp_path)
+    long = [dict(r, answer=r["answer"] + " It also says more. " * 20) for r in pairs(20)]
+    write_jsonl(rundir.split_file("train"), long)
+    adapters = train.adapter_names([1, 2])
+    for select, models in (("auto", {"base+rag", "best+rag"}), ("off", set())):
+        settings = train_settings(tiny_model_dir, epochs=[1, 2], grounded=True)
+        config = load(None, {**settings, "abstain": {"select": select}})
+        work = eval_work_left(rundir.root, config, "test", None, adapters)
+        assert work.chosen == models and work.answers["best+rag"] == 5
+        typical = sum(len(r["answer"]) / 4 + 1 for r in long) / len(long)
+        assert work.choice_tokens == (pytest.approx(2 * (2 * typical + 5)) if models else 0.0)  # 20-char questions
+
+
 def test_finished_stages_update_the_rates(tmp_path):
     rundir = RunDir(tmp_path / "run")
     work = TrainWork(epoch_tokens=1000, epochs=2, recall_questions=4, saves=2)
     summary = {"tokens_per_second": 640.0, "train_seconds": 30.0, "eval_seconds": 4.0}
-    summary["recall_rougeL_by_epoch"] = {"1": 0.2, "2": 0.3}
+    summary.update(train_tokens=19200, answer_tokens=7680, recall_rougeL_by_epoch={"1": 0.2, "2": 0.3})
     atomic_write_json(rundir.train_summary_json, summary)  # what the finished training wrote
     rates = work.learned(RATES, Measured(epoch_tokens=1500), 46.0, rundir)
-    assert rates.train_tokens_per_s == 640 and rates.token_scale == 1.5
-    assert rates.train_setup_s == 12 and rates.recall_s_per_answer == 0.5
+    assert rates.train_tokens_per_s == 640 and rates.train_answer_share == 0.4 and rates.token_scale == 1.5
+    assert rates.train_setup_s == 12 and rates.recall_s_per_answer == 0.5 and rates.recall_answer_tokens == 20
     resumed = replace(work, resumed=True).learned(RATES, Measured(), 5.0, rundir)
     assert resumed.train_setup_s == RATES.train_setup_s  # a resumed stage did not pay the whole setup
     ev = EvalWork(answers={"base": 4, "epoch-1": 4}, answer_tokens=10, max_new_tokens=100)
@@ -228,8 +290,12 @@ def test_stage_reports_reach_the_running_clock(tmp_path, tiny_model_dir, home):
     clock.begin("eval:test")
     clock.answered([{"model": "base", "new_tokens": 100}, {"model": "epoch-1", "new_tokens": 12}])
     assert clock.measured.answers == {"base": 1, "epoch-1": 1} and clock.measured.tokens == 112
-    clock.end("eval:test", ran=True, seconds=2.24)
-    assert load_rates(clock.key, Rates())[0].eval_s_per_token == pytest.approx(0.02)
+    clock.answered([{"model": "epoch-1", "new_tokens": 4}], seconds=0.5, chosen=True)  # a choosing batch
+    clock.answered([{"model": "base", "new_tokens": 0}], seconds=0.25)
+    m = clock.measured
+    assert (m.chosen, m.chosen_seconds, m.answers["epoch-1"], m.tokens) == (1, 0.5, 2, 116)
+    clock.end("eval:test", ran=True, seconds=2.82)
+    assert load_rates(clock.key, Rates())[0].eval_s_per_token == pytest.approx(2.32 / 116)  # less the choosing
 
 
 def test_live_line_shows_under_the_bar_but_not_in_its_last_frame(tmp_path, tiny_model_dir, home):

@@ -220,7 +220,7 @@ class _Clock:
     def __init__(self) -> None:
         self.rows: list[dict] = []
 
-    def answered(self, rows: list[dict]) -> None:
+    def answered(self, rows: list[dict], seconds: float = 0.0, chosen: bool = False) -> None:
         self.rows += rows
 
     def live_line(self) -> None:

@@ -89,3 +89,37 @@ def test_a_choosing_engine_answers_grounded_with_a_whole_retrieved_answer(choosi
     assert streamed == [g.text for g in gens]
     written = engine.generate("epoch-1", convs, max_new_tokens=6)  # closed-book models still write
     assert all(g.new_tokens > 0 for g in written)
+
+
+class _Clock:
+    """Records what the eval stage reports to the run's clock, batch by batch."""
+
+    def __init__(self) -> None:
+        self.batches: list[tuple[set[str], bool, float]] = []
+
+    def answered(self, rows: list[dict], seconds: float = 0.0, chosen: bool = False) -> None:
+        self.batches.append(({r["model"] for r in rows}, chosen, seconds))
+
+    def live_line(self) -> None:
+        return None
+
+
+def test_eval_tells_the_clock_which_batches_were_chosen(choosing):
+    """The run's time estimate prices a chosen answer by its prompt passes, not by generated tokens: eval reports
+    the choosing model's batches (and their seconds) apart from the written ones."""
+    from qatune.evaluate.answer import evaluate
+
+    run, _ = choosing
+    write_jsonl(
+        RunDir(run).split_file("test"),
+        [
+            {"id": f"t{i}", "question": q, "answer": a}
+            for i, (q, a) in enumerate(zip(QUESTIONS, [a for _, a in PAIRS[:3]], strict=True))
+        ],
+    )
+    config = load_for_run(run, None, {"eval": {"models": ["epoch-1", "epoch-1+rag"]}}, save=False)
+    clock = _Clock()
+    evaluate(run, config, clock=clock)
+    kinds = {(tuple(sorted(models)), chosen) for models, chosen, _ in clock.batches}
+    assert (("epoch-1+rag",), True) in kinds and (("epoch-1",), False) in kinds
+    assert all(seconds > 0 for _, _, seconds in clock.batches)

@@ -72,9 +72,12 @@ class RunClock:
         self.measured.tokens += tokens
         self.measured.seconds += seconds
 
-    def answered(self, rows: Iterable[dict]) -> None:
-        """Answers just generated and saved (not retrieval's, not copies): the eval set's measured rate."""
-        m = self.measured
+    def answered(self, rows: Iterable[dict], seconds: float = 0.0, chosen: bool = False) -> None:
+        """Answers just generated and saved (not retrieval's, not copies) in `seconds`: the eval set's measured
+        rate. `chosen`: a choosing model's batch (generate.select), whose time is measured apart."""
+        m, rows = self.measured, list(rows)
+        if chosen:
+            m.chosen, m.chosen_seconds = m.chosen + len(rows), m.chosen_seconds + seconds
         for row in rows:
             model, tokens = str(row["model"]), int(row.get("new_tokens") or 0)
             m.answers[model] = m.answers.get(model, 0) + 1

@@ -26,14 +26,18 @@ class Rates:
     figures for the default model on 2 CPU cores without native bf16."""
 
     train_tokens_per_s: float = 250.0
+    train_answer_share: float = 0.25  # the share of answer tokens in the training train_tokens_per_s was measured on
+    answer_token_cost: float = 1.4  # an answer token's output layer and loss, in passes of a token (built in)
     train_setup_s: float = 20.0  # model load, tokenization, grounded examples
     recall_s_per_answer: float = 0.5  # validation at a saved epoch, per recall question
+    recall_answer_tokens: float = 20.0  # the recall questions' mean reference length recall_s_per_answer was measured at
     token_scale: float = 1.0  # a pass's real tokens / their estimate from characters
     eval_s_per_token: float = 0.01  # an eval set's seconds per generated token (loading and scoring included)
     base_fill: float = 1.0  # base answer length / max_new_tokens (the base model seldom stops by itself)
     rag_fill: float = 1.0  # the same for the grounded base model
     tuned_ratio: float = 1.5  # fine-tuned answer length / reference answer length
     rag_tuned_ratio: float = 1.0  # the same for grounded fine-tuned answers (they stop early when they copy)
+    choose_train_ratio: float = 1.5  # a chosen answer's prompt token / a trained token, in time (two prompt passes)
     report_s: float = 5.0
 
 
@@ -102,6 +106,8 @@ class Measured:
     seconds: float = 0.0
     answers: dict[str, int] = field(default_factory=dict)
     new_tokens: dict[str, int] = field(default_factory=dict)
+    chosen: int = 0  # answers of choosing batches (generate.select), which cost prompt passes, not new tokens
+    chosen_seconds: float = 0.0
 
 
 class Work:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -167,11 +168,12 @@ def _answer_missing(
             budget = answer_budget(rundir, config)
             for model in generated:
                 pending = sorted(todo[model], key=lambda q: len(q["question"]))
+                chooses = engine.chooses(model)
                 for start in range(0, len(pending), chunk):
-                    batch = pending[start : start + chunk]
+                    batch, began = pending[start : start + chunk], time.monotonic()
                     rows = generated_rows(engine, cosine, model, batch, budget, chunk, guard)
                     append_jsonl(out, rows)  # one fsync'd batch: a crash loses at most this batch
-                    advance(rows, generated=True)
+                    advance(rows, generated=True, seconds=time.monotonic() - began, chosen=chooses)
         for model, twin in twins.items():
             wanted = {str(q["id"]) for q in todo[model]}
             rows = [dict(r, model=model) for r in read_jsonl(out) if r["model"] == twin and r["question_id"] in wanted]
@@ -231,9 +233,9 @@ def _progress(total: int, done: int, clock: RunClock | None) -> Iterator[Callabl
     """A rich progress bar over models x questions (nothing in quiet mode); the rows a model generated (not
     retrieval's or copied ones) also go to the run's clock, which measures the eval set's rate from them."""
 
-    def report(rows: list[dict], generated: bool = False) -> None:
+    def report(rows: list[dict], generated: bool = False, seconds: float = 0.0, chosen: bool = False) -> None:
         if generated and clock is not None:
-            clock.answered(rows)
+            clock.answered(rows, seconds, chosen)
 
     if console.is_quiet():
         yield report
@@ -245,8 +247,8 @@ def _progress(total: int, done: int, clock: RunClock | None) -> Iterator[Callabl
     with console.progress_bar(*columns, transient=True, footer=footer) as bar:
         task = bar.add_task("eval", total=total, completed=done)
 
-        def advance(rows: list[dict], generated: bool = False) -> None:
-            report(rows, generated)
+        def advance(rows: list[dict], generated: bool = False, seconds: float = 0.0, chosen: bool = False) -> None:
+            report(rows, generated, seconds, chosen)
             bar.advance(task, len(rows))
 
         yield advance

@@ -19,6 +19,7 @@ from qatune.evaluate.rows import answerable
 from qatune.evaluate.state import is_current, model_fingerprints, valid_answers, wanted_models
 from qatune.generate import BASE
 from qatune.generate.budget import fitted_budget
+from qatune.generate.select import selects
 from qatune.rag import closed_book, grounded_name, is_grounded
 from qatune.rag.baseline import RETRIEVAL
 from qatune.rundir import RunDir
@@ -33,30 +34,48 @@ class EvalWork(Work):
     answer_tokens: float  # mean reference answer length, in tokens estimated from characters
     max_new_tokens: int
     fitted_tokens: float | None = None  # mean budget base and grounded answers get from their retrieved answers
+    chosen: frozenset[str] = frozenset()  # models that choose a retrieved answer (generate.select) instead
+    choice_tokens: float = 0.0  # prompt tokens a chosen answer runs through (two prompt passes)
 
     def expected(self, model: str, rates: Rates) -> float:
         """New tokens per answer: the base model runs on to its budget (fitted to the retrieved answers in a run
-        with an index), a fine-tuned one stops near the reference length (grounded: or where it starts copying)."""
+        with an index), a fine-tuned one stops near the reference length (grounded: or where it starts copying);
+        a chosen answer generates none."""
+        if model in self.chosen:
+            return 0.0
         budget = self.fitted_tokens or float(self.max_new_tokens)
         if closed_book(model) == BASE:
             return (rates.rag_fill if is_grounded(model) else rates.base_fill) * budget
         ratio = rates.rag_tuned_ratio if is_grounded(model) else rates.tuned_ratio
         return min(budget, ratio * self.answer_tokens)
 
+    def choice_seconds(self, rates: Rates) -> float:
+        """One chosen answer: its prompt tokens, priced as trained tokens times the machine's ratio."""
+        return self.choice_tokens * rates.choose_train_ratio / rates.train_tokens_per_s
+
     def left(self, rates: Rates, m: Measured, elapsed: float) -> float:
-        tokens = sum(max(0, n - m.answers.get(k, 0)) * self.expected(k, rates) for k, n in self.answers.items())
-        return tokens * blend(rates.eval_s_per_token, elapsed, m.tokens)
+        todo = {k: max(0, n - m.answers.get(k, 0)) for k, n in self.answers.items()}
+        tokens = sum(n * self.expected(k, rates) for k, n in todo.items())
+        choices = sum(n for k, n in todo.items() if k in self.chosen)
+        written = blend(rates.eval_s_per_token, max(0.0, elapsed - m.chosen_seconds), m.tokens)
+        return tokens * written + choices * self.choice_seconds(rates)
 
     def learned(self, rates: Rates, m: Measured, seconds: float, rundir: RunDir) -> Rates:
-        """Seconds per generated token, and how long each kind of model's answers ran."""
+        """Seconds per generated token, how long each kind of model's answers ran, and what a chosen answer
+        cost against a trained token."""
+        new: dict[str, float] = {}
+        if m.chosen and m.chosen_seconds > 0 and self.choice_tokens > 0:
+            per_answer = m.chosen_seconds / m.chosen
+            new["choose_train_ratio"] = per_answer * rates.train_tokens_per_s / self.choice_tokens
         if m.tokens < 50:
-            return rates  # too little generated to measure
-        new = {"eval_s_per_token": seconds / m.tokens}
+            return replace(rates, **new)  # too little generated to measure the rest
+        new["eval_s_per_token"] = max(seconds - m.chosen_seconds, 0.0) / m.tokens
         kinds: dict[str, list[str]] = {"base_fill": [BASE], "rag_fill": [grounded_name(BASE)]}
         tuned = [k for k in m.answers if closed_book(k) != BASE]
         kinds["tuned_ratio"] = [k for k in tuned if not is_grounded(k)]
         kinds["rag_tuned_ratio"] = [k for k in tuned if is_grounded(k)]
         for name, models in kinds.items():
+            models = [k for k in models if k not in self.chosen]
             answers = sum(m.answers.get(k, 0) for k in models)
             if answers:
                 mean = sum(m.new_tokens.get(k, 0) for k in models) / answers
@@ -96,11 +115,16 @@ def work_left(
     budget = answer_budget(rundir, config)
     indexed = rundir.has_index or (adapters is not None and config.train.grounded)
     fitted = [min(budget, fitted_budget(math.ceil(max(n, typical)))) for n in lengths]  # the longer of two answers
+    answers = {m: len(rows) - done[m] for m in models if m != RETRIEVAL and m not in copied}
+    chosen = frozenset(m for m in answers if is_grounded(m)) if indexed and selects(rundir, config) else frozenset()
+    question = sum(len(str(r.get("question", ""))) / CHARS_PER_TOKEN for r in rows) / max(len(rows), 1)
     return EvalWork(
-        answers={m: len(rows) - done[m] for m in models if m != RETRIEVAL and m not in copied},
+        answers=answers,
         answer_tokens=sum(lengths) / max(len(lengths), 1),
         max_new_tokens=budget,
         fitted_tokens=sum(fitted) / len(fitted) if indexed and fitted else None,
+        chosen=chosen,
+        choice_tokens=2 * (config.train.rag_k * typical + question) if chosen else 0.0,  # with and without question
     )
 
 

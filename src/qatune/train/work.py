@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from qatune.config import Config, TrainConfig
 
 TEMPLATE_TOKENS = 32  # chat-template tokens around a pair (default system prompt, role headers)
+RECALL_FIXED_TOKENS = 30  # a recall answer's cost beside its length (prompt pass, scoring), in decoded tokens
 PAIR_FRAME, CONTEXT_FRAME = 8, 30  # characters around each retrieved pair and around the context (rag.prompt)
 
 
@@ -34,21 +35,38 @@ class TrainWork(Work):
     recall_questions: int  # answered greedily at every saved epoch (they pick `best`)
     saves: int  # saved epochs still to come
     resumed: bool = False
+    answer_share: float = 0.25  # the share of the epoch's tokens that are answer tokens (they cost more)
+    recall_tokens: float = 20.0  # a recall question's reference answer, in tokens (what answering it decodes)
+
+    def seconds_per_token(self, rates: Rates) -> float:
+        """The remembered training speed, corrected for this training's answer share: the output layer and the
+        loss run only at answer tokens, so long answers train slower per token than short ones."""
+        k = rates.answer_token_cost
+        return (1 + k * self.answer_share) / (1 + k * rates.train_answer_share) / rates.train_tokens_per_s
+
+    def recall_seconds(self, rates: Rates) -> float:
+        """One recall answer: the remembered time, scaled from the reference length it was measured at to this
+        one's (an answer costs a fixed part and a part that grows with what it decodes)."""
+        scale = (RECALL_FIXED_TOKENS + self.recall_tokens) / (RECALL_FIXED_TOKENS + rates.recall_answer_tokens)
+        return rates.recall_s_per_answer * scale
 
     def left(self, rates: Rates, m: Measured, elapsed: float) -> float:
-        recall = self.recall_questions * self.saves * rates.recall_s_per_answer
+        recall = self.recall_questions * self.saves * self.recall_seconds(rates)
         if m.epoch_tokens is None:  # still setting up
             tokens = self.epoch_tokens * rates.token_scale * self.epochs
-            return max(0.0, rates.train_setup_s - elapsed) + tokens / rates.train_tokens_per_s + recall
-        total, per_token = m.epoch_tokens * self.epochs, blend(1 / rates.train_tokens_per_s, m.seconds, m.tokens)
+            return max(0.0, rates.train_setup_s - elapsed) + tokens * self.seconds_per_token(rates) + recall
+        total, per_token = m.epoch_tokens * self.epochs, blend(self.seconds_per_token(rates), m.seconds, m.tokens)
         return max(0.0, 1 - m.tokens / max(total, 1)) * (total * per_token + recall)
 
     def learned(self, rates: Rates, m: Measured, seconds: float, rundir: RunDir) -> Rates:
-        """Tokens/s of the loop, the estimate's scale, and (unless resumed) setup and recall answering time."""
+        """Tokens/s of the loop and the answer share it had, the estimate's scale, and (unless resumed) setup and
+        recall answering time."""
         summary = read_summary(rundir.train_summary_json)
         new: dict[str, float] = {}
         if summary is not None and (summary.tokens_per_second or 0) > 0:
             new["train_tokens_per_s"] = float(summary.tokens_per_second or 0)
+            if (summary.train_tokens or 0) > 0 and (summary.answer_tokens or 0) > 0:
+                new["train_answer_share"] = float(summary.answer_tokens or 0) / float(summary.train_tokens or 1)
         if m.epoch_tokens and self.epoch_tokens > 0:
             new["token_scale"] = m.epoch_tokens / self.epoch_tokens
         if not self.resumed and summary is not None:
@@ -57,6 +75,7 @@ class TrainWork(Work):
             recall_answers = self.recall_questions * len(summary.recall_rougeL_by_epoch)
             if recall_answers and validation > 0:
                 new["recall_s_per_answer"] = validation / recall_answers
+                new["recall_answer_tokens"] = self.recall_tokens
         return replace(rates, **new)
 
 
@@ -68,36 +87,51 @@ def work_left(run: Path, config: Config) -> TrainWork | None:
     last = checkpoint.latest(rundir.checkpoints_dir) if can_resume(run, config) else None
     progress = TrainProgress.from_json(checkpoint.read_progress(last)) if last is not None else TrainProgress()
     epochs = sum(r.epochs for r in sweep_runs(tc)[progress.sweep_position :]) - (progress.epoch - 1)
+    tokens, answers = _epoch_tokens(read_jsonl(rundir.split_file("train")), tc)
+    recall = [r for r in read_jsonl(rundir.split_file("val")) if is_recall(r)]
     return TrainWork(
-        epoch_tokens=_epoch_tokens(read_jsonl(rundir.split_file("train")), tc),
+        epoch_tokens=tokens,
         epochs=max(0, epochs),
-        recall_questions=sum(map(is_recall, read_jsonl(rundir.split_file("val")))),
+        recall_questions=len(recall),
         saves=max(0, len(tc.epochs) - len(progress.saved)),
         resumed=last is not None,
+        answer_share=answers / tokens if tokens > 0 else 0.25,
+        recall_tokens=sum(_answer_tokens(r) for r in recall) / len(recall) if recall else 20.0,
     )
 
 
-def _epoch_tokens(rows: list[dict], tc: TrainConfig) -> float:
-    """Every pair, and the grounded examples an epoch trains: each pair asked grounded, with rag_k retrieved pairs
-    of average length in its prompt (truncated to max_length, as training does). Reworded and grounded examples
-    count their answers' first `answer_head` tokens, as training encodes them."""
+def _answer_tokens(row: dict) -> float:
+    return len(str(row.get("answer", ""))) / CHARS_PER_TOKEN + 1  # and the end-of-turn token
+
+
+def _epoch_tokens(rows: list[dict], tc: TrainConfig) -> tuple[float, float]:
+    """Tokens in one pass, and the answer tokens among them: every pair, and the grounded examples an epoch
+    trains (each pair asked grounded, with rag_k retrieved pairs of average length in its prompt), truncated to
+    max_length as training does. Reworded and grounded examples count their answers' first `answer_head` tokens,
+    as training encodes them."""
     cap = tc.max_length if isinstance(tc.max_length, int) else float("inf")
     head = tc.answer_head * CHARS_PER_TOKEN if tc.answer_head else float("inf")
 
     def tokens(chars: float) -> float:
         return min(cap, TEMPLATE_TOKENS + chars / CHARS_PER_TOKEN)
 
-    def chars(row: dict, headed: bool = False) -> float:
-        answer = len(str(row.get("answer", "")))
-        return len(str(row.get("question", ""))) + (min(answer, head) if headed else answer)
+    def answer(row: dict, headed: bool = False) -> float:
+        chars = len(str(row.get("answer", "")))
+        return min(chars, head) if headed else chars
 
-    total = sum(tokens(chars(r, bool(r.get("augmented_from")))) for r in rows)
+    def chars(row: dict, headed: bool = False) -> float:
+        return len(str(row.get("question", ""))) + answer(row, headed)
+
+    headed = [bool(r.get("augmented_from")) for r in rows]
+    total = sum(tokens(chars(r, h)) for r, h in zip(rows, headed, strict=True))
+    answers = sum(min(cap, answer(r, h) / CHARS_PER_TOKEN) for r, h in zip(rows, headed, strict=True))
     asked = grounded_questions(rows) if tc.grounded else []
     if asked:
         shown = sum(chars(r, True) for r in rows) / len(rows)  # retrieved answers are cut to the head too
         context = tc.rag_k * (shown + PAIR_FRAME) + CONTEXT_FRAME
         grounded = [tokens(chars(r, True) + context) for r in asked]
         originals = [len(str(r.get("answer", ""))) for r in rows if not r.get("augmented_from")]
-        share = grounded_share(tc.grounded_share, originals)
-        total += grounded_per_epoch(len(grounded), share) * sum(grounded) / len(grounded)
-    return total
+        per_epoch = grounded_per_epoch(len(grounded), grounded_share(tc.grounded_share, originals))
+        total += per_epoch * sum(grounded) / len(grounded)
+        answers += per_epoch * sum(min(cap, answer(r, True) / CHARS_PER_TOKEN) for r in asked) / len(asked)
+    return total, answers

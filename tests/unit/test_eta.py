@@ -22,7 +22,11 @@ from qatune.train.work import TrainWork
 from train_runs import pairs, train_settings, write_data
 
 RATES = Rates(
-    train_tokens_per_s=100.0, train_answer_share=0.25, train_setup_s=10.0, recall_s_per_answer=0.5, eval_s_per_token=0.01
+    train_tokens_per_s=100.0,
+    train_answer_share=0.25,
+    train_setup_s=10.0,
+    recall_s_per_answer=0.5,
+    eval_s_per_token=0.01,
 )
 
 

@@ -30,7 +30,7 @@ class Rates:
     answer_token_cost: float = 1.4  # an answer token's output layer and loss, in passes of a token (built in)
     train_setup_s: float = 20.0  # model load, tokenization, grounded examples
     recall_s_per_answer: float = 0.5  # validation at a saved epoch, per recall question
-    recall_answer_tokens: float = 20.0  # the recall questions' mean reference length recall_s_per_answer was measured at
+    recall_answer_tokens: float = 20.0  # recall questions' mean reference length where recall_s_per_answer was measured
     token_scale: float = 1.0  # a pass's real tokens / their estimate from characters
     eval_s_per_token: float = 0.01  # an eval set's seconds per generated token (loading and scoring included)
     base_fill: float = 1.0  # base answer length / max_new_tokens (the base model seldom stops by itself)

@@ -146,3 +146,20 @@ def test_generate_with_references_scores_them_as_answer_nll_does(lively_model_di
         expected = engine.answer_nll(name, list(zip(QUESTIONS, answers, strict=True)))
         assert [g.reference_nll for g in scored] == pytest.approx(expected, rel=1e-4)
         assert len(set(expected)) == len(expected)
+
+
+def test_a_bf16_engine_answers_with_its_adapters_in_bf16(tmp_path, lively_model_dir):
+    """Answering in bf16 holds the adapters in bf16 too, so no LoRA layer casts its input to fp32 and back at
+    every call; an fp32 engine keeps them in fp32 (its answers are unchanged)."""
+    from adapter_runs import make_run
+    from qatune.config import load_for_run
+    from qatune.generate import load_engine
+
+    run = make_run(tmp_path / "run", lively_model_dir)
+    for precision, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+        config = load_for_run(run, None, {"train": {"precision": precision}}, save=False)
+        engine = load_engine(run, config, names=["epoch-1"])
+        assert {p.dtype for n, p in engine.model.named_parameters() if "lora_" in n} == {dtype}
+        assert {p.dtype for n, p in engine.model.named_parameters() if "lora_" not in n} == {dtype}
+        answers = engine.generate("epoch-1", [messages_for(q) for q in QUESTIONS], max_new_tokens=6)
+        assert all(a.new_tokens > 0 for a in answers)

@@ -444,7 +444,7 @@ def auto_batch_size(value: int | str, device: str) -> int:
 def load_engine(run: Path, config: Config, names: list[str] | None = None) -> Engine:
     """The run's base model with the named adapters (default: every saved one) loaded on it."""
     from qatune.models.load import load_base, load_tokenizer
-    from qatune.models.lora import load_adapters
+    from qatune.models.lora import adapters_in, load_adapters
     from qatune.models.placement import choose_placement
     from qatune.models.resolve import resolve_model
     from qatune.rundir import RunDir
@@ -465,6 +465,8 @@ def load_engine(run: Path, config: Config, names: list[str] | None = None) -> En
         model_path, placement, trust_remote_code=config.trust_remote_code, allow_pickle=config.allow_pickle
     )
     model = load_adapters(base, {n: rundir.model_dir(n) for n in wanted}, allow_pickle=config.allow_pickle)
+    if placement.quant == "none":
+        adapters_in(model, placement.dtype)
     retriever = run_retriever(rundir)
     return Engine(model, tokenizer, wanted, placement.device, retriever, run_choosing(rundir, config, retriever))
 

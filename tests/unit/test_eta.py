@@ -101,7 +101,10 @@ def test_eval_work_after_training_counts_the_saved_adapters(tmp_path, tiny_model
     questions = tmp_path / "extra.csv"
     questions.write_text("Question,Answer\nWho?,Ada.\nWhen?,Monday.\n", encoding="utf-8")
     extra = eval_work_left(rundir.root, _config(tiny_model_dir), "extra", questions)
-    assert set(extra.answers.values()) == {2}
+    assert set(extra.answers.values()) == {2} and extra.references
+    silent = tmp_path / "silent.csv"
+    silent.write_text("Question,Answer,answerable\nWho?,,no\nWhen?,,no\n", encoding="utf-8")
+    assert not eval_work_left(rundir.root, _config(tiny_model_dir), "silent", silent).references
     assert eval_work_left(rundir.root, _config(tiny_model_dir), "x", tmp_path / "missing.csv").answers["base"] == 0
 
 
@@ -209,14 +212,28 @@ def test_chosen_answers_are_priced_by_their_prompt_passes():
     assert work.seconds(rates) == pytest.approx(2 * 150 * 0.01 + 4 * 3.0)
     m = Measured(answers={"best+rag": 1}, chosen=1, chosen_seconds=2.0)
     assert work.left(rates, m, 2.0) == pytest.approx(2 * 150 * 0.01 + 3 * 3.0)  # the choosing time is apart
-    m = Measured(tokens=300, answers={"base": 2, "base+rag": 2, "best+rag": 2}, chosen=4, chosen_seconds=8.0)
+    m = Measured(tokens=300, answers={"base": 2, "base+rag": 4, "best+rag": 4}, chosen=8, chosen_seconds=16.0)
     m.new_tokens = {"base": 300, "base+rag": 0, "best+rag": 0}
-    learned = work.learned(rates, m, 11.0, None)
+    learned = work.learned(rates, m, 19.0, None)
     assert learned.choose_train_ratio == pytest.approx(2.0 * 500 / 1000)  # 2 s per chosen answer
     assert learned.eval_s_per_token == pytest.approx(3.0 / 300) and learned.base_fill == pytest.approx(0.5)
     assert (learned.rag_fill, learned.rag_tuned_ratio) == (rates.rag_fill, rates.rag_tuned_ratio)
-    few = Measured(answers={"best+rag": 2}, chosen=2, chosen_seconds=6.0)
-    assert work.learned(rates, few, 7.0, None).choose_train_ratio == pytest.approx(1.5)  # no tokens, still a ratio
+    few = Measured(answers={"best+rag": 4}, chosen=4, chosen_seconds=16.0)  # 4 s each: too few to measure
+    assert work.learned(rates, few, 17.0, None).choose_train_ratio == 1.5
+
+
+def test_what_the_guard_answered_and_unanswerable_sets_teach_no_answer_lengths():
+    """Answers the guard gave before any model pass (retrieval fallback, question check) cost nothing and say
+    nothing of how long a model's answers run; a set of questions the data does not answer has no reference
+    lengths to measure fine-tuned answers against (its refusals are short), so it only measures speed."""
+    work = EvalWork(answers={"base": 4, "best": 4}, answer_tokens=20, max_new_tokens=100)
+    m = Measured(tokens=440, answers={"base": 4, "best": 4}, new_tokens={"base": 400, "best": 40})
+    m.unasked = {"best": 2}
+    learned = work.learned(RATES, m, 4.4, None)
+    assert learned.tuned_ratio == pytest.approx(20 / 20) and learned.base_fill == pytest.approx(1.0)
+    unanswerable = replace(work, references=False).learned(RATES, m, 8.8, None)
+    assert unanswerable.eval_s_per_token == pytest.approx(0.02)
+    assert (unanswerable.tuned_ratio, unanswerable.base_fill) == (RATES.tuned_ratio, RATES.base_fill)
 
 
 def test_eval_work_on_long_answers_plans_chosen_grounded_answers(tmp_path, tiny_model_dir):
@@ -294,10 +311,11 @@ def test_stage_reports_reach_the_running_clock(tmp_path, tiny_model_dir, home):
     clock.begin("eval:test")
     clock.answered([{"model": "base", "new_tokens": 100}, {"model": "epoch-1", "new_tokens": 12}])
     assert clock.measured.answers == {"base": 1, "epoch-1": 1} and clock.measured.tokens == 112
-    clock.answered([{"model": "epoch-1", "new_tokens": 4}], seconds=0.5, chosen=True)  # a choosing batch
+    fallback = {"model": "epoch-1", "new_tokens": 0, "abstained_by": "retrieval"}  # no model pass
+    clock.answered([{"model": "epoch-1", "new_tokens": 4}, fallback], seconds=0.5, chosen=True)  # a choosing batch
     clock.answered([{"model": "base", "new_tokens": 0}], seconds=0.25)
     m = clock.measured
-    assert (m.chosen, m.chosen_seconds, m.answers["epoch-1"], m.tokens) == (1, 0.5, 2, 116)
+    assert (m.chosen, m.chosen_seconds, m.answers["epoch-1"], m.unasked, m.tokens) == (1, 0.5, 3, {"epoch-1": 1}, 116)
     clock.end("eval:test", ran=True, seconds=2.82)
     assert load_rates(clock.key, Rates())[0].eval_s_per_token == pytest.approx(2.32 / 116)  # less the choosing
 

@@ -15,11 +15,13 @@ from qatune.console import QatuneError
 from qatune.eta import estimate
 from qatune.eta.estimate import Measured, ReportWork, Work
 from qatune.rundir import RunDir
+from qatune.trust.guard import QUESTION_CHECK, RETRIEVAL_FALLBACK
 
 if TYPE_CHECKING:
     from qatune.config import Config
 
 REFRESH_S = 2.0  # the live line is recomputed this often
+BEFORE_ANY_PASS = (RETRIEVAL_FALLBACK, QUESTION_CHECK)  # abstentions decided before the model runs (trust.guard)
 
 
 class RunClock:
@@ -76,11 +78,14 @@ class RunClock:
         """Answers just generated and saved (not retrieval's, not copies) in `seconds`: the eval set's measured
         rate. `chosen`: a choosing model's batch (generate.select), whose time is measured apart."""
         m, rows = self.measured, list(rows)
+        asked = [row for row in rows if row.get("abstained_by") not in BEFORE_ANY_PASS]
         if chosen:
-            m.chosen, m.chosen_seconds = m.chosen + len(rows), m.chosen_seconds + seconds
+            m.chosen, m.chosen_seconds = m.chosen + len(asked), m.chosen_seconds + seconds
         for row in rows:
             model, tokens = str(row["model"]), int(row.get("new_tokens") or 0)
             m.answers[model] = m.answers.get(model, 0) + 1
+            if row.get("abstained_by") in BEFORE_ANY_PASS:
+                m.unasked[model] = m.unasked.get(model, 0) + 1
             m.new_tokens[model] = m.new_tokens.get(model, 0) + tokens
             m.tokens += tokens
 

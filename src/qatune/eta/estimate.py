@@ -106,8 +106,9 @@ class Measured:
     seconds: float = 0.0
     answers: dict[str, int] = field(default_factory=dict)
     new_tokens: dict[str, int] = field(default_factory=dict)
-    chosen: int = 0  # answers of choosing batches (generate.select), which cost prompt passes, not new tokens
+    chosen: int = 0  # answers of choosing batches (generate.select) that ran the model (prompt passes, no tokens)
     chosen_seconds: float = 0.0
+    unasked: dict[str, int] = field(default_factory=dict)  # answers the guard gave before any model pass
 
 
 class Work:

@@ -28,6 +28,9 @@ if TYPE_CHECKING:
     from qatune.config import Config
 
 
+MIN_CHOSEN = 5  # chosen answers that ran the model before their time is measured
+
+
 @dataclass(frozen=True)
 class EvalWork(Work):
     answers: dict[str, int]  # model -> questions it still generates answers for (copies and retrieval are cheap)
@@ -36,6 +39,7 @@ class EvalWork(Work):
     fitted_tokens: float | None = None  # mean budget base and grounded answers get from their retrieved answers
     chosen: frozenset[str] = frozenset()  # models that choose a retrieved answer (generate.select) instead
     choice_tokens: float = 0.0  # prompt tokens a chosen answer runs through (two prompt passes)
+    references: bool = True  # the set has reference answers (a set of unanswerable questions has none)
 
     def expected(self, model: str, rates: Rates) -> float:
         """New tokens per answer: the base model runs on to its budget (fitted to the retrieved answers in a run
@@ -64,20 +68,22 @@ class EvalWork(Work):
         """Seconds per generated token, how long each kind of model's answers ran, and what a chosen answer
         cost against a trained token."""
         new: dict[str, float] = {}
-        if m.chosen and m.chosen_seconds > 0 and self.choice_tokens > 0:
+        if m.chosen >= MIN_CHOSEN and m.chosen_seconds > 0 and self.choice_tokens > 0:
             per_answer = m.chosen_seconds / m.chosen
             new["choose_train_ratio"] = per_answer * rates.train_tokens_per_s / self.choice_tokens
         if m.tokens < 50:
             return replace(rates, **new)  # too little generated to measure the rest
         new["eval_s_per_token"] = max(seconds - m.chosen_seconds, 0.0) / m.tokens
+        if not self.references:
+            return replace(rates, **new)  # questions the data does not answer say nothing of answer lengths
         kinds: dict[str, list[str]] = {"base_fill": [BASE], "rag_fill": [grounded_name(BASE)]}
         tuned = [k for k in m.answers if closed_book(k) != BASE]
         kinds["tuned_ratio"] = [k for k in tuned if not is_grounded(k)]
         kinds["rag_tuned_ratio"] = [k for k in tuned if is_grounded(k)]
         for name, models in kinds.items():
             models = [k for k in models if k not in self.chosen]
-            answers = sum(m.answers.get(k, 0) for k in models)
-            if answers:
+            answers = sum(m.answers.get(k, 0) - m.unasked.get(k, 0) for k in models)  # that ran the model
+            if answers > 0:
                 mean = sum(m.new_tokens.get(k, 0) for k in models) / answers
                 fills = self.fitted_tokens or self.max_new_tokens
                 scale = self.answer_tokens if name.endswith("tuned_ratio") else fills
@@ -125,6 +131,7 @@ def work_left(
         fitted_tokens=sum(fitted) / len(fitted) if indexed and fitted else None,
         chosen=chosen,
         choice_tokens=2 * (config.train.rag_k * typical + question) if chosen else 0.0,  # with and without question
+        references=any(map(answerable, rows)),
     )
 
 

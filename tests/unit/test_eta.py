@@ -104,7 +104,8 @@ def test_eval_work_after_training_counts_the_saved_adapters(tmp_path, tiny_model
     assert set(extra.answers.values()) == {2} and extra.references
     silent = tmp_path / "silent.csv"
     silent.write_text("Question,Answer,answerable\nWho?,,no\nWhen?,,no\n", encoding="utf-8")
-    assert not eval_work_left(rundir.root, _config(tiny_model_dir), "silent", silent).references
+    silent_work = eval_work_left(rundir.root, _config(tiny_model_dir), "silent", silent)
+    assert not silent_work.references and 10 < silent_work.refusal_tokens < 20  # the default refusal
     assert eval_work_left(rundir.root, _config(tiny_model_dir), "x", tmp_path / "missing.csv").answers["base"] == 0
 
 
@@ -231,6 +232,8 @@ def test_what_the_guard_answered_and_unanswerable_sets_teach_no_answer_lengths()
     m.unasked = {"best": 2}
     learned = work.learned(RATES, m, 4.4, None)
     assert learned.tuned_ratio == pytest.approx(20 / 20) and learned.base_fill == pytest.approx(1.0)
+    assert replace(work, references=False, refusal_tokens=12).expected("best", RATES) == 12  # it abstains
+    assert replace(work, references=False, refusal_tokens=12).expected("base", RATES) == 100  # it runs on
     unanswerable = replace(work, references=False).learned(RATES, m, 8.8, None)
     assert unanswerable.eval_s_per_token == pytest.approx(0.02)
     assert (unanswerable.tuned_ratio, unanswerable.base_fill) == (RATES.tuned_ratio, RATES.base_fill)

@@ -23,6 +23,7 @@ from qatune.generate.select import selects
 from qatune.rag import closed_book, grounded_name, is_grounded
 from qatune.rag.baseline import RETRIEVAL
 from qatune.rundir import RunDir
+from qatune.trust.run import trained_refusal
 
 if TYPE_CHECKING:
     from qatune.config import Config
@@ -40,6 +41,7 @@ class EvalWork(Work):
     chosen: frozenset[str] = frozenset()  # models that choose a retrieved answer (generate.select) instead
     choice_tokens: float = 0.0  # prompt tokens a chosen answer runs through (two prompt passes)
     references: bool = True  # the set has reference answers (a set of unanswerable questions has none)
+    refusal_tokens: float = 0.0  # the trained refusal: a fine-tuned model's answer where the data is silent
 
     def expected(self, model: str, rates: Rates) -> float:
         """New tokens per answer: the base model runs on to its budget (fitted to the retrieved answers in a run
@@ -47,6 +49,8 @@ class EvalWork(Work):
         a chosen answer generates none."""
         if model in self.chosen:
             return 0.0
+        if not self.references and self.refusal_tokens and closed_book(model) != BASE:
+            return self.refusal_tokens  # trained to abstain on questions the data does not answer
         budget = self.fitted_tokens or float(self.max_new_tokens)
         if closed_book(model) == BASE:
             return (rates.rag_fill if is_grounded(model) else rates.base_fill) * budget
@@ -132,6 +136,9 @@ def work_left(
         chosen=chosen,
         choice_tokens=2 * (config.train.rag_k * typical + question) if chosen else 0.0,  # with and without question
         references=any(map(answerable, rows)),
+        refusal_tokens=len(trained_refusal(rundir, config)) / CHARS_PER_TOKEN + 1
+        if config.train.refusal_examples
+        else 0.0,
     )
 
 

@@ -77,17 +77,18 @@ class RunClock:
     def answered(self, rows: Iterable[dict], seconds: float = 0.0, chosen: bool = False) -> None:
         """Answers just generated and saved (not retrieval's, not copies) in `seconds`: the eval set's measured
         rate. `chosen`: a choosing model's batch (generate.select), whose time is measured apart."""
-        m, rows = self.measured, list(rows)
-        asked = [row for row in rows if row.get("abstained_by") not in BEFORE_ANY_PASS]
-        if chosen:
-            m.chosen, m.chosen_seconds = m.chosen + len(asked), m.chosen_seconds + seconds
+        m = self.measured
         for row in rows:
             model, tokens = str(row["model"]), int(row.get("new_tokens") or 0)
             m.answers[model] = m.answers.get(model, 0) + 1
             if row.get("abstained_by") in BEFORE_ANY_PASS:
                 m.unasked[model] = m.unasked.get(model, 0) + 1
+            elif chosen:
+                m.chosen += 1
             m.new_tokens[model] = m.new_tokens.get(model, 0) + tokens
             m.tokens += tokens
+        if chosen:
+            m.chosen_seconds += seconds
 
     def _later(self) -> dict[str, Work | None]:
         return {s: w for s, w in self.plan.items() if s not in self.finished and s != self.stage}

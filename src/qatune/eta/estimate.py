@@ -20,6 +20,11 @@ REFERENCE_PARAMS = 135e6  # the built-in rates are for a model of this size on 2
 CHARS_PER_TOKEN = 4.0  # English in small chat models' vocabularies (stages count characters; token_scale corrects)
 
 
+def answer_tokens(text: str) -> float:
+    """An answer's tokens, estimated from its characters, and its end-of-turn token."""
+    return len(text) / CHARS_PER_TOKEN + 1
+
+
 @dataclass(frozen=True)
 class Rates:
     """Costs on this machine for one model, device, precision and eval engine. The defaults are conservative

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from qatune.console import QatuneError
-from qatune.eta.estimate import CHARS_PER_TOKEN, Measured, Rates, Work, blend
+from qatune.eta.estimate import CHARS_PER_TOKEN, Measured, Rates, Work, answer_tokens, blend
 from qatune.evaluate.answer import copies, load_question_set
 from qatune.evaluate.budget import answer_budget
 from qatune.evaluate.rows import answerable
@@ -120,8 +120,8 @@ def work_left(
         saved = []
     rows, done = (qset.rows if qset else []), Counter(str(r.get("model")) for r in saved)
     trained = [r for r in _rows(rundir.split_file("train")) if not r.get("augmented_from")]
-    typical = sum(_tokens(r) for r in trained) / max(len(trained), 1)  # a trained answer, in tokens
-    lengths = [_tokens(r) if answerable(r) else typical for r in rows]  # no reference: a trained answer's
+    typical = sum(_answer(r) for r in trained) / max(len(trained), 1)  # a trained answer, in tokens
+    lengths = [_answer(r) if answerable(r) else typical for r in rows]  # no reference: a trained answer's
     budget = answer_budget(rundir, config)
     indexed = rundir.has_index or (adapters is not None and config.train.grounded)
     fitted = [min(budget, fitted_budget(math.ceil(max(n, typical)))) for n in lengths]  # the longer of two answers
@@ -136,14 +136,12 @@ def work_left(
         chosen=chosen,
         choice_tokens=2 * (config.train.rag_k * typical + question) if chosen else 0.0,  # with and without question
         references=any(map(answerable, rows)),
-        refusal_tokens=len(trained_refusal(rundir, config)) / CHARS_PER_TOKEN + 1
-        if config.train.refusal_examples
-        else 0.0,
+        refusal_tokens=answer_tokens(trained_refusal(rundir, config)) if config.train.refusal_examples else 0.0,
     )
 
 
-def _tokens(row: dict) -> float:
-    return len(str(row.get("answer", ""))) / CHARS_PER_TOKEN + 1
+def _answer(row: dict) -> float:
+    return answer_tokens(str(row.get("answer", "")))
 
 
 def _rows(path: Path) -> list[dict]:

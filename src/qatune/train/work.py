@@ -8,7 +8,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from qatune.eta.estimate import CHARS_PER_TOKEN, Measured, Rates, Work, blend
+from qatune.eta.estimate import CHARS_PER_TOKEN, Measured, Rates, Work, answer_tokens, blend
 from qatune.rag.examples import grounded_questions
 from qatune.rundir import RunDir
 from qatune.storage import read_jsonl
@@ -95,13 +95,13 @@ def work_left(run: Path, config: Config) -> TrainWork | None:
         recall_questions=len(recall),
         saves=max(0, len(tc.epochs) - len(progress.saved)),
         resumed=last is not None,
-        answer_share=answers / tokens if tokens > 0 else 0.25,
-        recall_tokens=sum(_answer_tokens(r) for r in recall) / len(recall) if recall else 20.0,
+        answer_share=answers / tokens if tokens > 0 else TrainWork.answer_share,
+        recall_tokens=(
+            sum(answer_tokens(str(r.get("answer", ""))) for r in recall) / len(recall)
+            if recall
+            else TrainWork.recall_tokens
+        ),
     )
-
-
-def _answer_tokens(row: dict) -> float:
-    return len(str(row.get("answer", ""))) / CHARS_PER_TOKEN + 1  # and the end-of-turn token
 
 
 def _epoch_tokens(rows: list[dict], tc: TrainConfig) -> tuple[float, float]:

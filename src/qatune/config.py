@@ -232,7 +232,8 @@ class AbstainConfig(_Section):
     fact_check: bool = Field(
         True,
         description="A fine-tuned model's answer that states a key fact (number, date, time, name, ...) found in no "
-        "training pair and not in the question is replaced by the refusal.",
+        "training pair and not in the question is replaced by the refusal; a grounded answer in its own words (not "
+        "quoted), one found in none of its retrieved pairs.",
     )
     question_check: bool = Field(
         True,

@@ -165,18 +165,47 @@ def test_a_grounded_answer_that_opens_with_a_retrieved_answer_is_that_answer_who
 
     long_answer = "Install the package with apt-get install foo, then run foo --setup as root on port 8080 daily."
     retrieved = ["Lectures meet Tuesdays.", long_answer]
+    pairs = [{"question": "?", "answer": answer} for answer in retrieved]
     guard = Guard.from_pairs(EN, PAIRS, quote=0.5)
     words = long_answer.split()
     for cut in (QUOTE_WORDS, QUOTE_WORDS + 3, len(words)):
-        shown = after(guard, " ".join(words[:cut]), "?", tuned=True, retrieved=retrieved)
+        shown = after(guard, " ".join(words[:cut]), "?", tuned=True, pairs=pairs)
         assert shown.text == long_answer and not shown.abstained
         assert shown.quoted == (cut < len(words))
     invented = " ".join(words[:QUOTE_WORDS]) + " and call 555-0199 on 12 March 2031."
-    assert after(guard, invented, "?", tuned=True, retrieved=retrieved).text == long_answer
+    assert after(guard, invented, "?", tuned=True, pairs=pairs).text == long_answer
     strict = Guard.from_pairs(EN, PAIRS, quote=0.9)  # seven words are not ROUGE-L close to the whole answer
-    assert not after(strict, " ".join(words[: QUOTE_WORDS - 1]), "?", tuned=True, retrieved=retrieved).quoted
-    assert after(guard, "Lectures meet Tuesdays.", "?", tuned=True, retrieved=retrieved).text == retrieved[0]
+    assert not after(strict, " ".join(words[: QUOTE_WORDS - 1]), "?", tuned=True, pairs=pairs).quoted
+    assert after(guard, "Lectures meet Tuesdays.", "?", tuned=True, pairs=pairs).text == retrieved[0]
     off = Guard.from_pairs(EN, PAIRS, quote=None, check_facts=False)
-    assert after(off, " ".join(words[:QUOTE_WORDS]), "?", tuned=True, retrieved=retrieved).text != long_answer
+    assert after(off, " ".join(words[:QUOTE_WORDS]), "?", tuned=True, pairs=pairs).text != long_answer
     assert opens_with(words[:QUOTE_WORDS] + ["x"], words, complete=True)
     assert not opens_with(words[:QUOTE_WORDS], words, complete=True)  # its last word may still grow
+
+
+def test_a_grounded_answer_in_its_own_words_states_only_facts_of_its_retrieved_pairs():
+    """Facts found elsewhere in the data were not read from the context: a grounded answer that states one is
+    replaced by the refusal; a quoted answer, a closed-book one (checked against every pair) and base are not."""
+    from qatune.trust.guard import after
+
+    pairs = [
+        {"question": "How many credits is DSC 310?", "answer": "DSC 310 is a 4-credit course."},
+        {"question": "When are quizzes?", "answer": "Quizzes are in weeks 3 and 6, 2 per week, on Fridays."},
+        {"question": "Who is the TA?", "answer": "The TA is Marcus Lindqvist."},
+    ]
+    guard = Guard.from_pairs(EN, pairs, quote=0.5)
+    retrieved = pairs[:1] + pairs[2:]  # what a question about credits retrieves
+    invented = after(guard, "The course carries 2 credits.", "How many credit hours?", tuned=True, pairs=retrieved)
+    assert invented.abstained and invented.by == FACT_CHECK and invented.text == EN and invented.unknown == ("2",)
+    assert invented.raw == "The course carries 2 credits."
+    kept = after(guard, "The course carries 4 credits.", "How many credit hours?", tuned=True, pairs=retrieved)
+    assert not kept.abstained and kept.text == "The course carries 4 credits."
+    assert not after(guard, "It carries 2 credits.", "2 credits?", tuned=True, pairs=retrieved).abstained  # said
+    assert not after(guard, "The course carries 2 credits.", "?", tuned=False, pairs=retrieved).abstained  # base
+    assert not after(guard, "The course carries 2 credits.", "?", tuned=True).abstained  # closed-book: 2 is known
+    quoted = after(guard, "DSC 310 is a 4-credit course, 2 of them.", "?", tuned=True, pairs=retrieved)
+    assert quoted.quoted and quoted.text == pairs[0]["answer"]
+    named = after(guard, "Marcus Lindqvist teaches it on Fridays.", "Who?", tuned=True, pairs=retrieved)
+    assert named.by == FACT_CHECK and named.unknown == ("Fridays",)
+    off = Guard.from_pairs(EN, pairs, quote=0.5, check_facts=False)
+    assert not after(off, "The course carries 2 credits.", "?", tuned=True, pairs=retrieved).abstained

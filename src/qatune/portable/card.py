@@ -149,7 +149,10 @@ def _abstain(exported: Exported) -> dict[str, Any]:
         "e-mail, web address or price no answer holds)"
         if guard.check_questions
         else "",
-        "the fact check (an answer stating a key fact no training pair holds)" if guard.check_facts else "",
+        "the fact check (an answer stating a key fact no training pair holds, or a grounded answer one its retrieved "
+        "pairs do not hold)"
+        if guard.check_facts
+        else "",
     ]
     summary = read_summary(exported.rundir.train_summary_json)
     trained = bool(summary and summary.refusal_questions)

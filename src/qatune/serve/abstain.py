@@ -34,11 +34,11 @@ class Abstain(Checks):
 
     def postcheck(self, job: Any, text: str) -> str:
         retriever = self._retriever(job.model)
-        retrieved = None
-        if retriever is not None and self.guard.quote:
-            retrieved = [p["answer"] for p in retriever.lookup([job.messages[-1]["content"]])[0][0]]
+        pairs = None
+        if retriever is not None and (self.guard.quote or self.guard.check_facts):
+            pairs = retriever.lookup([job.messages[-1]["content"]])[0][0]
         tuned = closed_book(job.model) != "base"
-        return after(self.guard, text, said_in(job.messages), tuned=tuned, retrieved=retrieved).text
+        return after(self.guard, text, said_in(job.messages), tuned=tuned, pairs=pairs).text
 
 
 def run_abstain(run: Any, engine: Any) -> Abstain:

@@ -5,7 +5,8 @@ abstains without answering when the question names a specific the data never men
 no training answer holds (the question check); its answer is its own refusal, or is replaced by the refusal when
 it states a key fact that no training pair and not the question holds (the fact check). A grounded answer close
 to one of its retrieved answers, or opening with one's first words, is shown as that answer, word for word
-(quoting).
+(quoting); one in its own words may state only facts its retrieved pairs or the question hold (the fact check,
+held to the context it was given).
 
 Self-contained (it imports only facts.py and refusal.py beside it, and rouge-score), so an export carries these
 three modules and its ask.py abstains exactly as qatune does; trust/run.py reads a run's settings."""
@@ -32,6 +33,7 @@ def _rouge_l() -> Any:
     return rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
 
 
+GROUNDED_FACTS = "retrieved"  # where a grounded answer's facts must be found (the fingerprint records it)
 QUOTE_WORDS = 8  # a grounded answer that opens with this many words of a retrieved answer is copying it
 
 
@@ -112,7 +114,8 @@ class Guard:
     def fingerprint(self) -> list[Any]:
         """What changes which answers abstain (saved answers are made again when it does)."""
         copying = QUOTE_WORDS if self.quote is not None else None
-        return [self.refusal, self.min_similarity, self.check_facts, self.check_questions, self.quote, copying]
+        scope = GROUNDED_FACTS if self.check_facts else None
+        return [self.refusal, self.min_similarity, self.check_facts, self.check_questions, self.quote, copying, scope]
 
     def fallback(self) -> Verdict:
         return Verdict(self.refusal, True, RETRIEVAL_FALLBACK)
@@ -128,6 +131,18 @@ class Guard:
                 return Verdict(self.refusal, True, FACT_CHECK, raw=answer, unknown=tuple(f.text for f in unknown))
         return Verdict(answer, False)
 
+    def grounded(self, verdict: Verdict, said: str, pairs: list[dict]) -> Verdict:
+        """A grounded answer in its own words (not abstaining, not quoted) that states a key fact none of its
+        retrieved pairs and not the user holds becomes the refusal (the fact check, held to the context): a
+        fact that is elsewhere in the data but not in what was retrieved was not read from the context."""
+        if not self.check_facts or verdict.abstained or verdict.quoted:
+            return verdict
+        context = [f for p in pairs for text in (str(p.get("question", "")), str(p["answer"])) for f in key_facts(text)]
+        unknown = unknown_facts(verdict.text, [*context, *key_facts(said)])
+        if not unknown:
+            return verdict
+        return Verdict(self.refusal, True, FACT_CHECK, raw=verdict.text, unknown=tuple(f.text for f in unknown))
+
 
 def before(guard: Guard, question: str, *, tuned: bool, top_similarity: float | None = None) -> Verdict | None:
     """The refusal a question gets without generating, or None: the question check (fine-tuned models), then the
@@ -138,14 +153,17 @@ def before(guard: Guard, question: str, *, tuned: bool, top_similarity: float | 
     return early
 
 
-def after(guard: Guard, answer: str, said: str, *, tuned: bool, retrieved: list[str] | None = None) -> Verdict:
+def after(guard: Guard, answer: str, said: str, *, tuned: bool, pairs: list[dict] | None = None) -> Verdict:
     """What is shown of a generated answer: the model's own refusal counts as abstaining, then the fact check
-    (fine-tuned models; `said`: what the user wrote) and quoting (grounded: `retrieved` are its pairs' answers).
-    An answer that copies a retrieved answer is that answer (a training answer: its facts are known)."""
-    copied = guard.copied(answer, retrieved or [])
+    (fine-tuned models; `said`: what the user wrote) and quoting (grounded: `pairs` are its retrieved pairs).
+    An answer that copies a retrieved answer is that answer (a training answer: its facts are known); a grounded
+    answer that is not shown as a retrieved one may state only facts its retrieved pairs or the user hold."""
+    retrieved = [str(p["answer"]) for p in pairs or []]
+    copied = guard.copied(answer, retrieved)
     if copied is not None:
         return copied
-    return guard.quoting(guard.judge(answer, said, fine_tuned=tuned), retrieved or [])
+    verdict = guard.quoting(guard.judge(answer, said, fine_tuned=tuned), retrieved)
+    return guard.grounded(verdict, said, pairs) if tuned and pairs else verdict
 
 
 def guarded(
@@ -176,8 +194,8 @@ def guarded(
             out.append((e, None))
             continue
         gen = next(gens)
-        retrieved = [p["answer"] for p in hit[0]] if hit is not None else None
-        out.append((after(guard, gen.text, said_in(conv), tuned=tuned, retrieved=retrieved), gen))
+        pairs = hit[0] if hit is not None else None
+        out.append((after(guard, gen.text, said_in(conv), tuned=tuned, pairs=pairs), gen))
     return out
 
 

@@ -107,3 +107,38 @@ def test_each_app_holds_its_own_settings(tiny_model_dir):
         assert f"'sha256-{digest}'" in page.headers["content-security-policy"]
         assert "innerHTML" not in page.text and "insertAdjacentHTML" not in page.text
         assert "http://" not in page.text and "https://" not in page.text  # no external resources
+
+
+def test_the_server_holds_a_grounded_answer_to_the_facts_of_its_retrieved_pairs():
+    """serve/abstain.py: a grounded answer is checked against the pairs retrieved for the request's last question,
+    also with quoting off, so the API refuses where eval does; a closed-book answer is checked against every pair."""
+    from types import SimpleNamespace
+
+    from qatune.serve.abstain import Abstain
+    from qatune.trust.guard import Guard
+    from qatune.trust.refusal import REFUSALS
+
+    pairs = [
+        {"question": "How many credits is DSC 310?", "answer": "DSC 310 is a 4-credit course."},
+        {"question": "When are quizzes?", "answer": "Quizzes are in weeks 3 and 6, 2 per week."},
+    ]
+    looked_up = []
+
+    def lookup(questions):
+        looked_up.extend(questions)
+        return [(pairs[:1], 0.9) for _ in questions]
+
+    engine = SimpleNamespace(retriever=SimpleNamespace(lookup=lookup))
+    abstain = Abstain(Guard.from_pairs(REFUSALS["en"], pairs, quote=None), engine)
+
+    def job(model, question):
+        return SimpleNamespace(model=model, messages=[{"role": "user", "content": question}])
+
+    grounded = job("best+rag", "How many credit hours?")
+    assert abstain.holds(grounded)
+    assert abstain.postcheck(grounded, "The course carries 2 credits.") == REFUSALS["en"]
+    assert abstain.postcheck(grounded, "The course carries 4 credits.") == "The course carries 4 credits."
+    assert looked_up == ["How many credit hours?"] * 2
+    closed = job("best", "How many credit hours?")
+    assert abstain.postcheck(closed, "The course carries 2 credits.") == "The course carries 2 credits."
+    assert looked_up == ["How many credit hours?"] * 2  # a closed-book model retrieves nothing

@@ -1,5 +1,5 @@
 """Server parts without a network: request schemas, job limits, whitespace trimming of streams, the Host
-check, and that each app built by the factory holds its own settings."""
+check, that each app built by the factory holds its own settings, and the answer check of grounded models."""
 
 from __future__ import annotations
 

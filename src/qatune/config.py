@@ -238,8 +238,8 @@ class AbstainConfig(_Section):
     question_check: bool = Field(
         True,
         description="Fine-tuned models abstain without answering when the question names a code, date, numbered "
-        "item or titled name the data never mentions, or asks for a phone number, e-mail, web address or price "
-        "that no training answer holds.",
+        "item or titled name the data never mentions (a grounded model: none of its retrieved pairs mentions), or "
+        "asks for a phone number, e-mail, web address or price that no training answer holds.",
     )
     quote: float = Field(
         0.5,

@@ -109,9 +109,10 @@ def test_each_app_holds_its_own_settings(tiny_model_dir):
         assert "http://" not in page.text and "https://" not in page.text  # no external resources
 
 
-def test_the_server_holds_a_grounded_answer_to_the_facts_of_its_retrieved_pairs():
-    """serve/abstain.py: a grounded answer is checked against the pairs retrieved for the request's last question,
-    also with quoting off, so the API refuses where eval does; a closed-book answer is checked against every pair."""
+def test_the_server_holds_grounded_requests_to_their_retrieved_pairs():
+    """serve/abstain.py: a grounded request is checked against the pairs retrieved for its last question (before
+    generating, its question; after, its answer, also with quoting off), so the API refuses where eval does; a
+    closed-book one against every pair."""
     from types import SimpleNamespace
 
     from qatune.serve.abstain import Abstain
@@ -142,3 +143,6 @@ def test_the_server_holds_a_grounded_answer_to_the_facts_of_its_retrieved_pairs(
     closed = job("best", "How many credit hours?")
     assert abstain.postcheck(closed, "The course carries 2 credits.") == "The course carries 2 credits."
     assert looked_up == ["How many credit hours?"] * 2  # a closed-book model retrieves nothing
+    assert abstain.precheck(job("best+rag", "Are there quizzes in week 6?")) == REFUSALS["en"]  # not in its pair
+    assert abstain.precheck(job("best", "Are there quizzes in week 6?")) is None  # the data mentions week 6
+    assert abstain.precheck(job("best+rag", "How many credits does DSC 310 carry?")) is None

@@ -209,3 +209,30 @@ def test_a_grounded_answer_in_its_own_words_states_only_facts_of_its_retrieved_p
     assert named.by == FACT_CHECK and named.unknown == ("Fridays",)
     off = Guard.from_pairs(EN, pairs, quote=0.5, check_facts=False)
     assert not after(off, "The course carries 2 credits.", "?", tuned=True, pairs=retrieved).abstained
+
+
+def test_a_grounded_model_refuses_a_question_whose_specific_none_of_its_retrieved_pairs_mentions():
+    """The question check held to the context: "week 5" is in the data (weeks 4 to 6), but a grounded model given
+    only the week 1 pair cannot answer for week 5; given the pair that covers it, or asked a specific its pairs
+    name, it answers. The data-wide check and the retrieval fallback come first; base is not checked."""
+    from qatune.trust.guard import before
+
+    pairs = [
+        {"question": "What is covered in week 1?", "answer": "Week 1 covers the machine learning workflow."},
+        {"question": "What do weeks 4 to 6 cover?", "answer": "Weeks 4 to 6 cover tree ensembles."},
+        {"question": "Who teaches DSC 310?", "answer": "Prof. Okafor teaches DSC 310."},
+    ]
+    guard = Guard.from_pairs(EN, pairs, min_similarity=0.4)
+    week_one = [pairs[0], pairs[2]]
+    refused = before(guard, "What is covered in week 5?", tuned=True, top_similarity=0.8, pairs=week_one)
+    assert refused.by == QUESTION_CHECK and refused.text == EN
+    assert refused.unknown == ("week 5 (not in the retrieved pairs)",)
+    assert before(guard, "What is covered in week 5?", tuned=True, top_similarity=0.8, pairs=pairs[:2]) is None
+    assert before(guard, "What is covered in week 1?", tuned=True, top_similarity=0.8, pairs=week_one) is None
+    assert before(guard, "What is covered in week 5?", tuned=False, top_similarity=0.8, pairs=week_one) is None
+    assert before(guard, "What is covered in week 5?", tuned=True, top_similarity=0.1, pairs=week_one).by == (
+        RETRIEVAL_FALLBACK
+    )
+    assert before(guard, "What is covered in week 9?", tuned=True, pairs=week_one).unknown == ("week 9",)
+    off = Guard.from_pairs(EN, pairs, check_questions=False)
+    assert before(off, "What is covered in week 5?", tuned=True, pairs=week_one) is None

@@ -145,8 +145,8 @@ def _abstain(exported: Exported) -> dict[str, Any]:
         f"the retrieval fallback (no training pair at least {guard.min_similarity:.3f} MiniLM-similar to the question)"
         if guard.min_similarity is not None
         else "",
-        "the question check (a code, date, numbered item or titled name the data never mentions, or a phone number, "
-        "e-mail, web address or price no answer holds)"
+        "the question check (a code, date, numbered item or titled name the data never mentions, or its retrieved "
+        "pairs do not for a grounded model, or a phone number, e-mail, web address or price no answer holds)"
         if guard.check_questions
         else "",
         "the fact check (an answer stating a key fact no training pair holds, or a grounded answer one its retrieved "

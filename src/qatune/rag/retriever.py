@@ -20,10 +20,6 @@ class Retriever:
         found = self.index.search(self.embedder, questions, self.k)
         return [([self.index.pairs[j] for j, _ in hits], hits[0][1] if hits else 0.0) for hits in found]
 
-    def top_similarities(self, questions: list[str]) -> list[float]:
-        """How close the nearest training pair is to each question (what the retrieval fallback compares)."""
-        return [hits[0][1] if hits else 0.0 for hits in self.index.search(self.embedder, questions, 1)]
-
     @property
     def min_similarity(self) -> float | None:
         """The calibrated threshold saved with the index (None: the index has none)."""

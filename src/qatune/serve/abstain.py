@@ -23,8 +23,8 @@ class Abstain(Checks):
     def precheck(self, job: Any) -> str | None:
         tuned = closed_book(job.model) != "base"
         retriever = self._retriever(job.model)
-        top = retriever.top_similarities([job.messages[-1]["content"]])[0] if retriever is not None else None
-        verdict = before(self.guard, job.messages[-1]["content"], tuned=tuned, top_similarity=top)
+        pairs, top = retriever.lookup([job.messages[-1]["content"]])[0] if retriever is not None else (None, None)
+        verdict = before(self.guard, job.messages[-1]["content"], tuned=tuned, top_similarity=top, pairs=pairs)
         return None if verdict is None else verdict.text
 
     def holds(self, job: Any) -> bool:

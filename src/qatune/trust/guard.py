@@ -5,8 +5,9 @@ abstains without answering when the question names a specific the data never men
 no training answer holds (the question check); its answer is its own refusal, or is replaced by the refusal when
 it states a key fact that no training pair and not the question holds (the fact check). A grounded answer close
 to one of its retrieved answers, or opening with one's first words, is shown as that answer, word for word
-(quoting); one in its own words may state only facts its retrieved pairs or the question hold (the fact check,
-held to the context it was given).
+(quoting); one in its own words may state only facts its retrieved pairs or the question hold, and a question
+naming a specific none of its retrieved pairs mentions is refused (the fact and question checks, held to the
+context a grounded model is given).
 
 Self-contained (it imports only facts.py and refusal.py beside it, and rouge-score), so an export carries these
 three modules and its ask.py abstains exactly as qatune does; trust/run.py reads a run's settings."""
@@ -33,7 +34,7 @@ def _rouge_l() -> Any:
     return rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
 
 
-GROUNDED_FACTS = "retrieved"  # where a grounded answer's facts must be found (the fingerprint records it)
+GROUNDED_CHECKS = "retrieved pairs"  # what a grounded model's checks hold it to (the fingerprint records it)
 QUOTE_WORDS = 8  # a grounded answer that opens with this many words of a retrieved answer is copying it
 
 
@@ -74,11 +75,19 @@ class Guard:
         text = "\n".join(t for p in pairs for t in (p["question"], p["answer"]))
         return cls(refusal=refusal, known=known, answer_kinds=kinds, text=text, **settings)
 
-    def gaps(self, question: str) -> Verdict | None:
-        """The refusal, without generating, when the question check finds what the data cannot answer."""
+    def gaps(self, question: str, pairs: list[dict] | None = None) -> Verdict | None:
+        """The refusal, without generating, when the question check finds what the data cannot answer; with
+        `pairs` (a grounded model's retrieved pairs), what they cannot: a code, date, numbered item or titled name
+        of the question that the data mentions elsewhere but none of them does."""
         if not self.check_questions or not self.text:
             return None
-        found = question_gaps(question, list(self.known), set(self.answer_kinds), self.text)
+        if pairs:
+            texts = [str(t) for p in pairs for t in (p.get("question", ""), p["answer"])]
+            context = [f for text in texts for f in key_facts(text)]
+            found = question_gaps(question, context, set(self.answer_kinds), "\n".join(texts))
+            found = [f"{gap} (not in the retrieved pairs)" for gap in found]
+        else:
+            found = question_gaps(question, list(self.known), set(self.answer_kinds), self.text)
         return Verdict(self.refusal, True, QUESTION_CHECK, unknown=tuple(found)) if found else None
 
     def quoting(self, verdict: Verdict, retrieved: list[str]) -> Verdict:
@@ -114,7 +123,7 @@ class Guard:
     def fingerprint(self) -> list[Any]:
         """What changes which answers abstain (saved answers are made again when it does)."""
         copying = QUOTE_WORDS if self.quote is not None else None
-        scope = GROUNDED_FACTS if self.check_facts else None
+        scope = GROUNDED_CHECKS if self.check_facts or self.check_questions else None
         return [self.refusal, self.min_similarity, self.check_facts, self.check_questions, self.quote, copying, scope]
 
     def fallback(self) -> Verdict:
@@ -144,12 +153,17 @@ class Guard:
         return Verdict(self.refusal, True, FACT_CHECK, raw=verdict.text, unknown=tuple(f.text for f in unknown))
 
 
-def before(guard: Guard, question: str, *, tuned: bool, top_similarity: float | None = None) -> Verdict | None:
+def before(
+    guard: Guard, question: str, *, tuned: bool, top_similarity: float | None = None, pairs: list[dict] | None = None
+) -> Verdict | None:
     """The refusal a question gets without generating, or None: the question check (fine-tuned models), then the
-    retrieval fallback (grounded ones: `top_similarity` is how close the nearest training pair is)."""
+    retrieval fallback (grounded ones: `top_similarity` is how close the nearest training pair is), then the
+    question check held to the retrieved `pairs` (fine-tuned grounded models)."""
     early = guard.gaps(question) if tuned else None
     if early is None and top_similarity is not None and guard.falls_back(top_similarity):
         early = guard.fallback()
+    if early is None and tuned and pairs:
+        early = guard.gaps(question, pairs)
     return early
 
 
@@ -182,7 +196,9 @@ def guarded(
     asked = [conv[-1]["content"] for conv in conversations]
     hits = lookup(asked) if lookup is not None else [None] * len(asked)
     early = [
-        before(guard, q, tuned=tuned, top_similarity=None if hit is None else hit[1])
+        before(
+            guard, q, tuned=tuned, top_similarity=None if hit is None else hit[1], pairs=None if hit is None else hit[0]
+        )
         for q, hit in zip(asked, hits, strict=True)
     ]
     todo = [conv for conv, e in zip(conversations, early, strict=True) if e is None]

@@ -70,10 +70,9 @@ class Guard:
     @classmethod
     def from_pairs(cls, refusal: str, pairs: Iterable[dict], **settings: Any) -> Guard:
         pairs = list(pairs)
-        known = tuple(f for p in pairs for text in (p["question"], p["answer"]) for f in key_facts(text))
+        known, text = pair_facts(pairs)
         kinds = frozenset(f.kind for p in pairs for f in key_facts(p["answer"]))
-        text = "\n".join(t for p in pairs for t in (p["question"], p["answer"]))
-        return cls(refusal=refusal, known=known, answer_kinds=kinds, text=text, **settings)
+        return cls(refusal=refusal, known=tuple(known), answer_kinds=kinds, text=text, **settings)
 
     def gaps(self, question: str, pairs: list[dict] | None = None) -> Verdict | None:
         """The refusal, without generating, when the question check finds what the data cannot answer; with
@@ -82,9 +81,8 @@ class Guard:
         if not self.check_questions or not self.text:
             return None
         if pairs:
-            texts = [str(t) for p in pairs for t in (p.get("question", ""), p["answer"])]
-            context = [f for text in texts for f in key_facts(text)]
-            found = question_gaps(question, context, set(self.answer_kinds), "\n".join(texts))
+            context, text = pair_facts(pairs)
+            found = question_gaps(question, context, set(self.answer_kinds), text)
             found = [f"{gap} (not in the retrieved pairs)" for gap in found]
         else:
             found = question_gaps(question, list(self.known), set(self.answer_kinds), self.text)
@@ -134,11 +132,17 @@ class Guard:
         fact found in no training pair (nor in the question) becomes the refusal."""
         if is_refusal(answer, self.refusal):
             return Verdict(answer, True, MODEL)
-        if fine_tuned and self.check_facts and self.known:
-            unknown = unknown_facts(answer, [*self.known, *key_facts(question)])
-            if unknown:
-                return Verdict(self.refusal, True, FACT_CHECK, raw=answer, unknown=tuple(f.text for f in unknown))
-        return Verdict(answer, False)
+        shown = Verdict(answer, False)
+        if not (fine_tuned and self.check_facts and self.known):
+            return shown
+        return self._facts_in(answer, [*self.known, *key_facts(question)]) or shown
+
+    def _facts_in(self, answer: str, known: list[Fact]) -> Verdict | None:
+        """The refusal (the fact check) when `answer` states a key fact none of `known` states, else None."""
+        unknown = unknown_facts(answer, known)
+        if not unknown:
+            return None
+        return Verdict(self.refusal, True, FACT_CHECK, raw=answer, unknown=tuple(f.text for f in unknown))
 
     def grounded(self, verdict: Verdict, said: str, pairs: list[dict]) -> Verdict:
         """A grounded answer in its own words (not abstaining, not quoted) that states a key fact none of its
@@ -146,11 +150,13 @@ class Guard:
         fact that is elsewhere in the data but not in what was retrieved was not read from the context."""
         if not self.check_facts or verdict.abstained or verdict.quoted:
             return verdict
-        context = [f for p in pairs for text in (str(p.get("question", "")), str(p["answer"])) for f in key_facts(text)]
-        unknown = unknown_facts(verdict.text, [*context, *key_facts(said)])
-        if not unknown:
-            return verdict
-        return Verdict(self.refusal, True, FACT_CHECK, raw=verdict.text, unknown=tuple(f.text for f in unknown))
+        return self._facts_in(verdict.text, [*pair_facts(pairs)[0], *key_facts(said)]) or verdict
+
+
+def pair_facts(pairs: Iterable[dict]) -> tuple[list[Fact], str]:
+    """Every key fact of these pairs' questions and answers, and their text (for numbered items, "week 5")."""
+    texts = [str(t) for p in pairs for t in (p.get("question", ""), p["answer"])]
+    return [f for text in texts for f in key_facts(text)], "\n".join(texts)
 
 
 def before(
@@ -196,10 +202,8 @@ def guarded(
     asked = [conv[-1]["content"] for conv in conversations]
     hits = lookup(asked) if lookup is not None else [None] * len(asked)
     early = [
-        before(
-            guard, q, tuned=tuned, top_similarity=None if hit is None else hit[1], pairs=None if hit is None else hit[0]
-        )
-        for q, hit in zip(asked, hits, strict=True)
+        before(guard, q, tuned=tuned, top_similarity=top, pairs=pairs)
+        for q, (pairs, top) in zip(asked, [(None, None) if hit is None else hit for hit in hits], strict=True)
     ]
     todo = [conv for conv, e in zip(conversations, early, strict=True) if e is None]
     refs = None if references is None else [r for r, e in zip(references, early, strict=True) if e is None]

@@ -139,6 +139,13 @@ class TrainConfig(_Section):
         "(its own question trains it whole), and retrieved answers in grounded training prompts are cut there: "
         "long answers cost a fraction of the tokens (0: whole answers everywhere).",
     )
+    answer_lead: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="Closed-book examples (each pair's own question and its rewordings) train the answer's lead: its "
+        "text to the last sentence or line end within the first answer_head tokens, then end-of-turn, so closed-book "
+        "answers end instead of looping through a paragraph a small model half remembers (grounded examples are "
+        "unchanged); auto: on when the training answers are long (median over 256 characters).",
+    )
     seed: int = Field(42, description="Training seed (weights init, shuffling, dropout).")
     early_stopping_patience: int = Field(
         5, ge=0, description="Stop after this many epochs without a lower validation loss (0 = off)."

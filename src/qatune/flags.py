@@ -76,6 +76,7 @@ class TrainFlags:
     precision: str | None = None
     max_length: str | None = None  # a number or auto
     answer_head: int | None = None
+    answer_lead: str | None = None  # auto, on or off
     early_stopping_patience: int | None = None
     grounded: bool | None = None  # a switch: --grounded/--no-grounded
     rag_k: int | None = None

@@ -255,6 +255,28 @@ def test_eval_work_on_long_answers_plans_chosen_grounded_answers(tmp_path, tiny_
         assert work.choice_tokens == (pytest.approx(2 * (2 * typical + 5)) if models else 0.0)  # 20-char questions
 
 
+def test_long_answers_trained_as_leads_are_priced_as_leads(tmp_path, tiny_model_dir):
+    """Where closed-book examples train answer leads (long answers, train/leads.py), training counts every
+    closed-book example at most the answer head and closed-book answers are expected near the reference's lead;
+    `--answer-lead off` prices whole answers."""
+    rundir = _run(tmp_path)
+    long = [dict(r, answer=r["answer"] + " It also says more. " * 20) for r in pairs(20)]
+    write_jsonl(rundir.split_file("train"), long)
+    write_jsonl(rundir.split_file("test"), long[:5])
+    write_jsonl(rundir.split_file("val"), [dict(r, kind="paraphrase") for r in long[:3]])
+    adapters = train.adapter_names([1, 2])
+    work = {}
+    for lead in ("auto", "off"):
+        config = load(None, {**train_settings(tiny_model_dir, epochs=[1, 2], answer_lead=lead)})
+        work[lead] = (train.work_left(rundir.root, config), eval_work_left(rundir.root, config, "test", None, adapters))
+    (led, led_eval), (whole, whole_eval) = work["auto"], work["off"]
+    assert whole_eval.lead_tokens is None and led_eval.lead_tokens == pytest.approx(49)  # 48-token head + end
+    assert led.epoch_tokens < whole.epoch_tokens and led.recall_tokens <= 49 < whole.recall_tokens
+    rates = replace(RATES, tuned_ratio=1.0)
+    assert led_eval.expected("best", rates) == pytest.approx(49)
+    assert whole_eval.expected("best", rates) == pytest.approx(whole_eval.answer_tokens)
+
+
 def test_finished_stages_update_the_rates(tmp_path):
     rundir = RunDir(tmp_path / "run")
     work = TrainWork(epoch_tokens=1000, epochs=2, recall_questions=4, saves=2)

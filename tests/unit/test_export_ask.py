@@ -107,15 +107,23 @@ def test_a_run_without_an_index_exports_no_ask_script(tmp_path, lively_model_dir
     assert not (out / "ask.py").exists() and not (out / "index").exists()
 
 
-def test_a_choosing_run_answers_alike_in_serve_and_ask_py(run, tmp_path, llama_cpp):
-    """With `abstain.select: on` a grounded answer is a whole retrieved answer: the one the engine chooses, which
-    the server sends through the openai client and the export's ask.py picks from the merged weights."""
+def _choosing(rundir: RunDir, head: int) -> dict:
+    """The run's config set to choose grounded answers on `head`-token openings (every answer here is longer)."""
+    config = yaml.safe_load(rundir.config_yaml.read_text())
+    config["abstain"]["select"] = "on"
+    config["train"]["answer_head"] = head
+    rundir.config_yaml.write_text(yaml.safe_dump(config, sort_keys=False))
+    return config
+
+
+def test_a_choosing_run_answers_alike_in_serve_and_ask_py(run, tmp_path):
+    """With `abstain.select: on` a grounded answer is a whole retrieved answer: the one the engine chooses (scoring
+    openings shorter than every answer), which the server sends through the openai client and the export's ask.py
+    picks from the merged weights."""
     rundir = RunDir(run)
     saved = rundir.config_yaml.read_text()
-    config = yaml.safe_load(saved)
-    config["abstain"]["select"] = "on"
     try:
-        rundir.config_yaml.write_text(yaml.safe_dump(config, sort_keys=False))
+        config = _choosing(rundir, head=3)
         engine = load_engine(run, load_for_run(run, None, {}, save=False), names=["epoch-1"])
         chosen = [g.text for g in engine.generate("epoch-1+rag", [messages_for(q) for q in QUESTIONS])]
         contexts = engine.retriever.contexts(QUESTIONS)
@@ -136,6 +144,18 @@ def test_a_choosing_run_answers_alike_in_serve_and_ask_py(run, tmp_path, llama_c
         assert json.loads((merged / "guard.json").read_text())["choose"] == {"head": config["train"]["answer_head"]}
         assert [r["answer"] for r in _ask(merged)] == chosen
         assert "chosen, not written" in (merged / "README.md").read_text()
+    finally:
+        rundir.config_yaml.write_text(saved)
+
+
+def test_a_choosing_gguf_export_picks_retrieved_answers_in_llama_cpp(run, tmp_path, llama_cpp):
+    rundir = RunDir(run)
+    saved = rundir.config_yaml.read_text()
+    try:
+        _choosing(rundir, head=3)
+        contexts = load_engine(run, load_for_run(run, None, {}, save=False), names=["epoch-1"]).retriever.contexts(
+            QUESTIONS
+        )
         gguf = export(run, "epoch-1", tmp_path / "gguf", fmt="gguf")
         picked = [r["answer"] for r in _ask(gguf)]  # llama.cpp's scores may tip a near tie the other way
         assert all(text in [p["answer"] for p in ctx] for text, ctx in zip(picked, contexts, strict=True))

@@ -133,6 +133,16 @@ def test_training_summary_is_labelled_with_units(full_report):
     assert rows["Training data"].startswith("40 training pairs, 5 validation; 80 examples seen; 5,120 tokens")
 
 
+def test_training_on_answer_leads_is_said_in_the_training_data_row():
+    from qatune.report.training import summary_rows
+    from qatune.train.state import TrainSummary
+
+    led = dict(summary_rows(TrainSummary(train_pairs=147, train_tokens=1000, answer_leads=48)))
+    whole = dict(summary_rows(TrainSummary(train_pairs=147, train_tokens=1000)))
+    assert "each answer's lead (to a sentence end within 48 tokens)" in led["Training data"]
+    assert "lead" not in whole["Training data"]
+
+
 def test_raw_summary_keys_appear_only_in_the_collapsed_json(full_report):
     run, page = full_report
     doc = _doc(page)

@@ -238,6 +238,35 @@ def test_reworded_and_grounded_rows_train_the_head_of_a_long_answer(tmp_path, to
     assert lengths.fitted_length(path, tok, 64) == 64  # at most the model's context
 
 
+def test_with_leads_closed_book_rows_train_the_opening_to_a_sentence_end_and_end_there(tmp_path, tok):
+    """With leads, a pair's own question and its rewording train the answer to its last sentence end within the
+    head, then end-of-turn; a grounded example still trains the head with no end-of-turn; a short answer is whole."""
+    from qatune.train.leads import leader
+
+    long_answer = " ".join(f"Step {i} of the install is to run the tool again." for i in range(12))
+    rows = [
+        {"id": "1", "question": "How do I install it?", "answer": long_answer},
+        {"id": "1-r1", "question": "How is it installed?", "answer": long_answer, "augmented_from": "1"},
+        {"id": "1-rag", "question": "Reference Q&A: ...\n\nQuestion: How?", "answer": long_answer, "grounded": True},
+        {"id": "2", "question": "Short?", "answer": "Yes, it is."},
+    ]
+    path = tmp_path / "train.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    lead = leader(tok, 32)
+    own, reworded, grounded, short = load_examples(path, tok, 512, None, "tiny", head=32, lead=lead)
+    led = lead(long_answer)
+    assert long_answer.startswith(led) and led.endswith("again.") and len(led) < len(long_answer)
+    assert len(tok.encode(led, add_special_tokens=False)) <= 32
+    for ex in (own, reworded):
+        assert [t for t in ex.labels if t != IGNORE_INDEX] == tok.encode(led, add_special_tokens=False) + [
+            tok.eos_token_id
+        ]
+    assert [t for t in grounded.labels if t != IGNORE_INDEX] == tok.encode(long_answer, add_special_tokens=False)[:32]
+    assert short.labels[-1] == tok.eos_token_id and lead("Yes, it is.") == "Yes, it is."
+    no_end = "word " * 80
+    assert lead(no_end) == tok.decode(tok.encode(no_end, add_special_tokens=False)[:32]).rstrip()
+
+
 def test_long_rows_share_a_batch_with_fewer_others():
     """Rows far longer than most are batched fewer at a time (padded size bounded); rows of similar lengths keep
     the fixed batch size and every row is planned once."""

@@ -23,6 +23,7 @@ from qatune.generate.select import selects
 from qatune.rag import closed_book, grounded_name, is_grounded
 from qatune.rag.baseline import RETRIEVAL
 from qatune.rundir import RunDir
+from qatune.train.leads import trains_leads
 from qatune.trust.run import trained_refusal
 
 if TYPE_CHECKING:
@@ -42,11 +43,12 @@ class EvalWork(Work):
     choice_tokens: float = 0.0  # prompt tokens a chosen answer runs through (two prompt passes)
     references: bool = True  # the set has reference answers (a set of unanswerable questions has none)
     refusal_tokens: float = 0.0  # the trained refusal: a fine-tuned model's answer where the data is silent
+    lead_tokens: float | None = None  # mean reference lead, where closed-book models are trained to answer leads
 
     def expected(self, model: str, rates: Rates) -> float:
         """New tokens per answer: the base model runs on to its budget (fitted to the retrieved answers in a run
-        with an index), a fine-tuned one stops near the reference length (grounded: or where it starts copying);
-        a chosen answer generates none."""
+        with an index), a fine-tuned one stops near the reference length (grounded: or where it starts copying;
+        closed-book: near the reference's lead where it was trained on leads); a chosen answer generates none."""
         if model in self.chosen:
             return 0.0
         if not self.references and self.refusal_tokens and closed_book(model) != BASE:
@@ -54,8 +56,9 @@ class EvalWork(Work):
         budget = self.fitted_tokens or float(self.max_new_tokens)
         if closed_book(model) == BASE:
             return (rates.rag_fill if is_grounded(model) else rates.base_fill) * budget
-        ratio = rates.rag_tuned_ratio if is_grounded(model) else rates.tuned_ratio
-        return min(budget, ratio * self.answer_tokens)
+        if is_grounded(model):
+            return min(budget, rates.rag_tuned_ratio * self.answer_tokens)
+        return min(budget, rates.tuned_ratio * (self.lead_tokens or self.answer_tokens))
 
     def choice_seconds(self, rates: Rates) -> float:
         """One chosen answer: its prompt tokens, priced as trained tokens times the machine's ratio."""
@@ -91,6 +94,7 @@ class EvalWork(Work):
                 mean = sum(m.new_tokens.get(k, 0) for k in models) / answers
                 fills = self.fitted_tokens or self.max_new_tokens
                 scale = self.answer_tokens if name.endswith("tuned_ratio") else fills
+                scale = (self.lead_tokens or scale) if name == "tuned_ratio" else scale
                 new[name] = max(mean / max(scale, 1e-9), 0.01)
         return replace(rates, **new)
 
@@ -128,6 +132,7 @@ def work_left(
     answers = {m: len(rows) - done[m] for m in models if m != RETRIEVAL and m not in copied}
     chosen = frozenset(m for m in answers if is_grounded(m)) if indexed and selects(rundir, config) else frozenset()
     question = sum(len(str(r.get("question", ""))) / CHARS_PER_TOKEN for r in rows) / max(len(rows), 1)
+    lead = config.train.answer_head + 1 if trains_leads(config.train, trained) else None  # and its end-of-turn
     return EvalWork(
         answers=answers,
         answer_tokens=sum(lengths) / max(len(lengths), 1),
@@ -137,6 +142,7 @@ def work_left(
         choice_tokens=2 * (config.train.rag_k * typical + question) if chosen else 0.0,  # with and without question
         references=any(map(answerable, rows)),
         refusal_tokens=answer_tokens(trained_refusal(rundir, config)) if config.train.refusal_examples else 0.0,
+        lead_tokens=sum(min(n, lead) for n in lengths) / max(len(lengths), 1) if lead else None,
     )
 
 

@@ -109,6 +109,11 @@ def _data_text(s: TrainSummary) -> str | None:
     if s.train_tokens is not None:
         answer = f" ({_count(s.answer_tokens)} answer tokens carry the loss)" if s.answer_tokens else ""
         parts.append(f"{_count(s.train_tokens)} tokens{answer}")
+    if s.answer_leads:
+        parts.append(
+            f"closed-book examples trained each answer's lead (to a sentence end within {s.answer_leads} tokens): "
+            "long answers"
+        )
     return "; ".join(parts) or None
 
 

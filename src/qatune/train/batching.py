@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -59,13 +60,17 @@ def load_examples(
     cache_dir: Path | None,
     model_key: str,
     head: int = 0,
+    lead: Callable[[str], str] | None = None,
 ) -> list[Example]:
-    """Encode a split through the chat template; the result is cached by data, tokenizer and length. With `head`,
-    the rows `headed` says keep their answer's first `head` tokens (labelled; no end-of-turn when cut there)."""
+    """Encode a split through the chat template; the result is cached by data, tokenizer and length. With `lead`,
+    the rows that are not grounded train their answer's lead (train/leads.py) with its end-of-turn. With `head`,
+    the other rows `headed` says keep their answer's first `head` tokens (labelled; no end-of-turn when cut)."""
     path = Path(path)
     if not path.is_file():
         raise QatuneError("split file not found; run `qatune prepare` first", path=path)
-    key_src = json.dumps([file_sha256(path), model_key, tokenizer.chat_template, len(tokenizer), max_length, head])
+    key_src = json.dumps(
+        [file_sha256(path), model_key, tokenizer.chat_template, len(tokenizer), max_length, head, bool(lead)]
+    )
     key = hashlib.sha256(key_src.encode()).hexdigest()[:16]
     cache = Path(cache_dir) / f"{path.stem}-{key}.json" if cache_dir else None
     if cache is not None and cache.exists():
@@ -75,12 +80,14 @@ def load_examples(
             pass  # unreadable cache: rebuild it
     examples, skipped, cut = [], 0, 0
     for row in read_split(path):
-        enc = encode_pair(tokenizer, str(row["question"]), str(row["answer"]), max_length)
+        led = lead is not None and not row.get("grounded")
+        answer = lead(str(row["answer"])) if led else str(row["answer"])
+        enc = encode_pair(tokenizer, str(row["question"]), answer, max_length)
         if enc is None or enc.answer_tokens == 0:
             skipped += 1
             continue
         ids, labels = enc.input_ids, enc.labels
-        if head and headed(row):
+        if head and headed(row) and not led:
             keep = next(i for i, t in enumerate(labels) if t != IGNORE_INDEX) + head
             ids, labels = ids[:keep], labels[:keep]
         else:

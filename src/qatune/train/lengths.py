@@ -77,18 +77,18 @@ def shortener(tokenizer: Any, head: int) -> Callable[[str], str]:
     return shorten
 
 
-def announce_heads(tc: TrainConfig, examples: list, tokenizer: Any, longest: int) -> None:
+def announce_heads(tc: TrainConfig, examples: list, tokenizer: Any, longest: int, leads: bool = False) -> None:
     """Say when long answers are trained by their head only (the time this saves costs some closed-book recall)."""
     from qatune.prompts import stop_token_ids
 
     stops = set(stop_token_ids(tokenizer))
     cut = sum(1 for e in examples if e.labels and e.labels[-1] not in stops)
     if tc.answer_head and cut:
+        own = "closed-book examples train leads" if leads else "each pair's own question trains its whole answer"
         info(
-            f"long answers: {cut} reworded or grounded example(s) train the first {tc.answer_head} tokens of their "
-            f"answer and show retrieved answers cut there (each pair's own question trains its whole answer; "
-            f"--answer-head 0 trains whole answers everywhere, at several times the tokens); longest example "
-            f"{longest} tokens"
+            f"long answers: {cut} {'grounded' if leads else 'reworded or grounded'} example(s) train the first "
+            f"{tc.answer_head} tokens of their answer and show retrieved answers cut there ({own}; --answer-head 0 "
+            f"trains whole answers everywhere, at several times the tokens); longest example {longest} tokens"
         )
 
 

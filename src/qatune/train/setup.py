@@ -17,6 +17,7 @@ from qatune.console import QatuneError, info, warn
 from qatune.rundir import RunDir
 from qatune.storage import atomic_dir, atomic_write_json
 from qatune.train.batching import auto_batch_size, load_examples, shared_prefix_len
+from qatune.train.leads import leader, leads_on
 from qatune.train.lengths import announce_heads, fits_in, grounded_share_for, shortener, training_lengths
 from qatune.train.loop import Setup
 from qatune.train.lr import resolve_lr
@@ -127,7 +128,12 @@ def setup(rundir: RunDir, config: Config, key: str, fresh: bool) -> tuple[Setup,
     tokenizer = load_tokenizer(model_path, trust_remote_code=config.trust_remote_code)
     ensure_chat_template(tokenizer)
     refused, refusal = _refusals(rundir, tc, acc)
-    tc = tc.model_copy(update={"grounded_share": grounded_share_for(tc, rundir)})
+    tc = tc.model_copy(
+        update={
+            "grounded_share": grounded_share_for(tc, rundir),
+            "answer_lead": "on" if leads_on(tc, rundir) else "off",
+        }
+    )
     train_ex, grounded_start, val_ex, unseen_ex, recall_rows = _load_splits(
         rundir, tokenizer, tc, model_path, acc, refused, refusal
     )
@@ -149,7 +155,7 @@ def setup(rundir: RunDir, config: Config, key: str, fresh: bool) -> tuple[Setup,
         placement, model_path, len(train_ex), len(val_ex), len(unseen_ex), trainable, refusal, len(refused)
     )
     _announce(config, meta, batch_size, acc.num_processes, prefix)
-    announce_heads(tc, train_ex, tokenizer, max(lengths))
+    announce_heads(tc, train_ex, tokenizer, max(lengths), leads=tc.answer_lead == "on")
     info(_memory_plan(model, trainable, max(lengths) * batch_size, placement))
     log = TrainLog(rundir, enabled=False, resume_at=None)  # opened by _fit_all once the start point is known
     frozen = sum(p.numel() for p in model.parameters() if not p.requires_grad)
@@ -209,13 +215,15 @@ def _load_splits(
     rundir: RunDir, tokenizer: Any, tc: TrainConfig, model_path: str, acc: Any, refused: list[dict], refusal: str
 ) -> tuple[list, int | None, list, list, list]:
     """Training examples (refusals after the pairs, grounded ones last, from the returned index on), recall
-    validation, unseen-fact validation, recall rows."""
+    validation, unseen-fact validation, recall rows (scored against the answers' leads where closed-book examples
+    train leads)."""
     from qatune.storage import read_jsonl
     from qatune.train.recall import is_recall
 
     cache, head = rundir.token_cache_dir, tc.answer_head
     length, grounded_length = training_lengths(tc, tokenizer, rundir, model_path)
-    train_ex = load_examples(rundir.split_file("train"), tokenizer, length, cache, model_path, head)
+    lead = leader(tokenizer, head) if tc.answer_lead == "on" and head else None
+    train_ex = load_examples(rundir.split_file("train"), tokenizer, length, cache, model_path, head, lead)
     if not train_ex:
         raise QatuneError(
             "no usable training pairs; check the data or raise --max-length", path=rundir.split_file("train")
@@ -245,7 +253,7 @@ def _load_splits(
         train_ex += load_examples(grounded, tokenizer, grounded_length, cache, model_path, head)
     val_path = rundir.split_file("val")
     val_rows = read_jsonl(val_path) if val_path.exists() else []
-    val_ex = load_examples(val_path, tokenizer, length, cache, model_path) if val_rows else []
+    val_ex = load_examples(val_path, tokenizer, length, cache, model_path, lead=lead) if val_rows else []
     recall_ids = {str(r["id"]) for r in val_rows if is_recall(r)}
     recall = [e for e in val_ex if e.id in recall_ids]
     unseen = [e for e in val_ex if e.id not in recall_ids]
@@ -255,7 +263,9 @@ def _load_splits(
         warn("no validation questions: no early stopping, and 'best' is the last epoch")
     elif not recall:
         warn("no reworded questions about trained facts to validate on: 'best' is chosen by unseen-fact loss")
-    recall_rows = [r for r in val_rows if str(r["id"]) in recall_ids]
+    recall_rows = [
+        {**r, "answer": lead(r["answer"]) if lead else r["answer"]} for r in val_rows if str(r["id"]) in recall_ids
+    ]
     return train_ex, grounded_start, (recall or unseen), (unseen if recall else []), recall_rows
 
 

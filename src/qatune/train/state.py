@@ -113,6 +113,7 @@ class TrainSummary:
     oracle_share: float | None = None
     refusal: str | None = None  # what the models learn to say when the data does not answer
     refusal_questions: int | None = None
+    answer_leads: int | None = None  # closed-book examples trained answer leads within this many tokens (long answers)
     eval_loss_by_epoch: dict[str, float | None] = field(default_factory=dict)
     train_loss_by_epoch: dict[str, float] = field(default_factory=dict)
     batch_size: int | None = None

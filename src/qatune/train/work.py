@@ -13,6 +13,7 @@ from qatune.rag.examples import grounded_questions
 from qatune.rundir import RunDir
 from qatune.storage import read_jsonl
 from qatune.train import checkpoint
+from qatune.train.leads import trains_leads
 from qatune.train.lengths import grounded_share
 from qatune.train.loop import grounded_per_epoch
 from qatune.train.recall import is_recall
@@ -87,8 +88,10 @@ def work_left(run: Path, config: Config) -> TrainWork | None:
     last = checkpoint.latest(rundir.checkpoints_dir) if can_resume(run, config) else None
     progress = TrainProgress.from_json(checkpoint.read_progress(last)) if last is not None else TrainProgress()
     epochs = sum(r.epochs for r in sweep_runs(tc)[progress.sweep_position :]) - (progress.epoch - 1)
-    tokens, answers = _epoch_tokens(read_jsonl(rundir.split_file("train")), tc)
+    rows = read_jsonl(rundir.split_file("train"))
+    tokens, answers = _epoch_tokens(rows, tc)
     recall = [r for r in read_jsonl(rundir.split_file("val")) if is_recall(r)]
+    cap = tc.answer_head + 1 if trains_leads(tc, rows) else float("inf")  # a lead and its end-of-turn
     return TrainWork(
         epoch_tokens=tokens,
         epochs=max(0, epochs),
@@ -97,7 +100,7 @@ def work_left(run: Path, config: Config) -> TrainWork | None:
         resumed=last is not None,
         answer_share=answers / tokens if tokens > 0 else TrainWork.answer_share,
         recall_tokens=(
-            sum(answer_tokens(str(r.get("answer", ""))) for r in recall) / len(recall)
+            sum(min(cap, answer_tokens(str(r.get("answer", "")))) for r in recall) / len(recall)
             if recall
             else TrainWork.recall_tokens
         ),
@@ -108,7 +111,7 @@ def _epoch_tokens(rows: list[dict], tc: TrainConfig) -> tuple[float, float]:
     """Tokens in one pass, and the answer tokens among them: every pair, and the grounded examples an epoch
     trains (each pair asked grounded, with rag_k retrieved pairs of average length in its prompt), truncated to
     max_length as training does. Reworded and grounded examples count their answers' first `answer_head` tokens,
-    as training encodes them."""
+    as training encodes them, and so do all examples where closed-book ones train answer leads."""
     cap = tc.max_length if isinstance(tc.max_length, int) else float("inf")
     head = tc.answer_head * CHARS_PER_TOKEN if tc.answer_head else float("inf")
 
@@ -122,7 +125,9 @@ def _epoch_tokens(rows: list[dict], tc: TrainConfig) -> tuple[float, float]:
     def chars(row: dict, headed: bool = False) -> float:
         return len(str(row.get("question", ""))) + answer(row, headed)
 
-    headed = [bool(r.get("augmented_from")) for r in rows]
+    originals = [len(str(r.get("answer", ""))) for r in rows if not r.get("augmented_from")]
+    leads = trains_leads(tc, rows)
+    headed = [leads or bool(r.get("augmented_from")) for r in rows]
     total = sum(tokens(chars(r, h)) for r, h in zip(rows, headed, strict=True))
     answers = sum(min(cap, answer(r, h) / CHARS_PER_TOKEN) for r, h in zip(rows, headed, strict=True))
     asked = grounded_questions(rows) if tc.grounded else []
@@ -130,7 +135,6 @@ def _epoch_tokens(rows: list[dict], tc: TrainConfig) -> tuple[float, float]:
         shown = sum(chars(r, True) for r in rows) / len(rows)  # retrieved answers are cut to the head too
         context = tc.rag_k * (shown + PAIR_FRAME) + CONTEXT_FRAME
         grounded = [tokens(chars(r, True) + context) for r in asked]
-        originals = [len(str(r.get("answer", ""))) for r in rows if not r.get("augmented_from")]
         per_epoch = grounded_per_epoch(len(grounded), grounded_share(tc.grounded_share, originals))
         total += per_epoch * sum(grounded) / len(grounded)
         answers += per_epoch * sum(min(cap, answer(r, True) / CHARS_PER_TOKEN) for r in asked) / len(asked)

@@ -241,7 +241,8 @@ def test_what_the_guard_answered_and_unanswerable_sets_teach_no_answer_lengths()
 
 def test_eval_work_on_long_answers_plans_chosen_grounded_answers(tmp_path, tiny_model_dir):
     """Before training, a run whose answers are long (generate.select) plans its grounded models' answers as
-    chosen: two passes over the question and `rag_k` retrieved answers; `--select off` plans them written."""
+    chosen: one pass over `rag_k` retrieved answers and two over the question or none; `--select off` plans them
+    written."""
     rundir = _run(tmp_path)
     long = [dict(r, answer=r["answer"] + " It also says more. " * 20) for r in pairs(20)]
     write_jsonl(rundir.split_file("train"), long)
@@ -252,7 +253,7 @@ def test_eval_work_on_long_answers_plans_chosen_grounded_answers(tmp_path, tiny_
         work = eval_work_left(rundir.root, config, "test", None, adapters)
         assert work.chosen == models and work.answers["best+rag"] == 5
         typical = sum(len(r["answer"]) / 4 + 1 for r in long) / len(long)
-        assert work.choice_tokens == (pytest.approx(2 * (2 * typical + 5)) if models else 0.0)  # 20-char questions
+        assert work.choice_tokens == (pytest.approx(2 * typical + 2 * 5) if models else 0.0)  # 20-char questions
 
 
 def test_long_answers_trained_as_leads_are_priced_as_leads(tmp_path, tiny_model_dir):

@@ -130,6 +130,31 @@ def test_the_start_all_prompts_share_runs_once(lively_model_dir):
         assert tokens == hf_greedy(model, tok.pad_token_id, prompt, 20, None)
 
 
+def test_each_pair_of_prompts_shares_its_own_start(lively_model_dir):
+    """With `group=2`, each two consecutive prompts (one long context asked two ways) run their shared start once,
+    in one left-padded pass of one row per pair; every row still gets HF generate's tokens and the prompt pass's
+    last logits for its prompt alone."""
+    model, tok = _model(lively_model_dir)
+    contexts = ["Reference: " + " ".join(QUESTIONS[i:]) for i in range(3)]
+    prompts = [prompt_ids(tok, messages_for(f"{c}\nQuestion: {q}")) for c in contexts for q in ("Room?", "")]
+    tok.padding_side = "left"
+    batch = tok.pad({"input_ids": prompts}, return_tensors="pt")
+    ids, mask = batch["input_ids"], batch["attention_mask"]
+    shapes: list[tuple[int, ...]] = []
+    hook = model.register_forward_pre_hook(
+        lambda _m, _a, kwargs: shapes.append(tuple(kwargs["input_ids"].shape)), with_kwargs=True
+    )
+    seen: list[torch.Tensor] = []
+    with torch.inference_mode():
+        got = greedy_decode(model, ids, mask, 12, [], lookup=False, group=2, on_prompt=lambda c, lg, m: seen.append(lg))
+        alone = [model(input_ids=torch.tensor([p])).logits[0, -1] for p in prompts]
+    hook.remove()
+    assert shapes[0][0] == 3 and shapes[1][0] == 6 and shapes[1][1] < ids.shape[1] - 20
+    for row, (prompt, tokens) in enumerate(zip(prompts, got, strict=True)):
+        assert tokens == hf_greedy(model, tok.pad_token_id, prompt, 12, None)
+        assert torch.allclose(seen[0][row].float(), alone[row].float(), atol=1e-4)
+
+
 @pytest.mark.parametrize("lookup", [False, True])
 def test_each_row_stops_at_its_own_budget_or_early_end(lively_model_dir, lookup):
     """Per-row budgets cut each row at its own length, and `stop_early` ends a row at the token it first says

@@ -91,6 +91,23 @@ def test_a_choosing_engine_answers_grounded_with_a_whole_retrieved_answer(choosi
     assert all(g.new_tokens > 0 for g in written)
 
 
+def test_choices_and_reference_nll_equal_scoring_each_prompt_alone(choosing):
+    """The two prompts of a choice (with and without the question) share the retrieved pairs' cache; the choice
+    and the reference's NLL are what scoring every prompt on its own, unshared, gives."""
+    from qatune.generate.select import NO_QUESTION, pick
+
+    _, engine = choosing
+    references = [a for _, a in PAIRS[:3]]
+    gens = engine.generate("epoch-1+rag", [messages_for(q) for q in QUESTIONS], references=references)
+    for g, q, ctx, ref in zip(gens, QUESTIONS, engine.retriever.contexts(QUESTIONS), references, strict=True):
+        answers = [p["answer"] for p in ctx]
+        asked = engine._nll("epoch-1", [grounded_question(q, ctx)] * len(ctx), answers)
+        anyway = engine._nll("epoch-1", [grounded_question(NO_QUESTION, ctx)] * len(ctx), answers)
+        assert g.text == answers[pick(asked, anyway)]
+        (alone,) = engine._nll("epoch-1", [grounded_question(q, ctx)], [ref])
+        assert g.reference_nll == pytest.approx(alone, abs=1e-3)
+
+
 class _Clock:
     """Records what the eval stage reports to the run's clock, batch by batch."""
 

@@ -42,7 +42,7 @@ class Rates:
     rag_fill: float = 1.0  # the same for the grounded base model
     tuned_ratio: float = 1.5  # fine-tuned answer length / reference answer length
     rag_tuned_ratio: float = 1.0  # the same for grounded fine-tuned answers (they stop early when they copy)
-    choose_train_ratio: float = 1.1  # a chosen answer's prompt token / a trained token, in time (two prompt passes)
+    choose_train_ratio: float = 1.1  # a chosen answer's prompt token / a trained token, in time (its pairs once)
     report_s: float = 5.0
 
 

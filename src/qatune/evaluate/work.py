@@ -40,7 +40,7 @@ class EvalWork(Work):
     max_new_tokens: int
     fitted_tokens: float | None = None  # mean budget base and grounded answers get from their retrieved answers
     chosen: frozenset[str] = frozenset()  # models that choose a retrieved answer (generate.select) instead
-    choice_tokens: float = 0.0  # prompt tokens a chosen answer runs through (two prompt passes)
+    choice_tokens: float = 0.0  # prompt tokens a chosen answer runs through (pairs once, with and without question)
     references: bool = True  # the set has reference answers (a set of unanswerable questions has none)
     refusal_tokens: float = 0.0  # the trained refusal: a fine-tuned model's answer where the data is silent
     lead_tokens: float | None = None  # mean reference lead, where closed-book models are trained to answer leads
@@ -139,7 +139,7 @@ def work_left(
         max_new_tokens=budget,
         fitted_tokens=sum(fitted) / len(fitted) if indexed and fitted else None,
         chosen=chosen,
-        choice_tokens=2 * (config.train.rag_k * typical + question) if chosen else 0.0,  # with and without question
+        choice_tokens=config.train.rag_k * typical + 2 * question if chosen else 0.0,  # pairs once, question or none
         references=any(map(answerable, rows)),
         refusal_tokens=answer_tokens(trained_refusal(rundir, config)) if config.train.refusal_examples else 0.0,
         lead_tokens=sum(min(n, lead) for n in lengths) / max(len(lengths), 1) if lead else None,

@@ -26,6 +26,7 @@ def greedy_decode(
     budgets: list[int] | None = None,
     stop_early: Callable[[int, list[int]], bool] | None = None,
     cut_loops: bool = False,
+    group: int = 0,
 ) -> list[list[int]]:
     """The greedy tokens of every row, each ending with its stop token when it stopped.
 
@@ -35,7 +36,8 @@ def greedy_decode(
     answer has fallen into a loop; it ends there, without the repeat.
 
     The tokens every prompt starts with (the system prompt and role header) run once and their cache is
-    shared by all rows. `on_prompt(cache, logits, mask)` sees the prompts' KV cache, the last-position logits
+    shared by all rows; with `group` > 1, the tokens each run of `group` consecutive rows starts with (the same
+    long prompt asked two ways). `on_prompt(cache, logits, mask)` sees the prompts' KV cache, the last-position logits
     and the cache's attention mask once, before decoding changes the cache (it must not change it), so other
     scoring can reuse the prompt pass.
 
@@ -69,7 +71,7 @@ def greedy_decode(
     stop_set = set(stop_ids)
     cache = DynamicCache()
     cache_arg = {cache_kwarg(model): cache}
-    step_ids, mask = _after_shared_prefix(model, input_ids, attention_mask, cache_arg)
+    step_ids, mask = _after_shared_prefix(model, input_ids, attention_mask, cache_arg, group)
     positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, -step_ids.shape[1] :]
     last = prompt_logits_index(step_ids)
     for step in range(max(limits, default=0)):
@@ -108,32 +110,56 @@ def greedy_decode(
     return tokens
 
 
-def _after_shared_prefix(model: Any, input_ids: Any, attention_mask: Any, cache_arg: dict[str, Any]) -> tuple[Any, Any]:
-    """Run the tokens all rows start with once, into the cache (repeated per row), and return the rest of each
-    row, left-padded, with the attention mask over prefix and rest (padding then sits between the two). With
-    no such prefix, the prompts and their mask as given."""
+def _after_shared_prefix(
+    model: Any, input_ids: Any, attention_mask: Any, cache_arg: dict[str, Any], group: int = 0
+) -> tuple[Any, Any]:
+    """Run the tokens the rows start with once, into the cache (repeated per row), and return the rest of each
+    row, left-padded, with the attention mask over start and rest (padding then sits between the two). The
+    start is the one every row shares, or with `group` > 1 the one each run of `group` consecutive rows shares
+    (two prompts that differ only at their end). With no such start, the prompts and their mask as given."""
     import torch
 
     if input_ids.shape[0] < 2:
         return input_ids, attention_mask
     rows = [ids[m.bool()].tolist() for ids, m in zip(input_ids, attention_mask, strict=True)]
-    shared = min(len(r) for r in rows) - 1  # every row keeps at least one token for the prompt pass
-    for row in rows[1:]:
-        shared = next((i for i in range(shared) if row[i] != rows[0][i]), shared)
-    if shared < MIN_SHARED_PREFIX:
+    size = group if group > 1 else len(rows)
+    if len(rows) % size:
+        return input_ids, attention_mask
+    starts = [_shared_start(rows[g : g + size]) for g in range(0, len(rows), size)]
+    if min(starts) < MIN_SHARED_PREFIX:
         return input_ids, attention_mask
     (cache,) = cache_arg.values()
-    model(input_ids=input_ids.new_tensor([rows[0][:shared]]), use_cache=True, logits_to_keep=1, **cache_arg)
-    cache.batch_repeat_interleave(len(rows))
-    width = max(len(r) for r in rows) - shared
+    head = max(starts)
+    start_ids = input_ids.new_zeros((len(starts), head))
+    start_mask = attention_mask.new_zeros((len(starts), head))
+    for n, shared in enumerate(starts):
+        start_ids[n, head - shared :] = torch.tensor(rows[n * size][:shared])
+        start_mask[n, head - shared :] = 1
+    model(
+        input_ids=start_ids,
+        attention_mask=start_mask,
+        position_ids=(start_mask.cumsum(-1) - 1).clamp(min=0),
+        use_cache=True,
+        logits_to_keep=1,
+        **cache_arg,
+    )
+    cache.batch_repeat_interleave(size)
+    rest_of = [row[starts[i // size] :] for i, row in enumerate(rows)]
+    width = max(len(r) for r in rest_of)
     rest = input_ids.new_zeros((len(rows), width))
-    mask = attention_mask.new_zeros((len(rows), shared + width))
-    mask[:, :shared] = 1
-    for i, row in enumerate(rows):
-        n = len(row) - shared
-        rest[i, width - n :] = torch.tensor(row[shared:])
-        mask[i, shared + width - n :] = 1
+    mask = torch.cat([start_mask.repeat_interleave(size, dim=0), attention_mask.new_zeros((len(rows), width))], dim=1)
+    for i, row in enumerate(rest_of):
+        rest[i, width - len(row) :] = torch.tensor(row)
+        mask[i, head + width - len(row) :] = 1
     return rest, mask
+
+
+def _shared_start(rows: list[list[int]]) -> int:
+    """How many tokens all `rows` start with, leaving each at least one for the prompt pass."""
+    shared = min(len(r) for r in rows) - 1
+    for row in rows[1:]:
+        shared = next((i for i in range(shared) if row[i] != rows[0][i]), shared)
+    return shared
 
 
 def _decode_drafted(

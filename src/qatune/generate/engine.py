@@ -217,8 +217,9 @@ class Engine:
     ) -> list[Generation]:
         """Each answer is the retrieved answer the question makes most probable (generate/select.py), shown whole,
         unless the model's own answer opens with its refusal (decoded as far as the refusal is long). Asked
-        single-turn, in two prompt passes per question: the grounded prompt (its opening decoded; each retrieved
-        answer's opening and any reference scored from its cache) and the same prompt without the question."""
+        single-turn, two ways in one batch: the grounded prompt (its opening decoded; each retrieved answer's
+        opening and any reference scored from its cache) and the same prompt without the question, whose shared
+        start (the retrieved pairs) is computed once for both."""
         assert self.choosing is not None
         refusal = self.choosing.refusal
         questions = [conv[-1]["content"] for conv in conversations]
@@ -227,20 +228,26 @@ class Engine:
         width = max((len(ctx) for ctx in contexts), default=0)
         candidates = [[cut(str(ctx[j]["answer"])) if j < len(ctx) else None for ctx in contexts] for j in range(width)]
         opening_tokens = len(self.tokenizer.encode(refusal, add_special_tokens=False)) + 2
-        passes = {}
-        for asked in (True, False):
-            turns = [
-                grounded_question(q if asked else NO_QUESTION, c) for q, c in zip(questions, contexts, strict=True)
-            ]
-            passes[asked] = self._decoded(
-                closed_book(name),
-                [[{"role": "user", "content": t}] for t in turns],
-                max_new_tokens=opening_tokens if asked else 1,
-                batch_size=batch_size,
-                scoring=[*candidates, *([references] if asked and references is not None else [])],
-                batch_tokens=CHOICE_BATCH_TOKENS,
-            )
-        (opened, with_question), without = passes[True], passes[False][1]
+        turns = [
+            [{"role": "user", "content": grounded_question(asked, c)}]
+            for q, c in zip(questions, contexts, strict=True)
+            for asked in (q, NO_QUESTION)
+        ]
+        both = [text for text in (references or []) for text in (text, None)]
+        generated, values = self._decoded(
+            closed_book(name),
+            turns,
+            max_new_tokens=opening_tokens,
+            limits=[opening_tokens, 1] * len(questions),
+            group=2,
+            batch_size=2 * batch_size,
+            scoring=[[one for one in options for one in (one, one)] for options in candidates]
+            + ([both] if references is not None else []),
+            batch_tokens=CHOICE_BATCH_TOKENS,
+        )
+        opened = generated[::2]
+        with_question = [one[::2] for one in values]
+        without = [one[1::2] for one in values]
         results = []
         for i, (g, ctx) in enumerate(zip(opened, contexts, strict=True)):
             j = pick([with_question[k][i] for k in range(len(ctx))], [without[k][i] for k in range(len(ctx))])
@@ -266,25 +273,33 @@ class Engine:
         stop_on_copy: bool = False,
         cut_loops: bool = False,
         batch_tokens: int | None = None,
+        limits: list[int] | None = None,
+        group: int = 0,
     ) -> tuple[list[Generation], list[list[float | None]]]:
         """The answers, and for each list of replies in `scoring` (one per conversation, None: none) their NLL,
         scored from the prompt pass greedy decoding makes anyway. `batch_tokens`: batches also hold at most this
-        many prompt tokens, padding included (long prompts)."""
+        many prompt tokens, padding included (long prompts). `limits`: each conversation's own token limit.
+        `group` > 1: conversations come in runs of this many that start alike (one prompt asked in ways that differ
+        at its end); a run stays in one batch and its shared start is computed once."""
         import torch
 
         asked, contexts = self._grounded(name, conversations)
         encoded = [prompt_ids(self.tokenizer, conv) for conv in asked]
-        fitted = self._fitted(conversations, contexts) if fit_budget else []
+        fitted = self._fitted(conversations, contexts) if fit_budget else limits or []
         copy_check = self._copy_check(contexts) if stop_on_copy and contexts is not None else None
         sampled = bool(temperature and temperature > 0)
         replies = [self._reply_ids(asked, texts) for texts in scoring or []]
-        order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
+        size = max(group, 1)
+        runs = [list(range(g, min(g + size, len(encoded)))) for g in range(0, len(encoded), size)]
+        lengths = [max(len(encoded[i]) for i in run) for run in runs]
+        order = sorted(range(len(runs)), key=lambda r: lengths[r])
+        per_batch = max(batch_size // size, 1)
+        in_runs = [order[start : start + per_batch] for start in range(0, len(order), per_batch)]
+        if batch_tokens is not None:
+            in_runs = [part for b in in_runs for part in token_batches(b, [n * size for n in lengths], batch_tokens)]
+        batches = [[i for r in b for i in runs[r]] for b in in_runs]
         results: list[Generation | None] = [None] * len(encoded)
         nll: list[list[float | None]] = [[None] * len(encoded) for _ in replies]
-        batches = [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
-        if batch_tokens is not None:
-            lengths = [len(e) for e in encoded]
-            batches = [part for b in batches for part in token_batches(b, lengths, batch_tokens)]
         with self.use(name) as model, torch.inference_mode():
             for idx in batches:
                 batch = self.tokenizer.pad({"input_ids": [encoded[i] for i in idx]}, return_tensors="pt")
@@ -307,6 +322,7 @@ class Engine:
                         budgets=[fitted[i] for i in idx] if fitted else None,
                         stop_early=copy_check(idx) if copy_check is not None else None,
                         cut_loops=cut_loops,
+                        group=group,
                     )
                     for values, got in zip(nll, scored, strict=True):
                         for i, value in zip(idx, got or [None] * len(idx), strict=True):

@@ -2,8 +2,9 @@
 whose opening it finds most probable for the question, measured against the same prompt without the question
 (pointwise mutual information: the answer the question makes likelier, not the one that is likely anyway), and
 that answer is shown whole. A small model does not copy a paragraph of retrieved text faithfully; choosing keeps
-every fact of the pair it picks, costs two teacher-forced passes per retrieved answer instead of hundreds of
-decoded tokens, and is the same in eval, chat, serve and the exported model's script (docs/long-answers.md)."""
+every fact of the pair it picks, costs one pass over the retrieved pairs, two short ones over the question or none,
+and a teacher-forced pass per retrieved answer instead of hundreds of decoded tokens, and is the same in eval, chat,
+serve and the exported model's script (docs/long-answers.md)."""
 
 from __future__ import annotations
 

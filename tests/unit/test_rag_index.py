@@ -122,3 +122,25 @@ def test_grounded_and_base_answers_get_the_budget_their_retrieved_answers_need(l
     assert check(0, tok.encode(" ".join(words[: QUOTE_WORDS + 1]), add_special_tokens=False))
     assert not check(0, tok.encode(" ".join(words[:QUOTE_WORDS]), add_special_tokens=False))  # may still grow
     assert not check(1, tok.encode(" ".join(words[: QUOTE_WORDS + 1]), add_special_tokens=False))
+
+
+def test_the_fallback_lets_every_validation_question_about_a_trained_fact_through(tmp_path):
+    """The threshold saved with the index is the lowest similarity of a validation question about a trained fact:
+    every such question is answered (none falls back), and unanswerable validation questions further from the data
+    are counted as caught; `unseen` questions (facts never trained) do not set it."""
+    from qatune.trust.guard import Guard
+
+    rundir = _run(tmp_path)
+    val = ["Which room and which teacher?", "How many credits, and which exam?", "credits?"]
+    write_jsonl(rundir.split_file("val"), [{"id": f"v{i}", "question": q, "answer": "x"} for i, q in enumerate(val)])
+    with rundir.split_file("val").open("a") as f:
+        f.write('{"id": "u1", "question": "What about the weather?", "answer": "x", "kind": "unseen"}\n')
+    refusals = ["Where is the lab?", "What is the exam room?"]
+    write_jsonl(rundir.split_file("refusals"), [{"question": q, "answer": "no", "part": "val"} for q in refusals])
+    index = run_index(rundir, BagOfWords())
+    tops = [hits[0][1] for hits in index.search(BagOfWords(), val + refusals, 1)]
+    threshold = index.fallback["min_similarity"]
+    assert threshold == pytest.approx(min(tops[:3]), abs=1e-4) and threshold < min(tops[:3]) + 1e-9
+    guard = Guard.from_pairs("I don't know.", PAIRS, min_similarity=threshold)
+    assert not any(guard.falls_back(s) for s in tops[:3])
+    assert index.fallback["unanswerable_val_caught"] == sum(s < threshold for s in tops[3:]) == 1

@@ -1,24 +1,24 @@
 """The retrieval fallback: how close the nearest training pair must be for a grounded model (or the retrieval
 baseline) to answer at all. Its threshold is calibrated on validation questions when the index is built and saved
-with it: the lowest similarity of a validation question about a trained fact, less a margin for how much further
-from the data real users word their questions than qatune's rewordings do."""
+with it: the lowest similarity of a validation question about a trained fact (a reworded training question). People's
+own rewordings stayed at least that close on every public set (BENCHMARKS.md section 7, "A retrieval fallback
+without a margin"), so no margin is taken off it."""
 
 from __future__ import annotations
 
+import math
 from typing import Any
-
-MARGIN = 0.1
 
 
 def calibrate(answerable: list[float], unanswerable: list[float]) -> dict[str, Any] | None:
     """The fallback's record for index.json (None without validation questions about trained facts)."""
     if not answerable:
         return None
-    threshold = round(max(0.0, min(answerable) - MARGIN), 4)
+    threshold = math.floor(min(answerable) * 1e4) / 1e4  # saved to 4 places, never above that question's
     caught = sum(s < threshold for s in unanswerable)
     return {
         "min_similarity": threshold,
-        "rule": f"lowest similarity of a validation question about a trained fact ({min(answerable):.3f}) - {MARGIN}",
+        "rule": "lowest similarity of a validation question about a trained fact",
         "answerable_val": len(answerable),
         "unanswerable_val": len(unanswerable),
         "unanswerable_val_caught": caught,

@@ -1,8 +1,8 @@
 """The retrieval fallback: how close the nearest training pair must be for a grounded model (or the retrieval
 baseline) to answer at all. Its threshold is calibrated on validation questions when the index is built and saved
 with it: the lowest similarity of a validation question about a trained fact (a reworded training question). People's
-own rewordings stayed at least that close on every public set (BENCHMARKS.md section 7, "A retrieval fallback
-without a margin"), so no margin is taken off it."""
+own rewordings stayed at least that close on every public set (docs/trust.md, "A retrieval fallback without a
+margin"), so no margin is taken off it."""
 
 from __future__ import annotations
 

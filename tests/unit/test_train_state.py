@@ -16,7 +16,7 @@ from qatune.train.state import LoraSummary, TrainProgress, TrainSummary, read_su
 from train_runs import config, write_data
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "main_run"
-ADDED = ["refusal", "refusal_questions", "answer_leads"]  # summary keys added since the fixture was written (after oracle_share)
+ADDED = ["refusal", "refusal_questions", "answer_leads"]  # summary keys added since the fixture (after oracle_share)
 
 
 def _fixture(name: str) -> dict:

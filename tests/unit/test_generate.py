@@ -131,10 +131,13 @@ def test_answer_nll_equals_the_plain_full_logits_loss_row_by_row(tiny_model_dir)
                 assert value == pytest.approx(expected, rel=1e-5)
 
 
-def test_generate_with_references_scores_them_as_answer_nll_does(lively_model_dir):
+@pytest.mark.parametrize("reply_tokens", [4096, 12])
+def test_generate_with_references_scores_them_as_answer_nll_does(lively_model_dir, monkeypatch, reply_tokens):
     """The reference NLL that eval reads off the generation's own prompt pass (left-padded rows of different
     lengths, answers of different lengths) equals answer_nll's, with the adapter on and off, and leaves the
-    greedy answers as they are without references."""
+    greedy answers as they are without references; the same when the references are scored a few rows at a
+    time (12 tokens: rows of the prompt cache picked per batch, and the answers decoded from it unchanged)."""
+    monkeypatch.setattr("qatune.generate.nll.REPLY_TOKENS", reply_tokens)
     engine = _engine(lively_model_dir, with_adapter=True)
     answers = ["Ada.", "Two exams and a project, weighted 40/60.", "ML", "Mondays"]
     convs = [messages_for(q) for q in QUESTIONS]

@@ -107,6 +107,18 @@ def test_drafted_rows_stop_where_greedy_decoding_stops(lively_model_dir, monkeyp
     assert [len(t) for t in capped] == [7] * rows
 
 
+def _left_padded_and_watched(model, tok, prompts: list[list[int]]):
+    """The prompts left-padded (ids, mask), and a hook recording the input shape of every model pass into the
+    returned list (remove the hook when done)."""
+    tok.padding_side = "left"
+    batch = tok.pad({"input_ids": prompts}, return_tensors="pt")
+    shapes: list[tuple[int, ...]] = []
+    hook = model.register_forward_pre_hook(
+        lambda _m, _a, kwargs: shapes.append(tuple(kwargs["input_ids"].shape)), with_kwargs=True
+    )
+    return batch["input_ids"], batch["attention_mask"], shapes, hook
+
+
 def test_the_start_all_prompts_share_runs_once(lively_model_dir):
     """The tokens every row starts with (system prompt, role header, here also a common opening) go through
     the model once, as a one-row pass whose cache all rows share (left padding then sits between it and each
@@ -115,13 +127,7 @@ def test_the_start_all_prompts_share_runs_once(lively_model_dir):
     prompts = [prompt_ids(tok, messages_for(f"About the syllabus: {q}")) for q in QUESTIONS]
     shared = next(i for i in range(min(map(len, prompts))) if len({p[i] for p in prompts}) > 1)
     assert shared >= 8
-    tok.padding_side = "left"
-    batch = tok.pad({"input_ids": prompts}, return_tensors="pt")
-    ids, mask = batch["input_ids"], batch["attention_mask"]
-    shapes: list[tuple[int, ...]] = []
-    hook = model.register_forward_pre_hook(
-        lambda _m, _a, kwargs: shapes.append(tuple(kwargs["input_ids"].shape)), with_kwargs=True
-    )
+    ids, mask, shapes, hook = _left_padded_and_watched(model, tok, prompts)
     with torch.inference_mode():
         got = greedy_decode(model, ids, mask, 20, [], lookup=False)
     hook.remove()
@@ -137,13 +143,7 @@ def test_each_pair_of_prompts_shares_its_own_start(lively_model_dir):
     model, tok = _model(lively_model_dir)
     contexts = ["Reference: " + " ".join(QUESTIONS[i:]) for i in range(3)]
     prompts = [prompt_ids(tok, messages_for(f"{c}\nQuestion: {q}")) for c in contexts for q in ("Room?", "")]
-    tok.padding_side = "left"
-    batch = tok.pad({"input_ids": prompts}, return_tensors="pt")
-    ids, mask = batch["input_ids"], batch["attention_mask"]
-    shapes: list[tuple[int, ...]] = []
-    hook = model.register_forward_pre_hook(
-        lambda _m, _a, kwargs: shapes.append(tuple(kwargs["input_ids"].shape)), with_kwargs=True
-    )
+    ids, mask, shapes, hook = _left_padded_and_watched(model, tok, prompts)
     seen: list[torch.Tensor] = []
     with torch.inference_mode():
         got = greedy_decode(model, ids, mask, 12, [], lookup=False, group=2, on_prompt=lambda c, lg, m: seen.append(lg))

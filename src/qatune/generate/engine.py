@@ -285,7 +285,7 @@ class Engine:
 
         asked, contexts = self._grounded(name, conversations)
         encoded = [prompt_ids(self.tokenizer, conv) for conv in asked]
-        fitted = self._fitted(conversations, contexts) if fit_budget else limits or []
+        row_limits = self._fitted(conversations, contexts) if fit_budget else limits or []
         copy_check = self._copy_check(contexts) if stop_on_copy and contexts is not None else None
         sampled = bool(temperature and temperature > 0)
         replies = [self._reply_ids(asked, texts) for texts in scoring or []]
@@ -319,7 +319,7 @@ class Engine:
                         max_new_tokens,
                         self.stop_ids,
                         on_prompt=hook if any(map(any, rows)) else None,
-                        budgets=[fitted[i] for i in idx] if fitted else None,
+                        budgets=[row_limits[i] for i in idx] if row_limits else None,
                         stop_early=copy_check(idx) if copy_check is not None else None,
                         cut_loops=cut_loops,
                         group=group,

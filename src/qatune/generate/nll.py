@@ -8,6 +8,8 @@ from typing import Any
 
 from qatune.prompts import IGNORE_INDEX, encode_reply
 
+REPLY_TOKENS = 4096  # reply tokens scored together after a cached prompt, padding included
+
 
 def decoder_and_head(model: Any) -> tuple[Any, Callable[[Any], Any]]:
     """The decoder stack and a function from its hidden states to fp32 vocabulary logits (with the model's
@@ -44,20 +46,51 @@ def score_replies(
 
 
 def reply_nll(
-    model: Any, cache: Any, last_logits: Any, mask: Any, replies: list[list[int]], pad_id: int
+    model: Any,
+    cache: Any,
+    last_logits: Any,
+    mask: Any,
+    replies: list[list[int]],
+    pad_id: int,
+    budget: int | None = None,
 ) -> list[float | None]:
     """Mean NLL per reply token, each row's prompt already in `cache` (left-padded, `mask`) with `last_logits`
-    predicting the reply's first token; the cache is copied, not changed. As in `answer_nll`, the output layer
-    runs only where a reply token is predicted."""
+    predicting the reply's first token; the cache is not changed. As in `answer_nll`, the output layer runs only
+    where a reply token is predicted, and replies go through in length order, at most `budget` (REPLY_TOKENS)
+    reply tokens (padding included) at a time: one batch padded to the longest reply would cost several times the tokens
+    when reply lengths vary (long answers)."""
+    import torch
+
+    values: list[float | None] = [None] * len(replies)
+    todo = sorted((i for i, r in enumerate(replies) if r), key=lambda i: len(replies[i]))
+    for idx in token_batches(todo, [len(r) for r in replies], budget or REPLY_TOKENS):
+        rows = torch.tensor(idx, device=mask.device)
+        scored = _nll_rows(
+            model, _cache_rows(cache, rows), last_logits[rows], mask[rows], [replies[i] for i in idx], pad_id
+        )
+        for i, value in zip(idx, scored, strict=True):
+            values[i] = value
+    return values
+
+
+def _cache_rows(cache: Any, rows: Any) -> Any:
+    """A cache holding only `rows` of `cache`, which stays as it was (selecting builds new tensors)."""
     import copy
 
+    part = copy.copy(cache)
+    part.layers = [copy.copy(layer) for layer in cache.layers]
+    part.batch_select_indices(rows)
+    return part
+
+
+def _nll_rows(
+    model: Any, cache: Any, last_logits: Any, mask: Any, replies: list[list[int]], pad_id: int
+) -> list[float]:
+    """Mean NLL of each (non-empty) reply after its row of `cache`, in one batch; `cache` is extended."""
     import torch
 
     from qatune.models.load import cache_kwarg
 
-    values: list[float | None] = [None] * len(replies)
-    if not any(replies):
-        return values
     decoder, vocab_logits = decoder_and_head(model)
     width = max(len(r) for r in replies)
     ids = torch.full((len(replies), width), pad_id, dtype=torch.long, device=mask.device)
@@ -73,15 +106,12 @@ def reply_nll(
             attention_mask=torch.cat([mask, reply_mask[:, :-1]], dim=1),
             position_ids=positions,
             use_cache=True,
-            **{cache_kwarg(decoder): copy.deepcopy(cache)},
+            **{cache_kwarg(decoder): cache},
         ).last_hidden_state
         keep = reply_mask[:, 1:].bool()
         loss = torch.nn.functional.cross_entropy(vocab_logits(hidden[keep]), ids[:, 1:][keep], reduction="none")
         sums = sums.index_add(0, keep.nonzero()[:, 0], loss)
-    for row, reply in enumerate(replies):
-        if reply:
-            values[row] = float(sums[row] / len(reply))
-    return values
+    return [float(sums[row] / len(reply)) for row, reply in enumerate(replies)]
 
 
 def token_batches(order: list[int], lengths: list[int], budget: int) -> list[list[int]]:

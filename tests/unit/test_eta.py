@@ -239,6 +239,24 @@ def test_what_the_guard_answered_and_unanswerable_sets_teach_no_answer_lengths()
     assert (unanswerable.tuned_ratio, unanswerable.base_fill) == (RATES.tuned_ratio, RATES.base_fill)
 
 
+def test_base_answers_are_priced_by_their_measured_length_and_fallbacks_by_their_share():
+    """Once measured, the base model's answers are priced at its own mean length (at most the budget), which
+    barely moves with the data (a fill share of a long-answer budget would price it several times over); on a set
+    the data does not answer, grounded answers are discounted by the share the guard gave before any pass."""
+    work = EvalWork(answers={"base": 10, "base+rag": 10}, answer_tokens=200, max_new_tokens=1024, fitted_tokens=300)
+    m = Measured(tokens=720, answers={"base": 10, "base+rag": 10}, new_tokens={"base": 700, "base+rag": 20})
+    m.unasked = {"base+rag": 6}
+    unanswerable = replace(work, references=False)
+    learned = unanswerable.learned(RATES, m, 7.2, None)
+    assert learned.base_tokens == pytest.approx(70) and learned.unasked_share == pytest.approx(0.6)
+    assert work.expected("base", learned) == pytest.approx(70)
+    assert replace(work, fitted_tokens=50).expected("base", learned) == 50  # at most its budget
+    assert work.expected("base+rag", learned) == work.expected("base+rag", RATES)  # the grounded base: its fill
+    per_answer = work.expected("base+rag", learned) * 0.01
+    assert unanswerable.seconds(learned) == pytest.approx(10 * 70 * 0.01 + 10 * 0.4 * per_answer)
+    assert work.seconds(learned) == pytest.approx(10 * 70 * 0.01 + 10 * per_answer)  # answerable: all asked
+
+
 def test_eval_work_on_long_answers_plans_chosen_grounded_answers(tmp_path, tiny_model_dir):
     """Before training, a run whose answers are long (generate.select) plans its grounded models' answers as
     chosen: one pass over `rag_k` retrieved answers and two over the question or none; `--select off` plans them

@@ -39,9 +39,11 @@ class Rates:
     token_scale: float = 1.0  # a pass's real tokens / their estimate from characters
     eval_s_per_token: float = 0.01  # an eval set's seconds per generated token (loading and scoring included)
     base_fill: float = 1.0  # base answer length / max_new_tokens (the base model seldom stops by itself)
+    base_tokens: float = 0.0  # the base model's mean answer in new tokens, where measured (0: use base_fill)
     rag_fill: float = 1.0  # the same for the grounded base model
     tuned_ratio: float = 1.5  # fine-tuned answer length / reference answer length
     rag_tuned_ratio: float = 1.0  # the same for grounded fine-tuned answers (they stop early when they copy)
+    unasked_share: float = 0.0  # grounded answers to questions the data does not answer given before any pass
     choose_train_ratio: float = 1.1  # a chosen answer's prompt token / a trained token, in time (its pairs once)
     report_s: float = 5.0
 

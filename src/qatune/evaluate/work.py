@@ -48,12 +48,16 @@ class EvalWork(Work):
     def expected(self, model: str, rates: Rates) -> float:
         """New tokens per answer: the base model runs on to its budget (fitted to the retrieved answers in a run
         with an index), a fine-tuned one stops near the reference length (grounded: or where it starts copying;
-        closed-book: near the reference's lead where it was trained on leads); a chosen answer generates none."""
+        closed-book: near the reference's lead where it was trained on leads); a chosen answer generates none.
+        Where the set's questions are unanswerable, `asked` discounts grounded answers the guard gives before any
+        pass (the retrieval fallback, the question check)."""
         if model in self.chosen:
             return 0.0
         if not self.references and self.refusal_tokens and closed_book(model) != BASE:
             return self.refusal_tokens  # trained to abstain on questions the data does not answer
         budget = self.fitted_tokens or float(self.max_new_tokens)
+        if model == BASE and rates.base_tokens > 0:
+            return min(budget, rates.base_tokens)  # its own length, which hardly depends on the data
         if closed_book(model) == BASE:
             return (rates.rag_fill if is_grounded(model) else rates.base_fill) * budget
         if is_grounded(model):
@@ -64,8 +68,13 @@ class EvalWork(Work):
         """One chosen answer: its prompt tokens, priced as trained tokens times the machine's ratio."""
         return self.choice_tokens * rates.choose_train_ratio / rates.train_tokens_per_s
 
+    def asked(self, model: str, rates: Rates) -> float:
+        """The share of `model`'s answers that run the model: grounded answers to unanswerable questions often
+        end before any pass (`unasked_share`, measured on such sets)."""
+        return 1.0 - rates.unasked_share if not self.references and is_grounded(model) else 1.0
+
     def left(self, rates: Rates, m: Measured, elapsed: float) -> float:
-        todo = {k: max(0, n - m.answers.get(k, 0)) for k, n in self.answers.items()}
+        todo = {k: max(0, n - m.answers.get(k, 0)) * self.asked(k, rates) for k, n in self.answers.items()}
         tokens = sum(n * self.expected(k, rates) for k, n in todo.items())
         choices = sum(n for k, n in todo.items() if k in self.chosen)
         written = blend(rates.eval_s_per_token, max(0.0, elapsed - m.chosen_seconds), m.tokens)
@@ -81,7 +90,14 @@ class EvalWork(Work):
         if m.tokens < 50:
             return replace(rates, **new)  # too little generated to measure the rest
         new["eval_s_per_token"] = max(seconds - m.chosen_seconds, 0.0) / m.tokens
+        base = m.answers.get(BASE, 0) - m.unasked.get(BASE, 0)
+        if base > 0:  # the base model knows no set from another: its length is learned from any
+            new["base_tokens"] = m.new_tokens.get(BASE, 0) / base
         if not self.references:
+            grounded = [k for k in m.answers if is_grounded(k)]
+            answers = sum(m.answers[k] for k in grounded)
+            if answers > 0:
+                new["unasked_share"] = sum(m.unasked.get(k, 0) for k in grounded) / answers
             return replace(rates, **new)  # questions the data does not answer say nothing of answer lengths
         kinds: dict[str, list[str]] = {"base_fill": [BASE], "rag_fill": [grounded_name(BASE)]}
         tuned = [k for k in m.answers if closed_book(k) != BASE]

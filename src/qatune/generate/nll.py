@@ -46,24 +46,18 @@ def score_replies(
 
 
 def reply_nll(
-    model: Any,
-    cache: Any,
-    last_logits: Any,
-    mask: Any,
-    replies: list[list[int]],
-    pad_id: int,
-    budget: int | None = None,
+    model: Any, cache: Any, last_logits: Any, mask: Any, replies: list[list[int]], pad_id: int
 ) -> list[float | None]:
     """Mean NLL per reply token, each row's prompt already in `cache` (left-padded, `mask`) with `last_logits`
     predicting the reply's first token; the cache is not changed. As in `answer_nll`, the output layer runs only
-    where a reply token is predicted, and replies go through in length order, at most `budget` (REPLY_TOKENS)
-    reply tokens (padding included) at a time: one batch padded to the longest reply would cost several times the tokens
-    when reply lengths vary (long answers)."""
+    where a reply token is predicted, and replies go through in length order, at most REPLY_TOKENS reply tokens
+    (padding included) at a time: one batch padded to the longest reply would cost several times the tokens when
+    reply lengths vary (long answers)."""
     import torch
 
     values: list[float | None] = [None] * len(replies)
     todo = sorted((i for i, r in enumerate(replies) if r), key=lambda i: len(replies[i]))
-    for idx in token_batches(todo, [len(r) for r in replies], budget or REPLY_TOKENS):
+    for idx in token_batches(todo, [len(r) for r in replies], REPLY_TOKENS):
         rows = torch.tensor(idx, device=mask.device)
         scored = _nll_rows(
             model, _cache_rows(cache, rows), last_logits[rows], mask[rows], [replies[i] for i in idx], pad_id

@@ -233,7 +233,7 @@ class EvalConfig(_Section):
 class AbstainConfig(_Section):
     retrieval_fallback: bool = Field(
         True,
-        description="Grounded models and the retrieval baseline abstain when no training pair is as close to the "
+        description="Grounded models and the retrieval baseline abstain when no training question is as close to the "
         "question as the threshold calibrated on validation questions (saved with the index).",
     )
     fact_check: bool = Field(

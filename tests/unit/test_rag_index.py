@@ -12,6 +12,7 @@ from qatune.models.load import load_base, load_tokenizer
 from qatune.models.placement import choose_placement
 from qatune.prompts import messages_for
 from qatune.rag import closed_book, is_grounded
+from qatune.rag.baseline import nearest_answers
 from qatune.rag.index import Index, build_index, load_index, run_index
 from qatune.rag.prompt import grounded_question
 from qatune.rag.retriever import Retriever
@@ -52,11 +53,32 @@ def test_index_holds_training_originals_and_finds_the_nearest(tmp_path):
     assert index.contexts(BagOfWords(), ["exam credits"], k=1) == [[index.pairs[2]]]
 
 
+def test_a_question_in_its_answers_words_finds_the_pair_and_the_fallback_reads_questions_only(tmp_path):
+    """A pair matches a question by its own question or by its question and answer read together: "exam in which lab
+    room" is nearest to the question "Which room is the course in?" but finds the pair whose answer says "exam" and
+    "lab". The retrieval baseline ranks the same way, and both report the nearest training question's cosine for the
+    fallback, not the match."""
+    final = {"id": "p4", "question": "Where is the final?", "answer": "The exam is in the lab.", "source_row": 5}
+    asked = "exam in which lab room"
+    rundir = RunDir(tmp_path / "run")
+    write_jsonl(rundir.split_file("train"), [*PAIRS, final])
+    index = build_index(BagOfWords(), rundir.split_file("train"))
+    [hits] = index.lookup(BagOfWords(), [asked], k=2)
+    assert hits.top[0][0] == 3
+    cosines = BagOfWords().encode([asked]) @ index.vectors.T
+    assert hits.nearest == pytest.approx(float(cosines.max())) and hits.nearest < hits.top[0][1]
+    assert Index(index.pairs, index.vectors).search(BagOfWords(), [asked], k=1)[0][0][0] == 0  # by questions alone
+    [match] = nearest_answers(BagOfWords(), index.pairs, [asked], k=2)
+    assert match.answer == final["answer"] and match.score == pytest.approx(hits.nearest)
+    assert match.runners_up == (index.pairs[hits.top[1][0]]["answer"],)
+
+
 def test_index_round_trip_and_rebuild_when_training_data_changes(tmp_path):
     rundir = _run(tmp_path)
     first = run_index(rundir, BagOfWords())
     loaded = load_index(rundir.index_dir)
     assert loaded.pairs == first.pairs and np.array_equal(loaded.vectors, first.vectors)
+    assert first.pair_vectors is not None and np.array_equal(loaded.pair_vectors, first.pair_vectors)
     write_jsonl(rundir.split_file("train"), PAIRS[:2])
     assert [p["id"] for p in run_index(rundir, BagOfWords()).pairs] == ["p1", "p2"]
     (rundir.index_dir / "vectors.safetensors").write_bytes(b"broken")

@@ -91,7 +91,7 @@ def generated_rows(
 
 
 def retrieval_rows(rundir: RunDir, cosine: PairCosine, batch: list[dict], guard: Guard) -> list[dict]:
-    """Retrieval's answers (the refusal where the fallback says no training pair is close enough); in a run with
+    """Retrieval's answers (the refusal where the fallback says no training question is close enough); in a run with
     grounded models each row also lists the k answers a grounded prompt would hold (`retrieved`, first = the
     answer), from which scores.json reports the retrieval ceiling."""
     train = training_pairs(rundir.require(rundir.split_file("train"), "run qatune prepare first"))

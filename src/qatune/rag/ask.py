@@ -1,5 +1,5 @@
-"""Ask this exported model grounded, without qatune: retrieve the training pairs nearest to each question from
-index/ (all-MiniLM-L6-v2 embeddings, unit length), put them in the user turn as the model was trained, and
+"""Ask this exported model grounded, without qatune: retrieve the training pairs that best match each question
+from index/ (all-MiniLM-L6-v2 embeddings, unit length), put them in the user turn as the model was trained, and
 answer greedily with model.gguf (llama-cpp-python) or, in a transformers export, with transformers.
 
     python ask.py "When is the final exam?"            # one answer per question given
@@ -36,26 +36,30 @@ def grounded_question(question: str, pairs: list[dict]) -> str:
 
 
 class Index:
-    """The training pairs and their embeddings; top-k by dot product (ties: the earlier pair)."""
+    """The training pairs and their embeddings: each pair's question (`vectors`) and, read together, its question and
+    answer (`pair_vectors`); a pair's score is the larger dot product (ties: the earlier pair), as in qatune."""
 
     def __init__(self, folder: Path):
         from safetensors.numpy import load_file
 
         self.pairs = [json.loads(line) for line in (folder / "pairs.jsonl").read_text("utf-8").splitlines() if line]
-        self.vectors = load_file(str(folder / "vectors.safetensors"))["vectors"]
+        tensors = load_file(str(folder / "vectors.safetensors"))
+        self.vectors, self.pair_vectors = tensors["vectors"], tensors.get("pair_vectors")
         self.k = int(json.loads((folder / "index.json").read_text("utf-8")).get("k") or 2)
         self.embedder = _embedder()
 
     def lookup(self, questions: list[str]) -> list[tuple[list[dict], float]]:
-        """For each question, the top-k pairs and how close the nearest one is."""
+        """For each question, the top-k pairs and how close the nearest training question is (the fallback's
+        measure)."""
         import numpy as np
 
         encoded = self.embedder.encode(
             questions, batch_size=64, convert_to_numpy=True, normalize_embeddings=True, show_progress_bar=False
         )
-        sims = encoded @ self.vectors.T
+        asked = encoded @ self.vectors.T
+        sims = asked if self.pair_vectors is None else np.maximum(asked, encoded @ self.pair_vectors.T)
         order = np.argsort(-sims, axis=1, kind="stable")[:, : min(self.k, len(self.pairs))]
-        return [([self.pairs[j] for j in row], float(sims[i, row[0]])) for i, row in enumerate(order)]
+        return [([self.pairs[j] for j in row], float(asked[i].max())) for i, row in enumerate(order)]
 
 
 def _embedder():

@@ -1,5 +1,6 @@
-"""The `retrieval` baseline: answer each question with the training answer whose question is closest
-(MiniLM cosine). No generation; it shows whether fine-tuning beats a plain lookup of the training data.
+"""The `retrieval` baseline: answer each question with the training answer of the pair that matches it best, as
+the run's index ranks pairs (MiniLM cosine to the pair's question, or to its question and answer together). No
+generation; it shows whether fine-tuning beats a plain lookup of the training data.
 In a run with grounded models it also records the runners-up among the pairs a grounded prompt holds, so
 the scores can say how much better than retrieval copying one of them could ever be."""
 
@@ -11,7 +12,7 @@ from typing import Any
 
 from qatune.console import QatuneError
 from qatune.rag.embeddings import encode
-from qatune.rag.index import run_rag_k
+from qatune.rag.index import pair_text, ranked_hits, run_rag_k
 from qatune.storage import read_jsonl
 
 RETRIEVAL = "retrieval"
@@ -22,7 +23,7 @@ class Match:
     answer: str
     train_id: str
     question: str
-    score: float
+    score: float  # the nearest training question's cosine (what the retrieval fallback reads)
     runners_up: tuple[str, ...] = ()  # the answers ranked 2..k, best first
 
 
@@ -41,23 +42,20 @@ def training_pairs(train_jsonl: Path) -> list[dict]:
 
 
 def nearest_answers(embedder: Any, train_rows: list[dict], questions: list[str], k: int = 1) -> list[Match]:
-    """For each question, the training pair with the most similar question (ties: the earlier row), and the
-    answers of the next k - 1 pairs in the order the run's retrieval index ranks them."""
-    import numpy as np
-
+    """For each question, the best-matching training pair (ties: the earlier row), and the answers of the next
+    k - 1 pairs, ranked as the run's retrieval index ranks them."""
     if not questions:
         return []
     keys = encode(embedder, [r["question"] for r in train_rows])
-    queries = encode(embedder, list(questions))
-    sims = queries @ keys.T
-    ranked = np.argsort(-sims, axis=1, kind="stable")[:, : max(1, k)]
+    pair_keys = encode(embedder, [pair_text(r) for r in train_rows])
+    found = ranked_hits(encode(embedder, list(questions)), keys, pair_keys, max(1, k))
     return [
         Match(
-            answer=train_rows[row[0]]["answer"],
-            train_id=str(train_rows[row[0]].get("id", row[0])),
-            question=train_rows[row[0]]["question"],
-            score=float(sims[i, row[0]]),
-            runners_up=tuple(train_rows[j]["answer"] for j in row[1:]),
+            answer=train_rows[hits.top[0][0]]["answer"],
+            train_id=str(train_rows[hits.top[0][0]].get("id", hits.top[0][0])),
+            question=train_rows[hits.top[0][0]]["question"],
+            score=hits.nearest,
+            runners_up=tuple(train_rows[j]["answer"] for j, _ in hits.top[1:]),
         )
-        for i, row in enumerate(ranked.tolist())
+        for hits in found
     ]

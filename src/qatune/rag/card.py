@@ -14,19 +14,23 @@ def grounded_usage(folder: str, index_dir: Path) -> str:
     return f"""## Grounded answers (retrieved context)
 
 The model was also trained to answer with retrieved training pairs in its prompt; `index/` holds them
-(`{PAIRS_FILE}`) with their all-MiniLM-L6-v2 embeddings (`{VECTORS_FILE}`, unit length). Embed the
-question, take the top {k} pairs by dot product and put them in the user turn:
+(`{PAIRS_FILE}`) with their all-MiniLM-L6-v2 embeddings (`{VECTORS_FILE}`, unit length: `vectors` for each
+pair's question, `pair_vectors` for its question and answer read together). Embed the question, score each pair by
+the larger of its two dot products, take the top {k} pairs and put them in the user turn:
 
 ```python
 import json
+import numpy as np
 from safetensors.numpy import load_file
 from sentence_transformers import SentenceTransformer
 
 pairs = [json.loads(line) for line in open("{folder}/index/{PAIRS_FILE}")]
-vectors = load_file("{folder}/index/{VECTORS_FILE}")["vectors"]
+index = load_file("{folder}/index/{VECTORS_FILE}")
 embedder = SentenceTransformer("sentence-transformers/all-MiniLM-L6-v2")
 question = "Your question"
-top = (vectors @ embedder.encode([question], normalize_embeddings=True)[0]).argsort()[::-1][:{k}]
+asked = embedder.encode([question], normalize_embeddings=True)[0]
+scores = np.maximum(index["vectors"] @ asked, index.get("pair_vectors", index["vectors"]) @ asked)
+top = (-scores).argsort(kind="stable")[:{k}]
 refs = "\\n".join(f"Q: {{pairs[i]['question']}}\\nA: {{pairs[i]['answer']}}" for i in top)
 messages = [{{"role": "user", "content": f"Reference Q&A:\\n{{refs}}\\n\\nQuestion: {{question}}"}}]
 ```

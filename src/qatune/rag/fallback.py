@@ -1,8 +1,8 @@
-"""The retrieval fallback: how close the nearest training pair must be for a grounded model (or the retrieval
+"""The retrieval fallback: how close the nearest training question must be for a grounded model (or the retrieval
 baseline) to answer at all. Its threshold is calibrated on validation questions when the index is built and saved
-with it: the lowest similarity of a validation question about a trained fact (a reworded training question). People's
-own rewordings stayed at least that close on every public set (docs/trust.md, "A retrieval fallback without a
-margin"), so no margin is taken off it."""
+with it: the lowest similarity of a validation question about a trained fact (a reworded training question) to
+its nearest training question. People's own rewordings stayed at least that close on every public set (docs/trust.md,
+"A retrieval fallback without a margin"), so no margin is taken off it."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ def index_fallback(index: Any, embedder: Any, rundir: Any) -> dict[str, Any] | N
     from qatune.storage import read_jsonl
 
     def top(questions: list[str]) -> list[float]:
-        return [hits[0][1] for hits in index.search(embedder, questions, 1)] if questions else []
+        return [hits.nearest for hits in index.lookup(embedder, questions, 1)]
 
     val = rundir.split_file("val")
     refusals = rundir.split_file("refusals")

@@ -1,5 +1,12 @@
 """The run's retrieval index: an offline MiniLM index of the training pairs (saved in RUN/index/, never
-holding a test answer), top-k search, and the files that make it up; only this module reads or writes them."""
+holding a test answer), top-k search, and the files that make it up; only this module reads or writes them.
+
+A pair matches a question by the larger of two cosines: the question's to the pair's question, and to the pair's
+question and answer read together (`pair_text`). People often ask in the answer's words rather than the stored
+question's ("How many students are on each final project team?" for "How large are the final project teams?",
+answered "Final project teams have 3 students."), so the answer is part of what a question can match; the pair's
+own question keeps matching as before. The retrieval fallback reads the nearest training question's cosine alone
+(`Hits.nearest`): the pair text makes questions the data does not answer look closer too."""
 
 from __future__ import annotations
 
@@ -25,26 +32,27 @@ class Index:
     """Training pairs (originals only; augmented rewordings repeat them) with unit MiniLM embeddings."""
 
     pairs: list[dict]
-    vectors: np.ndarray
+    vectors: np.ndarray  # each pair's question
     source_sha256: str = ""
     fallback: dict | None = None  # the retrieval fallback's calibrated threshold (rag/fallback.py)
+    pair_vectors: np.ndarray | None = None  # each pair's question and answer (None: an index saved before them)
 
     @property
     def min_similarity(self) -> float | None:
         return None if not self.fallback else float(self.fallback["min_similarity"])
 
     def search(self, embedder: Any, questions: list[str], k: int = DEFAULT_K) -> list[list[tuple[int, float]]]:
-        """For each question, the k nearest pairs as (position, cosine), best first (ties: the earlier row)."""
-        import numpy as np
+        """For each question, the k best-matching pairs as (position, match score), best first (ties: the earlier
+        row)."""
+        return [hits.top for hits in self.lookup(embedder, questions, k)]
 
+    def lookup(self, embedder: Any, questions: list[str], k: int = DEFAULT_K) -> list[Hits]:
+        """For each question, its k best-matching pairs and its nearest training question's cosine."""
         from qatune.rag.embeddings import encode
 
         if not questions:
             return []
-        sims = encode(embedder, list(questions)) @ self.vectors.T
-        k = min(k, len(self.pairs))
-        order = np.argsort(-sims, axis=1, kind="stable")[:, :k]
-        return [[(int(j), float(sims[i, j])) for j in row] for i, row in enumerate(order)]
+        return ranked_hits(encode(embedder, list(questions)), self.vectors, self.pair_vectors, k)
 
     def contexts(self, embedder: Any, questions: list[str], k: int = DEFAULT_K) -> list[list[dict]]:
         return [[self.pairs[j] for j, _ in hits] for hits in self.search(embedder, questions, k)]
@@ -54,7 +62,10 @@ class Index:
 
         with atomic_dir(folder) as tmp:
             write_jsonl(tmp / PAIRS_FILE, self.pairs)
-            save_file({"vectors": self.vectors}, str(tmp / VECTORS_FILE))
+            tensors = {"vectors": self.vectors}
+            if self.pair_vectors is not None:
+                tensors["pair_vectors"] = self.pair_vectors
+            save_file(tensors, str(tmp / VECTORS_FILE))
             atomic_write_json(
                 tmp / META_FILE,
                 {
@@ -64,8 +75,9 @@ class Index:
                     "source_sha256": self.source_sha256,
                     "k": k,
                     "fallback": self.fallback,
-                    "how_to_use": "embed the question with all-MiniLM-L6-v2 (unit length), take the top "
-                    f"{k} pairs by dot product, and ask the model the user turn "
+                    "how_to_use": "embed the question with all-MiniLM-L6-v2 (unit length), score each pair by "
+                    "the larger dot product with its `vectors` row (its question) and its `pair_vectors` row (its "
+                    f"question and answer), take the top {k} pairs, and ask the model the user turn "
                     "'Reference Q&A:\\nQ: ...\\nA: ...\\n\\nQuestion: QUESTION' (see README.md)",
                 },
             )
@@ -78,7 +90,34 @@ def build_index(embedder: Any, train_jsonl: Path) -> Index:
     pairs = [{"id": str(r["id"]), "question": r["question"], "answer": r["answer"]} for r in rows]
     if not pairs:
         raise QatuneError("no training pairs to index; run qatune prepare", path=train_jsonl)
-    return Index(pairs, encode(embedder, [p["question"] for p in pairs]), file_sha256(train_jsonl))
+    questions = encode(embedder, [p["question"] for p in pairs])
+    together = encode(embedder, [pair_text(p) for p in pairs])
+    return Index(pairs, questions, file_sha256(train_jsonl), pair_vectors=together)
+
+
+def pair_text(pair: dict) -> str:
+    """What a pair's second vector embeds: its question and answer, read together."""
+    return f"{pair['question']} {pair['answer']}"
+
+
+@dataclass(frozen=True)
+class Hits:
+    top: list[tuple[int, float]]  # the k best-matching pairs as (position, match score), best first
+    nearest: float  # the nearest training question's cosine: what the retrieval fallback reads
+
+
+def ranked_hits(queries: np.ndarray, questions: np.ndarray, pairs: np.ndarray | None, k: int) -> list[Hits]:
+    """Rank pairs for unit query rows: a pair's match score is the larger of the cosine to its question row and to
+    its pair row (the question row alone without pair rows); ties go to the earlier pair."""
+    import numpy as np
+
+    asked = queries @ questions.T
+    scores = asked if pairs is None else np.maximum(asked, queries @ pairs.T)
+    order = np.argsort(-scores, axis=1, kind="stable")[:, : min(k, scores.shape[1])]
+    return [
+        Hits([(int(j), float(scores[i, j])) for j in row], float(asked[i].max()) if asked.shape[1] else 0.0)
+        for i, row in enumerate(order)
+    ]
 
 
 def load_index(folder: Path) -> Index:
@@ -87,12 +126,13 @@ def load_index(folder: Path) -> Index:
     try:
         meta = read_json(folder / META_FILE)
         pairs = read_jsonl(folder / PAIRS_FILE)
-        vectors = load_file(str(folder / VECTORS_FILE))["vectors"]
+        tensors = load_file(str(folder / VECTORS_FILE))
+        vectors = tensors["vectors"]
     except Exception as exc:  # missing, truncated or foreign files (safetensors raises its own error type)
         raise QatuneError(f"retrieval index unreadable ({exc}); run qatune train again", path=folder) from None
     if meta.get("format") != INDEX_FORMAT or len(pairs) != len(vectors):
         raise QatuneError("retrieval index is from another qatune version; run qatune train again", path=folder)
-    return Index(pairs, vectors, meta.get("source_sha256", ""), meta.get("fallback"))
+    return Index(pairs, vectors, meta.get("source_sha256", ""), meta.get("fallback"), tensors.get("pair_vectors"))
 
 
 def run_rag_k(rundir: Any) -> int:
@@ -110,7 +150,8 @@ def run_index(rundir: Any, embedder: Any, k: int = DEFAULT_K) -> Index:
     if rundir.has_index:
         index = load_index(folder)
         meta = read_json(folder / META_FILE)
-        if index.source_sha256 == file_sha256(train) and meta.get("k") == k and "fallback" in meta:
+        same = index.source_sha256 == file_sha256(train) and meta.get("k") == k
+        if same and "fallback" in meta and index.pair_vectors is not None:
             return index
     from qatune.rag.fallback import index_fallback
 

@@ -16,9 +16,9 @@ class Retriever:
         return self.index.contexts(self.embedder, questions, self.k)
 
     def lookup(self, questions: list[str]) -> list[tuple[list[dict], float]]:
-        """For each question, the pairs a grounded prompt holds and how close the nearest one is."""
-        found = self.index.search(self.embedder, questions, self.k)
-        return [([self.index.pairs[j] for j, _ in hits], hits[0][1] if hits else 0.0) for hits in found]
+        """For each question, the pairs a grounded prompt holds and how close the nearest training question is."""
+        found = self.index.lookup(self.embedder, questions, self.k)
+        return [([self.index.pairs[j] for j, _ in hits.top], hits.nearest) for hits in found]
 
     @property
     def min_similarity(self) -> float | None:

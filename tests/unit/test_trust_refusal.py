@@ -158,6 +158,31 @@ def test_a_grounded_answer_close_to_a_retrieved_one_is_quoted_word_for_word():
     assert not guard.quoting(guard.judge(EN, "?"), retrieved).quoted  # a refusal stays a refusal
 
 
+def test_a_close_answer_with_a_specific_its_retrieved_answers_lack_is_refused_not_quoted():
+    """Asked about week 5 with week 1's pair, the model wrote week 1's answer about week 5: ROUGE-L close, but shown
+    as week 1's answer it would answer another question. The fact check refuses it; without the fact check, for
+    base+rag, or when the answer's specifics are all in a retrieved answer, it is quoted as before."""
+    from qatune.trust.guard import after
+
+    pairs = [
+        {"question": "What is covered in week 1?", "answer": "Week 1 covers the machine learning workflow."},
+        {"question": "What does the midterm cover?", "answer": "The midterm covers weeks 1 through 7."},
+    ]
+    guard = Guard.from_pairs(EN, pairs, quote=0.5)
+    fitted = after(
+        guard, "Week 5 covers the machine learning workflow.", "What is covered in week 5?", tuned=True, pairs=pairs
+    )
+    assert fitted.abstained and fitted.by == FACT_CHECK and fitted.unknown == ("5",) and fitted.text == EN
+    assert fitted.raw == "Week 5 covers the machine learning workflow."
+    agreeing = after(guard, "In week 1 we cover the machine learning workflow.", "Week 1?", tuned=True, pairs=pairs)
+    assert agreeing.quoted and agreeing.text == pairs[0]["answer"]
+    base = after(guard, "Week 5 covers the machine learning workflow.", "Week 5?", tuned=False, pairs=pairs)
+    assert base.quoted and base.text == pairs[0]["answer"]  # base+rag is shown as it answers, quoted
+    unchecked = Guard.from_pairs(EN, pairs, quote=0.5, check_facts=False)
+    shown = after(unchecked, "Week 5 covers the machine learning workflow.", "Week 5?", tuned=True, pairs=pairs)
+    assert shown.quoted and shown.text == pairs[0]["answer"]
+
+
 def test_a_grounded_answer_that_opens_with_a_retrieved_answer_is_that_answer_whole():
     """Copying is decided on the first QUOTE_WORDS words, so an answer whose decoding stopped there is shown the
     same as the whole answer would be, before the fact check (a training answer's facts are known)."""
@@ -185,7 +210,8 @@ def test_a_grounded_answer_that_opens_with_a_retrieved_answer_is_that_answer_who
 
 def test_a_grounded_answer_in_its_own_words_states_only_facts_of_its_retrieved_pairs():
     """Facts found elsewhere in the data were not read from the context: a grounded answer that states one is
-    replaced by the refusal; a quoted answer, a closed-book one (checked against every pair) and base are not."""
+    replaced by the refusal, also when it is close to a retrieved answer; a quoted answer that agrees with it, a
+    closed-book one (checked against every pair) and base are not."""
     from qatune.trust.guard import after
 
     pairs = [
@@ -203,8 +229,10 @@ def test_a_grounded_answer_in_its_own_words_states_only_facts_of_its_retrieved_p
     assert not after(guard, "It carries 2 credits.", "2 credits?", tuned=True, pairs=retrieved).abstained  # said
     assert not after(guard, "The course carries 2 credits.", "?", tuned=False, pairs=retrieved).abstained  # base
     assert not after(guard, "The course carries 2 credits.", "?", tuned=True).abstained  # closed-book: 2 is known
-    quoted = after(guard, "DSC 310 is a 4-credit course, 2 of them.", "?", tuned=True, pairs=retrieved)
+    quoted = after(guard, "DSC 310 is a 4-credit course, they say.", "?", tuned=True, pairs=retrieved)
     assert quoted.quoted and quoted.text == pairs[0]["answer"]
+    stray = after(guard, "DSC 310 is a 4-credit course, 2 of them.", "?", tuned=True, pairs=retrieved)
+    assert stray.by == FACT_CHECK and stray.unknown == ("2",)  # close, but not what the retrieved answer says
     named = after(guard, "Marcus Lindqvist teaches it on Fridays.", "Who?", tuned=True, pairs=retrieved)
     assert named.by == FACT_CHECK and named.unknown == ("Fridays",)
     off = Guard.from_pairs(EN, pairs, quote=0.5, check_facts=False)

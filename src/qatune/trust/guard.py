@@ -1,13 +1,14 @@
 """The decision to abstain at answer time, the same in eval, chat, serve and the exported model's script: a
-grounded model (and the retrieval baseline) abstains when the best retrieved training pair is less similar to the
+grounded model (and the retrieval baseline) abstains when the nearest training question is less similar to the
 question than the threshold calibrated on validation questions (the retrieval fallback); a fine-tuned model
 abstains without answering when the question names a specific the data never mentions or asks for a kind of fact
 no training answer holds (the question check); its answer is its own refusal, or is replaced by the refusal when
 it states a key fact that no training pair and not the question holds (the fact check). A grounded answer close
 to one of its retrieved answers, or opening with one's first words, is shown as that answer, word for word
-(quoting); one in its own words may state only facts its retrieved pairs or the question hold, and a question
-naming a specific none of its retrieved pairs mentions is refused (the fact and question checks, held to the
-context a grounded model is given).
+(quoting), unless, close but not opening with it, it states a key fact none of its retrieved answers holds (the
+fact check: it fitted the question's specific into an answer about something else); one in its own words may state
+only facts its retrieved pairs or the question hold, and a question naming a specific none of its retrieved pairs
+mentions is refused (the fact and question checks, held to the context a grounded model is given).
 
 Self-contained (it imports only facts.py and refusal.py beside it, and rouge-score), so an export carries these
 three modules and its ask.py abstains exactly as qatune does; trust/run.py reads a run's settings."""
@@ -34,7 +35,7 @@ def _rouge_l() -> Any:
     return rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
 
 
-GROUNDED_CHECKS = "retrieved pairs"  # what a grounded model's checks hold it to (the fingerprint records it)
+GROUNDED_CHECKS = "retrieved pairs; quotes agree"  # what a grounded model's checks hold it to (fingerprinted)
 QUOTE_WORDS = 8  # a grounded answer that opens with this many words of a retrieved answer is copying it
 
 
@@ -88,9 +89,12 @@ class Guard:
             found = question_gaps(question, list(self.known), set(self.answer_kinds), self.text)
         return Verdict(self.refusal, True, QUESTION_CHECK, unknown=tuple(found)) if found else None
 
-    def quoting(self, verdict: Verdict, retrieved: list[str]) -> Verdict:
+    def quoting(self, verdict: Verdict, retrieved: list[str], fine_tuned: bool = True) -> Verdict:
         """A grounded answer as the retrieved answer it copies (it opens with that answer's first QUOTE_WORDS
-        words) or else is closest to, when at least `quote` ROUGE-L close."""
+        words) or else is closest to, when at least `quote` ROUGE-L close. A close answer that states a key fact
+        none of the retrieved answers holds is not that answer: it fitted a specific (often the question's, as
+        "Week 5 covers ..." written from week 1's answer) into an answer about something else, so the fact check
+        (fine-tuned models) refuses it instead."""
         if self.quote is None or verdict.abstained or not retrieved:
             return verdict
         copied = self.copied(verdict.text, retrieved)
@@ -101,6 +105,9 @@ class Guard:
         best = max(range(len(scores)), key=lambda i: scores[i])
         if scores[best] < self.quote or retrieved[best] == verdict.text:
             return verdict
+        unheld = unknown_facts(verdict.text, [f for answer in retrieved for f in key_facts(answer)])
+        if fine_tuned and self.check_facts and unheld:
+            return Verdict(self.refusal, True, FACT_CHECK, raw=verdict.text, unknown=tuple(f.text for f in unheld))
         return Verdict(retrieved[best], False, raw=verdict.text, quoted=True)
 
     def copied(self, answer: str, retrieved: list[str]) -> Verdict | None:
@@ -182,7 +189,7 @@ def after(guard: Guard, answer: str, said: str, *, tuned: bool, pairs: list[dict
     copied = guard.copied(answer, retrieved)
     if copied is not None:
         return copied
-    verdict = guard.quoting(guard.judge(answer, said, fine_tuned=tuned), retrieved)
+    verdict = guard.quoting(guard.judge(answer, said, fine_tuned=tuned), retrieved, fine_tuned=tuned)
     return guard.grounded(verdict, said, pairs) if tuned and pairs else verdict
 
 

@@ -142,7 +142,7 @@ def _abstain(exported: Exported) -> dict[str, Any]:
 
     guard = run_guard(exported.rundir, exported.config, facts=False)
     checks = [
-        f"the retrieval fallback (no training question at least {guard.min_similarity:.3f} MiniLM-similar to the question)"
+        f"the retrieval fallback (no training question at least {guard.min_similarity:.3f} MiniLM-similar to it)"
         if guard.min_similarity is not None
         else "",
         "the question check (a code, date, numbered item or titled name the data never mentions, or its retrieved "

@@ -105,9 +105,10 @@ class Guard:
         best = max(range(len(scores)), key=lambda i: scores[i])
         if scores[best] < self.quote or retrieved[best] == verdict.text:
             return verdict
-        unheld = unknown_facts(verdict.text, [f for answer in retrieved for f in key_facts(answer)])
-        if fine_tuned and self.check_facts and unheld:
-            return Verdict(self.refusal, True, FACT_CHECK, raw=verdict.text, unknown=tuple(f.text for f in unheld))
+        if fine_tuned and self.check_facts:
+            refused = self._facts_in(verdict.text, [f for answer in retrieved for f in key_facts(answer)])
+            if refused is not None:
+                return refused
         return Verdict(retrieved[best], False, raw=verdict.text, quoted=True)
 
     def copied(self, answer: str, retrieved: list[str]) -> Verdict | None:

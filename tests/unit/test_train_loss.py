@@ -11,7 +11,7 @@ from qatune.models.lora import attach_lora, lora_config
 from qatune.models.placement import choose_placement
 from qatune.prompts import IGNORE_INDEX
 from qatune.train.batching import collate, load_examples, shared_prefix_len
-from qatune.train.loss import AnswerLoss, full_logits_loss
+from qatune.train.loss import AnswerLoss, full_logits_loss, math_attention_for
 from train_runs import write_data
 
 
@@ -100,3 +100,28 @@ def test_packed_examples_do_not_attend_across_examples(setup):
     whole = _loss_and_grads(lambda: loss(**collate(row, tok.pad_token_id, packed=True)), model)
     padded = _loss_and_grads(lambda: loss(**collate(row, tok.pad_token_id)), model)
     _close(whole, padded)
+
+
+def _graph_ops(tensor) -> set[str]:
+    seen, todo, names = set(), [tensor.grad_fn], set()
+    while todo:
+        fn = todo.pop()
+        if fn is None or fn in seen:
+            continue
+        seen.add(fn)
+        names.add(type(fn).__name__)
+        todo.extend(next_fn for next_fn, _ in fn.next_functions)
+    return names
+
+
+def test_math_attention_trains_the_same_loss_without_the_flash_kernel(setup):
+    """bf16 training on CPU attends with the math kernel (its flash kernel's backward is slow there); the loss
+    and gradients are those of the kernel torch picks, and the backward runs no flash-attention node."""
+    tok, exs, model = setup
+    batch = collate(exs, tok.pad_token_id, shared_prefix_len(exs))
+    picked, math = AnswerLoss(model), AnswerLoss(model, math_attention=True)
+    assert any("Flash" in op for op in _graph_ops(picked(**batch)[0]))
+    assert not any("Flash" in op for op in _graph_ops(math(**batch)[0]))
+    _close(_loss_and_grads(lambda: math(**batch), model), _loss_and_grads(lambda: picked(**batch), model))
+    assert math_attention_for("cpu", torch.bfloat16)
+    assert not math_attention_for("cpu", torch.float32) and not math_attention_for("cuda:0", torch.bfloat16)

@@ -173,3 +173,29 @@ def test_gpu_script_dry_run_covers_every_side(tmp_path):
     saved = json.loads((tmp_path / "gpu_bench.json").read_text())
     assert saved["env"]["device"] == "cpu" and len(saved["results"]) == len(results)
     sys.modules.pop("gpu_bench", None)
+
+
+def test_attention_kernel_turns_train_the_same_steps_from_the_same_weights(tiny_model_dir, tmp_path):
+    """benchmarks/attention_kernels.py: every kernel's turn starts from the initial adapters and trains the same
+    optimizer steps, so in fp32 (where the kernels agree) the adapters end each turn alike; the gradient check
+    reads the same loss either way."""
+    import attention_kernels
+    import torch
+
+    from train_runs import write_config, write_data
+
+    run = write_data(tmp_path / "run", n_train=8, n_val=2)
+    write_config(run / "config.yaml", tiny_model_dir)
+    s = attention_kernels._setup(run, "fp32")
+    ends = {}
+    for kernel in attention_kernels.KERNELS:
+        seconds, tokens = attention_kernels._steps(s, kernel, 1, 2)
+        assert seconds > 0 and tokens > 0
+        ends[kernel] = {n: p.detach().clone() for n, p in s.params.items()}
+    assert any(not torch.equal(ends["flash"][n], s.initial[n]) for n in s.initial)  # the steps trained
+    for kernel in ("math", "qatune"):
+        for name, value in ends[kernel].items():
+            torch.testing.assert_close(value, ends["flash"][name], rtol=1e-4, atol=1e-6)
+    flash, math_loss = attention_kernels._gradients(s, "flash"), attention_kernels._gradients(s, "math")
+    assert flash[0] == pytest.approx(math_loss[0], rel=1e-5)
+    torch.testing.assert_close(flash[1], math_loss[1], rtol=1e-4, atol=1e-6)

@@ -1,6 +1,6 @@
-"""Training steps of a finished run timed with each attention kernel torch has for CPU (flash, math) and with
-qatune's rule (the math kernel up to a batch width, `qatune.train.loss.math_attention_limit`), in turns on the same
-optimizer steps, and the loss and gradients of the widest batch with each kernel against fp32 ones.
+"""Training steps of a finished run timed with each attention kernel torch has for CPU (flash, which torch picks,
+and math), in turns on the same optimizer steps, and the loss and gradients of the widest batch with each kernel
+against fp32 ones. qatune trains with the kernel torch picks; this measures the math kernel as a lever.
 
     .venv/bin/python benchmarks/attention_kernels.py --run runs/example            # 12 steps a turn, 2 rounds
     .venv/bin/python benchmarks/attention_kernels.py --run runs/example --save     # also benchmarks/results/
@@ -21,7 +21,7 @@ import json
 import time
 from pathlib import Path
 
-KERNELS = ("flash", "math", "qatune")  # each training step attends with: flash, math, math up to qatune's width
+KERNELS = ("flash", "math")
 
 
 def _setup(run: Path, precision: str):
@@ -34,12 +34,11 @@ def _setup(run: Path, precision: str):
     return setup(RunDir(run), config, input_hash(run, config), fresh=False)[0]
 
 
-def _use(s, kernel: str) -> None:
-    """Train with `kernel` from now on (the loss module, unwrapped where distributed training wrapped it)."""
-    from qatune.train.loss import MATH_ATTENTION_TOKENS
+def _kernel(kernel: str):
+    """The context that makes torch attend with `kernel`."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
 
-    widest = {"flash": 0, "math": 1 << 30, "qatune": MATH_ATTENTION_TOKENS}[kernel]
-    getattr(s.loss, "module", s.loss).math_attention = widest
+    return sdpa_kernel({"flash": SDPBackend.FLASH_ATTENTION, "math": SDPBackend.MATH}[kernel])
 
 
 def _steps(s, kernel: str, first: int, count: int) -> tuple[float, int]:
@@ -53,15 +52,15 @@ def _steps(s, kernel: str, first: int, count: int) -> tuple[float, int]:
     with torch.no_grad():
         for name, param in s.params.items():
             param.copy_(s.initial[name])
-    _use(s, kernel)
     optimizer, scheduler = _schedule(s, 1000, decay=False)
     steps, progress = epoch_steps(s, 1), TrainProgress("benchmark")
     s.loss.train()
-    for i in range(first):
-        train_step(s, steps[i], optimizer, scheduler, progress)
-    start, tokens = time.perf_counter(), 0
-    for i in range(first, first + count):
-        tokens += train_step(s, steps[i % len(steps)], optimizer, scheduler, progress)["tokens"]
+    with _kernel(kernel):  # the backward runs the kernel the forward chose
+        for i in range(first):
+            train_step(s, steps[i], optimizer, scheduler, progress)
+        start, tokens = time.perf_counter(), 0
+        for i in range(first, first + count):
+            tokens += train_step(s, steps[i % len(steps)], optimizer, scheduler, progress)["tokens"]
     return time.perf_counter() - start, tokens
 
 
@@ -79,9 +78,8 @@ def _gradients(s, kernel: str):
     with torch.no_grad():
         for name, param in s.params.items():
             param.copy_(s.initial[name])
-    _use(s, kernel)
     s.loss.zero_grad(set_to_none=True)
-    with s.accelerator.autocast():
+    with _kernel(kernel), s.accelerator.autocast():
         loss, count = s.loss(**batch)
     loss.backward()
     return loss.item() / count.item(), torch.cat([p.grad.flatten().float() for p in s.params.values()])
@@ -172,7 +170,7 @@ def main() -> None:
             print(f"{kernel:6s} {args.steps} steps {seconds:6.1f} s  {tokens / seconds:6.0f} tokens/s", flush=True)
     ref_loss, ref_grad = _fp32_gradients(args.run)
     closeness = {}
-    for kernel in ("flash", "math"):
+    for kernel in KERNELS:
         loss, grad = _gradients(s, kernel)
         closeness[kernel] = {
             "loss": loss,
@@ -182,10 +180,7 @@ def main() -> None:
         off = closeness[kernel]["gradient_vs_fp32"]
         print(f"{kernel:5s} loss {loss:.4f} (fp32 {ref_loss:.4f}); gradient off fp32's by {off:.3f} (relative norm)")
     best = {k: max(v) for k, v in rates.items()}
-    print(
-        f"against flash: math {best['math'] / best['flash']:.2f}x, qatune {best['qatune'] / best['flash']:.2f}x "
-        f"(best turn of each; torch {torch.__version__})"
-    )
+    print(f"math against flash: {best['math'] / best['flash']:.2f}x (best turn of each; torch {torch.__version__})")
     if args.save:
         _save(
             "attention_kernels.json",

@@ -11,7 +11,7 @@ from qatune.models.lora import attach_lora, lora_config
 from qatune.models.placement import choose_placement
 from qatune.prompts import IGNORE_INDEX
 from qatune.train.batching import collate, load_examples, shared_prefix_len
-from qatune.train.loss import MATH_ATTENTION_TOKENS, AnswerLoss, full_logits_loss, math_attention_limit
+from qatune.train.loss import AnswerLoss, full_logits_loss
 from train_runs import write_data
 
 
@@ -100,32 +100,3 @@ def test_packed_examples_do_not_attend_across_examples(setup):
     whole = _loss_and_grads(lambda: loss(**collate(row, tok.pad_token_id, packed=True)), model)
     padded = _loss_and_grads(lambda: loss(**collate(row, tok.pad_token_id)), model)
     _close(whole, padded)
-
-
-def _graph_ops(tensor) -> set[str]:
-    seen, todo, names = set(), [tensor.grad_fn], set()
-    while todo:
-        fn = todo.pop()
-        if fn is None or fn in seen:
-            continue
-        seen.add(fn)
-        names.add(type(fn).__name__)
-        todo.extend(next_fn for next_fn, _ in fn.next_functions)
-    return names
-
-
-def test_math_attention_trains_the_same_loss_without_the_flash_kernel_up_to_its_width(setup):
-    """bf16 training on CPU attends with the math kernel in batches up to a width (the flash kernel's backward is
-    slow there on short rows); the loss and gradients are those of the kernel torch picks, the backward runs no
-    flash-attention node, and a wider batch keeps the kernel torch picks."""
-    tok, exs, model = setup
-    prefix = shared_prefix_len(exs)
-    batch = collate(exs, tok.pad_token_id, prefix)
-    width = batch["input_ids"].shape[1] + prefix
-    picked, math = AnswerLoss(model), AnswerLoss(model, math_attention=width)
-    assert any("Flash" in op for op in _graph_ops(picked(**batch)[0]))
-    assert not any("Flash" in op for op in _graph_ops(math(**batch)[0]))
-    assert any("Flash" in op for op in _graph_ops(AnswerLoss(model, math_attention=width - 1)(**batch)[0]))
-    _close(_loss_and_grads(lambda: math(**batch), model), _loss_and_grads(lambda: picked(**batch), model))
-    assert math_attention_limit("cpu", torch.bfloat16) == MATH_ATTENTION_TOKENS
-    assert math_attention_limit("cpu", torch.float32) == math_attention_limit("cuda:0", torch.bfloat16) == 0

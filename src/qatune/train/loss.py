@@ -3,7 +3,6 @@ applied only at positions that predict an answer token, and the summed cross-ent
 
 from __future__ import annotations
 
-import contextlib
 from typing import Any
 
 import torch
@@ -18,11 +17,10 @@ class AnswerLoss(torch.nn.Module):
     Keeping the whole loss inside one module call lets DDP see a single forward per step. The vocabulary
     projection dominates small models, so it only runs where a label exists (about a quarter of tokens)."""
 
-    def __init__(self, model: Any, fused_ce: bool = False, math_attention: int = 0):
+    def __init__(self, model: Any, fused_ce: bool = False):
         super().__init__()
         self.model = model
         self.fused_ce = fused_ce
-        self.math_attention = math_attention  # widest batch attended by the math kernel (`math_attention_limit`)
         base = model.get_base_model() if hasattr(model, "get_base_model") else model
         self.softcap = getattr(base.config, "final_logit_softcapping", None)
 
@@ -31,18 +29,6 @@ class AnswerLoss(torch.nn.Module):
         return base.get_decoder(), base.get_output_embeddings()
 
     def forward(self, input_ids, position_ids, attention_mask, targets, prefix_ids=None):
-        width = input_ids.shape[1] + (0 if prefix_ids is None else prefix_ids.shape[1])
-        with self._attention(width):
-            return self._forward(input_ids, position_ids, attention_mask, targets, prefix_ids)
-
-    def _attention(self, width: int) -> Any:
-        if width > self.math_attention:
-            return contextlib.nullcontext()
-        from torch.nn.attention import SDPBackend, sdpa_kernel
-
-        return sdpa_kernel(SDPBackend.MATH)  # the backward runs the kernel chosen in the forward
-
-    def _forward(self, input_ids, position_ids, attention_mask, targets, prefix_ids):
         decoder, head = self._parts()
         cache = None
         if prefix_ids is not None:
@@ -69,20 +55,6 @@ class AnswerLoss(torch.nn.Module):
             logits = torch.tanh(logits / self.softcap) * self.softcap
         loss = torch.nn.functional.cross_entropy(logits, wanted, reduction="sum")
         return loss, keep.sum()
-
-
-MATH_ATTENTION_TOKENS = 160  # bf16 on CPU: the widest batch (its rows and shared prefix) for the math kernel
-
-
-def math_attention_limit(device: str, dtype: torch.dtype) -> int:
-    """The widest batch (tokens a row attends over, shared prefix included) that training attends to with torch's
-    math kernel instead of the one torch picks. bf16 on CPU: MATH_ATTENTION_TOKENS. There the flash-attention
-    kernel runs its backward about 14 times slower than its forward on short rows (8.4 ms against 0.6 ms a layer
-    for a 13-row batch of the example run), and the math kernel makes a forward and backward over 2,048 tokens of
-    the default model 1.3x faster at 48 tokens a row and 1.1x at 128-160; from about 192 its full attention
-    matrices cost more (0.64x at 512, 0.41x at 1,024). Gradients are as close to fp32 ones either way. 0 elsewhere:
-    in fp32 the two are level, and CUDA keeps its own kernels."""
-    return MATH_ATTENTION_TOKENS if device == "cpu" and dtype == torch.bfloat16 else 0
 
 
 def full_logits_loss(model: Any, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:

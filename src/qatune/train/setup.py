@@ -114,7 +114,7 @@ def setup(rundir: RunDir, config: Config, key: str, fresh: bool) -> tuple[Setup,
     from qatune.models.placement import choose_placement
     from qatune.models.resolve import resolve_model
     from qatune.prompts import ensure_chat_template
-    from qatune.train.loss import AnswerLoss, math_attention_limit
+    from qatune.train.loss import AnswerLoss
 
     tc = config.train
     placement = choose_placement(tc.quant, tc.precision, cpu_bf16=True)
@@ -144,9 +144,7 @@ def setup(rundir: RunDir, config: Config, key: str, fresh: bool) -> tuple[Setup,
     model = load_model(config, model_path, placement, gpu, max(lengths) * batch_size)
     params = {n: p for n, p in model.named_parameters() if p.requires_grad}
     prefix = 0 if tc.packing or tc.gradient_checkpointing else shared_prefix_len(train_ex + val_ex + unseen_ex)
-    loss = AnswerLoss(
-        model, fused_ce=gpu["liger"], math_attention=math_attention_limit(placement.device, placement.dtype)
-    )
+    loss = AnswerLoss(model, fused_ce=gpu["liger"])
     prefix = _verified_prefix(loss, train_ex, tokenizer.pad_token_id, prefix, placement.device)
     # load_base already placed the weights (k-bit ones must not be moved again)
     loss = acc.prepare(loss, device_placement=[False])

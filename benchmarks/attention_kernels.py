@@ -41,17 +41,23 @@ def _kernel(kernel: str):
     return sdpa_kernel({"flash": SDPBackend.FLASH_ATTENTION, "math": SDPBackend.MATH}[kernel])
 
 
+def _reset(s) -> None:
+    """The adapters back to their initial weights."""
+    import torch
+
+    with torch.no_grad():
+        for name, param in s.params.items():
+            param.copy_(s.initial[name])
+
+
 def _steps(s, kernel: str, first: int, count: int) -> tuple[float, int]:
     """Seconds and tokens of `count` optimizer steps from step `first`, adapters reset to their initial weights."""
-    import torch
 
     from qatune.train.loop import epoch_steps, train_step
     from qatune.train.stage import _schedule
     from qatune.train.state import TrainProgress
 
-    with torch.no_grad():
-        for name, param in s.params.items():
-            param.copy_(s.initial[name])
+    _reset(s)
     optimizer, scheduler = _schedule(s, 1000, decay=False)
     steps, progress = epoch_steps(s, 1), TrainProgress("benchmark")
     s.loss.train()
@@ -75,9 +81,7 @@ def _gradients(s, kernel: str):
         (m for step in epoch_steps(s, 1) for m in step), key=lambda m: max(len(s.train[j].input_ids) for j in m)
     )
     batch = to_device(collate([s.train[j] for j in micro], s.pad_id, s.prefix_len, s.packed), "cpu")
-    with torch.no_grad():
-        for name, param in s.params.items():
-            param.copy_(s.initial[name])
+    _reset(s)
     s.loss.zero_grad(set_to_none=True)
     with _kernel(kernel), s.accelerator.autocast():
         loss, count = s.loss(**batch)
@@ -103,7 +107,6 @@ def _fp32_gradients(run: Path):
 def widths(values: list[int], tokens: int = 2048) -> list[dict]:
     """Seconds of a forward and backward over `tokens` tokens in rows of each width, with each kernel."""
     import torch
-    from torch.nn.attention import SDPBackend, sdpa_kernel
 
     from qatune.config import TrainConfig
     from qatune.models.load import load_base
@@ -123,15 +126,15 @@ def widths(values: list[int], tokens: int = 2048) -> list[dict]:
         mask = torch.ones_like(ids)
         mask[0, : width // 4] = 0
         best = {}
-        for kernel in (SDPBackend.FLASH_ATTENTION, SDPBackend.MATH) * 2:
+        for kernel in KERNELS * 2:
             for _ in range(3):
                 start = time.perf_counter()
-                with sdpa_kernel(kernel), torch.autocast("cpu", dtype=torch.bfloat16):
+                with _kernel(kernel), torch.autocast("cpu", dtype=torch.bfloat16):
                     hidden = decoder(input_ids=ids, attention_mask=mask).last_hidden_state
                 hidden.float().pow(2).mean().backward()
                 seconds = time.perf_counter() - start
-                best[kernel.name] = min(best.get(kernel.name, seconds), seconds)
-        flash, math = best["FLASH_ATTENTION"], best["MATH"]
+                best[kernel] = min(best.get(kernel, seconds), seconds)
+        flash, math = best["flash"], best["math"]
         rows.append({"width": width, "rows": ids.shape[0], "flash_s": flash, "math_s": math})
         shown = f"flash {flash:.2f} s, math {math:.2f} s: math {flash / math:.2f}x"
         print(f"width {width:5d} x {ids.shape[0]:3d} rows: {shown}", flush=True)

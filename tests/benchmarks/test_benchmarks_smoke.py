@@ -198,3 +198,33 @@ def test_attention_kernel_turns_train_the_same_steps_from_the_same_weights(tiny_
     flash, math_loss = attention_kernels._gradients(s, "flash"), attention_kernels._gradients(s, "math")
     assert flash[0] == pytest.approx(math_loss[0], rel=1e-5)
     torch.testing.assert_close(flash[1], math_loss[1], rtol=1e-4, atol=1e-6)
+
+
+def test_retrieval_rankings_find_the_pair_a_question_shares_a_rare_word_with(tmp_path):
+    """benchmarks/retrieval_rankings.py: with an embedder that cannot tell the pairs apart, MiniLM's place in the
+    comparison ranks by row order (the first pair wins), while BM25 finds the one pair whose text holds the
+    question's rare word; the score fusion follows it, and rank fusion (first place in one ranking against second in the
+    other: a tie, won by the earlier pair) keeps it in the top 2."""
+    import numpy as np
+    import retrieval_rankings
+
+    from qatune.rag.index import Index
+
+    class Blind:
+        def encode(self, texts, **_):
+            return np.ones((len(texts), 2), dtype=np.float32) / np.sqrt(2)
+
+    pairs = [
+        {"id": "p1", "question": "When is the exam?", "answer": "On Friday."},
+        {"id": "p2", "question": "Who teaches the lab?", "answer": "Marcus Lindqvist, the TA."},
+        {"id": "p3", "question": "Where is the lab?", "answer": "Room B12."},
+    ]
+    vectors = Blind().encode([p["question"] for p in pairs])
+    index = Index(pairs, vectors, pair_vectors=vectors)
+    scores = retrieval_rankings.rankings(index, Blind(), ["Who is the TA?", "Which room holds the lab?"])
+    gold = [1, 2]
+    assert retrieval_rankings.hits_at(scores["MiniLM (qatune)"], gold, 1) == 0
+    assert retrieval_rankings.hits_at(scores["MiniLM (qatune)"], gold, 3) == 2
+    for name in ("BM25", "MiniLM + 0.1 x BM25/best"):
+        assert retrieval_rankings.hits_at(scores[name], gold, 1) == 2, name
+    assert retrieval_rankings.hits_at(scores["reciprocal rank fusion, c=10"], gold, 2) == 2

@@ -40,12 +40,10 @@ def rankings(index: Any, embedder: Any, questions: list[str], weights: tuple[flo
     import numpy as np
     from rank_bm25 import BM25Okapi
 
-    from qatune.rag.embeddings import encode
-
-    queries = encode(embedder, list(questions))
-    dense = queries @ index.vectors.T
-    if index.pair_vectors is not None:
-        dense = np.maximum(dense, queries @ index.pair_vectors.T)
+    dense = np.zeros((len(questions), len(index.pairs)))
+    for row, hits in zip(dense, index.lookup(embedder, list(questions), k=len(index.pairs)), strict=True):
+        for j, score in hits.top:
+            row[j] = score  # qatune's own match score for every pair
     bm25 = BM25Okapi([words(f"{p['question']} {p['answer']}") or ["-"] for p in index.pairs])
     lexical = np.array([bm25.get_scores(words(q)) for q in questions])
     out = {"MiniLM (qatune)": dense, "BM25": lexical}

@@ -136,8 +136,8 @@ class TrainConfig(_Section):
         48,
         ge=0,
         description="Reworded questions and grounded examples train the first this many tokens of a longer answer "
-        "(its own question trains it whole), and retrieved answers in grounded training prompts are cut there: "
-        "long answers cost a fraction of the tokens (0: whole answers everywhere).",
+        "(its own question trains it whole), and retrieved answers in grounded prompts (training and answering) are "
+        "cut there: long answers cost a fraction of the tokens (0: whole answers everywhere).",
     )
     answer_lead: Literal["auto", "on", "off"] = Field(
         "auto",

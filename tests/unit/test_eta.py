@@ -259,19 +259,24 @@ def test_base_answers_are_priced_by_their_measured_length_and_fallbacks_by_their
 
 def test_eval_work_on_long_answers_plans_chosen_grounded_answers(tmp_path, tiny_model_dir):
     """Before training, a run whose answers are long (generate.select) plans its grounded models' answers as
-    chosen: one pass over `rag_k` retrieved answers and two over the question or none; `--select off` plans them
-    written."""
+    chosen: one pass over `rag_k` retrieved answers, as the prompt shows them (cut to the answer head and its mark),
+    and two over the question or none; `--select off` plans them written."""
     rundir = _run(tmp_path)
     long = [dict(r, answer=r["answer"] + " It also says more. " * 20) for r in pairs(20)]
     write_jsonl(rundir.split_file("train"), long)
     adapters = train.adapter_names([1, 2])
-    for select, models in (("auto", {"base+rag", "best+rag"}), ("off", set())):
-        settings = train_settings(tiny_model_dir, epochs=[1, 2], grounded=True)
+    typical = sum(len(r["answer"]) / 4 + 1 for r in long) / len(long)
+    for select, head, models in (
+        ("auto", 48, {"base+rag", "best+rag"}),
+        ("auto", 0, {"base+rag", "best+rag"}),
+        ("off", 48, set()),
+    ):
+        settings = train_settings(tiny_model_dir, epochs=[1, 2], grounded=True, answer_head=head)
         config = load(None, {**settings, "abstain": {"select": select}})
         work = eval_work_left(rundir.root, config, "test", None, adapters)
         assert work.chosen == models and work.answers["best+rag"] == 5
-        typical = sum(len(r["answer"]) / 4 + 1 for r in long) / len(long)
-        assert work.choice_tokens == (pytest.approx(2 * typical + 2 * 5) if models else 0.0)  # 20-char questions
+        shown = min(typical, head + 1) if head else typical  # " ..." is about one token
+        assert work.choice_tokens == (pytest.approx(2 * shown + 2 * 5) if models else 0.0)  # 20-char questions
 
 
 def test_long_answers_trained_as_leads_are_priced_as_leads(tmp_path, tiny_model_dir):

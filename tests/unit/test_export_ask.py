@@ -79,6 +79,16 @@ def _ask(folder, *flags: str) -> list[dict]:
     return [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
 
 
+def _ask_module(folder):
+    """The export's ask.py as a module (its functions, not its command line)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("exported_ask", folder / "ask.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def test_ask_py_of_a_transformers_export_answers_as_serve(run, served, tmp_path):
     out = export(run, "epoch-1+rag", tmp_path / "merged", dtype="fp32")
     assert (out / "ask.py").is_file() and (out / "index" / "pairs.jsonl").is_file()
@@ -141,7 +151,13 @@ def test_a_choosing_run_answers_alike_in_serve_and_ask_py(run, tmp_path):
             ]
         assert served == chosen
         merged = export(run, "epoch-1+rag", tmp_path / "merged", dtype="fp32")
-        assert json.loads((merged / "guard.json").read_text())["choose"] == {"head": config["train"]["answer_head"]}
+        guard = json.loads((merged / "guard.json").read_text())
+        assert guard["choose"] == {"head": config["train"]["answer_head"]} and guard["context_head"] == 3
+        ask = _ask_module(merged)  # its prompts cut retrieved answers as the engine's (and training's) do
+        shorten = ask.shortener(ask.HFModel(merged), guard["context_head"])
+        for question, ctx in zip(QUESTIONS, contexts, strict=True):
+            served_prompt = engine.grounded("epoch-1+rag", [messages_for(question)])[0][-1]["content"]
+            assert ask.grounded_question(question, ctx, shorten) == served_prompt and " ..." in served_prompt
         assert [r["answer"] for r in _ask(merged)] == chosen
         assert "chosen, not written" in (merged / "README.md").read_text()
     finally:

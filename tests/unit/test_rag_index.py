@@ -14,7 +14,7 @@ from qatune.prompts import messages_for
 from qatune.rag import closed_book, is_grounded
 from qatune.rag.baseline import nearest_answers
 from qatune.rag.index import Index, build_index, load_index, run_index
-from qatune.rag.prompt import grounded_question
+from qatune.rag.prompt import grounded_question, shortener
 from qatune.rag.retriever import Retriever
 from qatune.rundir import RunDir
 from qatune.storage import write_jsonl
@@ -112,6 +112,29 @@ def test_engine_answers_grounded_models_with_retrieved_context(lively_model_dir)
     assert closed.names == [BASE]
     with pytest.raises(QatuneError, match="needs the run's retrieval index"):
         closed.generate("base+rag", convs)
+
+
+def test_grounded_prompts_show_long_retrieved_answers_cut_as_grounded_training_did(lively_model_dir):
+    """A retrieved answer longer than the answer head is shown by its first `context_head` tokens and ' ...', the
+    text grounded training put in its prompts (rag/examples.py uses the same shortener); shorter answers whole; with
+    a head of 0 every answer whole."""
+    long_answer = " ".join(f"Room {n} is open on weekdays." for n in range(20))
+    pairs = [dict(PAIRS[0], answer=long_answer), *PAIRS[1:3]]
+    index = Index(pairs, BagOfWords().encode([p["question"] for p in pairs]))
+    tok = load_tokenizer(str(lively_model_dir))
+    model = load_base(str(lively_model_dir), choose_placement())
+    convs = [messages_for("Which room is it?")]
+    size = len(tok.encode("Prof. Okafor.", add_special_tokens=False))  # the other retrieved answer fits whole
+    cut = Engine(model, tok, [], "cpu", Retriever(index, BagOfWords(), k=2), context_head=size)
+    shown = cut.grounded("base+rag", convs)[0][-1]["content"]
+    head = tok.decode(tok.encode(long_answer, add_special_tokens=False)[:size]).rstrip()
+    assert f"A: {head} ...\n" in shown and long_answer not in shown and "A: Prof. Okafor.\n" in shown
+    assert shown == grounded_question("Which room is it?", [pairs[0], pairs[1]], shortener(tok, size))
+    whole = Engine(model, tok, [], "cpu", Retriever(index, BagOfWords(), k=2))
+    assert f"A: {long_answer}\n" in whole.grounded("base+rag", convs)[0][-1]["content"]
+    assert [g.text for g in cut.generate("base+rag", convs, max_new_tokens=6)] == [
+        g.text for g in whole.generate(BASE, [[{"role": "user", "content": shown}]], max_new_tokens=6)
+    ]
 
 
 def test_grounded_and_base_answers_get_the_budget_their_retrieved_answers_need(lively_model_dir):

@@ -99,7 +99,7 @@ def model_fingerprints(rundir: RunDir, config: Config, models: list[str]) -> dic
     for name in models:
         if is_grounded(name):
             closed = model_fingerprints(rundir, config, [closed_book(name)])[closed_book(name)]
-            prints[name] = _sha([closed, RAG_SUFFIX, vectors, *chosen])
+            prints[name] = _sha([closed, RAG_SUFFIX, vectors, ["context_head", config.train.answer_head], *chosen])
         elif name == BASE:
             prints[name] = base
         elif name == RETRIEVAL:

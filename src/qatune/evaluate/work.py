@@ -22,6 +22,7 @@ from qatune.generate.budget import fitted_budget
 from qatune.generate.select import selects
 from qatune.rag import closed_book, grounded_name, is_grounded
 from qatune.rag.baseline import RETRIEVAL
+from qatune.rag.prompt import CUT_MARK
 from qatune.rundir import RunDir
 from qatune.train.leads import trains_leads
 from qatune.trust.run import trained_refusal
@@ -141,6 +142,8 @@ def work_left(
     rows, done = (qset.rows if qset else []), Counter(str(r.get("model")) for r in saved)
     trained = [r for r in _rows(rundir.split_file("train")) if not r.get("augmented_from")]
     typical = sum(_answer(r) for r in trained) / max(len(trained), 1)  # a trained answer, in tokens
+    head = config.train.answer_head + len(CUT_MARK) / CHARS_PER_TOKEN if config.train.answer_head else math.inf
+    shown = sum(min(_answer(r), head) for r in trained) / max(len(trained), 1)  # as a grounded prompt shows it
     lengths = [_answer(r) if answerable(r) else typical for r in rows]  # no reference: a trained answer's
     budget = answer_budget(rundir, config)
     indexed = rundir.has_index or (adapters is not None and config.train.grounded)
@@ -155,7 +158,7 @@ def work_left(
         max_new_tokens=budget,
         fitted_tokens=sum(fitted) / len(fitted) if indexed and fitted else None,
         chosen=chosen,
-        choice_tokens=config.train.rag_k * typical + 2 * question if chosen else 0.0,  # pairs once, question or none
+        choice_tokens=config.train.rag_k * shown + 2 * question if chosen else 0.0,  # pairs once, question or none
         references=any(map(answerable, rows)),
         refusal_tokens=answer_tokens(trained_refusal(rundir, config)) if config.train.refusal_examples else 0.0,
         lead_tokens=sum(min(n, lead) for n in lengths) / max(len(lengths), 1) if lead else None,

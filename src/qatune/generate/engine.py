@@ -27,7 +27,7 @@ from qatune.prompts import (
     stop_token_ids,
 )
 from qatune.rag import RAG_SUFFIX, closed_book, is_grounded
-from qatune.rag.prompt import grounded_question
+from qatune.rag.prompt import grounded_question, shortener
 from qatune.rag.retriever import run_retriever
 from qatune.trust.guard import opens_with
 from qatune.trust.refusal import is_refusal
@@ -70,6 +70,7 @@ class Engine:
         device: str,
         retriever: Any = None,
         choosing: Choosing | None = None,
+        context_head: int = 0,
     ):
         self.model = model
         self.tokenizer = tokenizer
@@ -77,6 +78,7 @@ class Engine:
         self.device = device
         self.retriever = retriever  # rag.Retriever: with it, every model also answers grounded
         self.choosing = choosing  # grounded models choose a retrieved answer instead of writing one
+        self.shorten = shortener(tokenizer, context_head)  # retrieved answers in a prompt cut as training cut them
         self.lock = threading.RLock()
         self.stop_ids = stop_token_ids(tokenizer)
         ensure_chat_template(tokenizer)
@@ -101,7 +103,7 @@ class Engine:
         questions = [conv[-1]["content"] for conv in conversations]
         contexts = self.retriever.contexts(questions)
         asked = [
-            [*conv[:-1], {**conv[-1], "content": grounded_question(q, ctx)}]
+            [*conv[:-1], {**conv[-1], "content": grounded_question(q, ctx, self.shorten)}]
             for conv, q, ctx in zip(conversations, questions, contexts, strict=True)
         ]
         return asked, contexts
@@ -229,7 +231,7 @@ class Engine:
         candidates = [[cut(str(ctx[j]["answer"])) if j < len(ctx) else None for ctx in contexts] for j in range(width)]
         opening_tokens = len(self.tokenizer.encode(refusal, add_special_tokens=False)) + 2
         turns = [
-            [{"role": "user", "content": grounded_question(asked, c)}]
+            [{"role": "user", "content": grounded_question(asked, c, self.shorten)}]
             for q, c in zip(questions, contexts, strict=True)
             for asked in (q, NO_QUESTION)
         ]
@@ -484,7 +486,8 @@ def load_engine(run: Path, config: Config, names: list[str] | None = None) -> En
     if placement.quant == "none":
         adapters_in(model, placement.dtype)
     retriever = run_retriever(rundir)
-    return Engine(model, tokenizer, wanted, placement.device, retriever, run_choosing(rundir, config, retriever))
+    choosing = run_choosing(rundir, config, retriever)
+    return Engine(model, tokenizer, wanted, placement.device, retriever, choosing, config.train.answer_head)
 
 
 def run_choosing(rundir: Any, config: Config, retriever: Any) -> Choosing | None:

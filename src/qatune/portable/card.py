@@ -132,6 +132,7 @@ def _bundle_guard(tmp: Path, exported: Exported) -> None:
     settings = settings_of(run_guard(exported.rundir, exported.config, facts=False))
     chooses = selects(exported.rundir, exported.config)  # grounded answers chosen among the retrieved ones
     settings["choose"] = {"head": exported.config.train.answer_head} if chooses else None
+    settings["context_head"] = exported.config.train.answer_head  # retrieved answers in a prompt, cut as trained
     atomic_write_json(tmp / GUARD_FILE, settings)
 
 

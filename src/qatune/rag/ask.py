@@ -29,10 +29,24 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 
 
-def grounded_question(question: str, pairs: list[dict]) -> str:
-    """The user turn of a grounded prompt: the retrieved pairs, then the question."""
-    refs = "\n".join(f"Q: {p['question']}\nA: {p['answer']}" for p in pairs)
+def grounded_question(question: str, pairs: list[dict], shorten=None) -> str:
+    """The user turn of a grounded prompt: the retrieved pairs (each answer through `shorten`), then the question."""
+    cut = shorten or (lambda answer: answer)
+    refs = "\n".join(f"Q: {p['question']}\nA: {cut(str(p['answer']))}" for p in pairs)
     return f"Reference Q&A:\n{refs}\n\nQuestion: {question}"
+
+
+def shortener(model, head: int):
+    """A retrieved answer in a grounded prompt cut to its first `head` tokens and marked ' ...', as the model was
+    trained (guard.json's `context_head`; None: with 0, whole)."""
+    if head <= 0:
+        return None
+
+    def shorten(answer: str) -> str:
+        tokens = model.encode(answer)
+        return answer if len(tokens) <= head else model.decode(tokens[:head]).rstrip() + " ..."
+
+    return shorten
 
 
 class Index:
@@ -178,13 +192,13 @@ class HFModel:
         return float(torch.nn.functional.cross_entropy(logits, ids[0, len(prompt) : end + 1]))
 
 
-def choose(model, question: str, pairs: list[dict], head: int, refusal: str) -> str:
+def choose(model, question: str, pairs: list[dict], head: int, refusal: str, shorten=None) -> str:
     """The answer a choosing grounded model gives (qatune's generate/select.py): its own refusal when its answer
     opens with it, else the retrieved answer whose first `head` tokens have the lowest NLL with the question less
     their NLL without it, whole."""
     from trust.refusal import is_refusal
 
-    conversation = [{"role": "user", "content": grounded_question(question, pairs)}]
+    conversation = [{"role": "user", "content": grounded_question(question, pairs, shorten)}]
     opened = model.answer(conversation, len(model.encode(refusal)) + 2)
     if is_refusal(opened, refusal):
         return opened
@@ -193,7 +207,7 @@ def choose(model, question: str, pairs: list[dict], head: int, refusal: str) -> 
         tokens = model.encode(str(pair["answer"]))
         cut = str(pair["answer"]) if head <= 0 or len(tokens) <= head else model.decode(tokens[:head])
         asked = model.nll(conversation, cut)
-        anyway = model.nll([{"role": "user", "content": grounded_question("", pairs)}], cut)
+        anyway = model.nll([{"role": "user", "content": grounded_question("", pairs, shorten)}], cut)
         scores.append(asked - anyway)
     return str(pairs[min(range(len(pairs)), key=lambda j: (scores[j], j))]["answer"]).strip()
 
@@ -229,10 +243,11 @@ def main(argv: list[str] | None = None) -> None:
     settings = json.loads((HERE / "guard.json").read_text("utf-8"))
     guard = None if args.no_checks else _guard(settings, index.pairs)
     sys.path.insert(0, str(HERE))
+    shorten = shortener(model, int(settings.get("context_head") or 0))
     for question, (pairs, top) in zip(questions, found, strict=True):
-        turn = grounded_question(question, pairs) if pairs else question
+        turn = grounded_question(question, pairs, shorten) if pairs else question
         conversation = [{"role": "user", "content": turn}]
-        respond = functools.partial(_respond, model, settings, question, pairs, conversation, args.max_tokens)
+        respond = functools.partial(_respond, model, settings, question, pairs, conversation, args.max_tokens, shorten)
         if guard is None:
             answer, by = respond(), None
         else:
@@ -244,10 +259,12 @@ def main(argv: list[str] | None = None) -> None:
             print(answer.replace("\n", " "))
 
 
-def _respond(model, settings: dict, question: str, pairs: list[dict], conversation: list[dict], limit: int) -> str:
+def _respond(
+    model, settings: dict, question: str, pairs: list[dict], conversation: list[dict], limit: int, shorten=None
+) -> str:
     """The model's answer: chosen among the retrieved ones where guard.json says `choose`, else written."""
     if settings.get("choose") and pairs:
-        return choose(model, question, pairs, settings["choose"]["head"], settings["refusal"])
+        return choose(model, question, pairs, settings["choose"]["head"], settings["refusal"], shorten)
     return model.answer(conversation, limit)
 
 

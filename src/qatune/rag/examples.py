@@ -48,8 +48,7 @@ def write_grounded_split(
     from qatune.rag.embeddings import load_embedder
 
     def ask(question: str, context: list[dict]) -> str:
-        shown = context if shorten is None else [dict(p, answer=shorten(p["answer"])) for p in context]
-        return grounded_question(question, shown)
+        return grounded_question(question, context, shorten)
 
     embedder = load_embedder()
     index = run_index(rundir, embedder, k)

@@ -67,16 +67,6 @@ def fits_in(tokenizer: Any, max_length: int, head: int = 0) -> Callable[[str, st
     return fits
 
 
-def shortener(tokenizer: Any, head: int) -> Callable[[str], str]:
-    """A retrieved answer in a grounded training prompt, cut to its first `head` tokens (marked with '...')."""
-
-    def shorten(answer: str) -> str:
-        tokens = tokenizer.encode(answer, add_special_tokens=False)
-        return answer if len(tokens) <= head else tokenizer.decode(tokens[:head]).rstrip() + " ..."
-
-    return shorten
-
-
 def announce_heads(tc: TrainConfig, examples: list, tokenizer: Any, longest: int, leads: bool = False) -> None:
     """Say when long answers are trained by their head only (the time this saves costs some closed-book recall)."""
     from qatune.prompts import stop_token_ids

@@ -14,11 +14,12 @@ from typing import TYPE_CHECKING, Any
 from qatune import __version__, console, manifest
 from qatune.config import Config, TrainConfig
 from qatune.console import QatuneError, info, warn
+from qatune.rag.prompt import shortener
 from qatune.rundir import RunDir
 from qatune.storage import atomic_dir, atomic_write_json
 from qatune.train.batching import auto_batch_size, load_examples, shared_prefix_len
 from qatune.train.leads import leader, leads_on
-from qatune.train.lengths import announce_heads, fits_in, grounded_share_for, shortener, training_lengths
+from qatune.train.lengths import announce_heads, fits_in, grounded_share_for, training_lengths
 from qatune.train.loop import Setup
 from qatune.train.lr import resolve_lr
 from qatune.train.telemetry import TrainLog
@@ -245,7 +246,7 @@ def _load_splits(
                 oracle_share=tc.oracle_share,
                 refusals=refused if tc.refusal_grounded else [],
                 refusal=refusal,
-                shorten=shortener(tokenizer, head) if head else None,
+                shorten=shortener(tokenizer, head),
             )
         acc.wait_for_everyone()
         grounded = rundir.train_dir / GROUNDED_FILE

@@ -194,7 +194,7 @@ def model_card(exported: Exported) -> str:
         gguf_file=GGUF_FILE,
         ask_script=ASK_SCRIPT,
         base=_base_label(config.model),
-        grounded=grounded_usage(folder, rundir.index_dir) if exported.grounded else "",
+        grounded=grounded_usage(folder, rundir.index_dir, config.train.answer_head) if exported.grounded else "",
         abstain=_abstain(exported),
         guard_file=GUARD_FILE,
         data=_data(rundir),

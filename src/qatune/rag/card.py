@@ -8,9 +8,16 @@ from pathlib import Path
 from qatune.rag.index import PAIRS_FILE, VECTORS_FILE, saved_k
 
 
-def grounded_usage(folder: str, index_dir: Path) -> str:
-    """How to ask the exported model grounded: the index is copied to `index/` next to the weights."""
+def grounded_usage(folder: str, index_dir: Path, head: int = 0) -> str:
+    """How to ask the exported model grounded: the index is copied to `index/` next to the weights; `head`: the
+    tokens a retrieved answer is cut to in the prompt, as grounded training cut it (0: whole)."""
     k = saved_k(index_dir)
+    cut = (
+        f" A retrieved answer longer than {head} tokens (the model's tokenizer) goes in as its first {head} tokens "
+        "and ` ...`, as the model was trained."
+        if head
+        else ""
+    )
     return f"""## Grounded answers (retrieved context)
 
 The model was also trained to answer with retrieved training pairs in its prompt; `index/` holds them
@@ -34,5 +41,5 @@ top = (-scores).argsort(kind="stable")[:{k}]
 refs = "\\n".join(f"Q: {{pairs[i]['question']}}\\nA: {{pairs[i]['answer']}}" for i in top)
 messages = [{{"role": "user", "content": f"Reference Q&A:\\n{{refs}}\\n\\nQuestion: {{question}}"}}]
 ```
-then generate as above. Without the context it answers closed-book, from what it learned.
+then generate as above.{cut} Without the context it answers closed-book, from what it learned.
 """

@@ -192,23 +192,21 @@ class HFModel:
         return float(torch.nn.functional.cross_entropy(logits, ids[0, len(prompt) : end + 1]))
 
 
-def choose(model, question: str, pairs: list[dict], head: int, refusal: str, shorten=None) -> str:
-    """The answer a choosing grounded model gives (qatune's generate/select.py): its own refusal when its answer
-    opens with it, else the retrieved answer whose first `head` tokens have the lowest NLL with the question less
-    their NLL without it, whole."""
+def choose(model, conversation: list[dict], pairs: list[dict], head: int, refusal: str, shorten=None) -> str:
+    """The answer a choosing grounded model gives (qatune's generate/select.py) to `conversation`, the grounded
+    prompt of `pairs`: its own refusal when its answer opens with it, else the retrieved answer whose first `head`
+    tokens have the lowest NLL with the question less their NLL without it, whole."""
     from trust.refusal import is_refusal
 
-    conversation = [{"role": "user", "content": grounded_question(question, pairs, shorten)}]
     opened = model.answer(conversation, len(model.encode(refusal)) + 2)
     if is_refusal(opened, refusal):
         return opened
+    without = [{"role": "user", "content": grounded_question("", pairs, shorten)}]
     scores = []
     for pair in pairs:
         tokens = model.encode(str(pair["answer"]))
         cut = str(pair["answer"]) if head <= 0 or len(tokens) <= head else model.decode(tokens[:head])
-        asked = model.nll(conversation, cut)
-        anyway = model.nll([{"role": "user", "content": grounded_question("", pairs, shorten)}], cut)
-        scores.append(asked - anyway)
+        scores.append(model.nll(conversation, cut) - model.nll(without, cut))
     return str(pairs[min(range(len(pairs)), key=lambda j: (scores[j], j))]["answer"]).strip()
 
 
@@ -247,7 +245,7 @@ def main(argv: list[str] | None = None) -> None:
     for question, (pairs, top) in zip(questions, found, strict=True):
         turn = grounded_question(question, pairs, shorten) if pairs else question
         conversation = [{"role": "user", "content": turn}]
-        respond = functools.partial(_respond, model, settings, question, pairs, conversation, args.max_tokens, shorten)
+        respond = functools.partial(_respond, model, settings, pairs, conversation, args.max_tokens, shorten)
         if guard is None:
             answer, by = respond(), None
         else:
@@ -259,12 +257,10 @@ def main(argv: list[str] | None = None) -> None:
             print(answer.replace("\n", " "))
 
 
-def _respond(
-    model, settings: dict, question: str, pairs: list[dict], conversation: list[dict], limit: int, shorten=None
-) -> str:
+def _respond(model, settings: dict, pairs: list[dict], conversation: list[dict], limit: int, shorten=None) -> str:
     """The model's answer: chosen among the retrieved ones where guard.json says `choose`, else written."""
     if settings.get("choose") and pairs:
-        return choose(model, question, pairs, settings["choose"]["head"], settings["refusal"], shorten)
+        return choose(model, conversation, pairs, settings["choose"]["head"], settings["refusal"], shorten)
     return model.answer(conversation, limit)
 
 

@@ -31,7 +31,8 @@ GGUF_FILE = "model.gguf"
 ASK_SCRIPT = "ask.py"
 CARD_TEMPLATE = "card.md.jinja"
 GUARD_FILE = "guard.json"
-GUARD_MODULES = ("facts.py", "gaps.py", "refusal.py", "guard.py")  # self-contained: ask.py abstains as qatune does
+# Self-contained: ask.py abstains as qatune does.
+GUARD_MODULES = ("asked.py", "facts.py", "gaps.py", "refusal.py", "guard.py")
 
 
 @dataclass(frozen=True)
@@ -119,7 +120,7 @@ def _base_label(model: str) -> str:
 
 
 def _bundle_guard(tmp: Path, exported: Exported) -> None:
-    """guard.json (the run's refusal and answer-time checks) and the three modules that apply them, for ask.py."""
+    """guard.json (the run's refusal and answer-time checks) and the modules that apply them, for ask.py."""
     import qatune.trust
     from qatune.generate.select import selects
     from qatune.trust.run import run_guard, settings_of
@@ -151,7 +152,8 @@ def _abstain(exported: Exported) -> dict[str, Any]:
         if guard.check_questions
         else "",
         "the fact check (an answer stating a key fact no training pair holds, or a grounded answer one its retrieved "
-        "pairs do not hold)"
+        'pairs do not hold; or an answer stating no amount or duration to "how many", "how much" or "how '
+        'long")'
         if guard.check_facts
         else "",
     ]

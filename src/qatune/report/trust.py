@@ -16,7 +16,13 @@ COLUMNS = (
     ("unanswerable", "abstained", "abstained (right)"),
     ("unanswerable", "invented", "invented an answer"),
 )
-BY = {"model": "the model's own refusal", "retrieval": "retrieval fallback", "facts": "fact check"}
+BY = {
+    "model": "the model's own refusal",
+    "retrieval": "retrieval fallback",
+    "question": "question check",
+    "facts": "fact check",
+    "kind": "kind check",
+}
 
 
 def share_text(stat: Any) -> tuple[str, str]:

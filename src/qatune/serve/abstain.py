@@ -38,7 +38,8 @@ class Abstain(Checks):
         if retriever is not None and (self.guard.quote or self.guard.check_facts):
             pairs = retriever.lookup([job.messages[-1]["content"]])[0][0]
         tuned = closed_book(job.model) != "base"
-        return after(self.guard, text, said_in(job.messages), tuned=tuned, pairs=pairs).text
+        question = job.messages[-1]["content"]
+        return after(self.guard, text, said_in(job.messages), tuned=tuned, pairs=pairs, question=question).text
 
 
 def run_abstain(run: Any, engine: Any) -> Abstain:

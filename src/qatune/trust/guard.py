@@ -8,10 +8,13 @@ to one of its retrieved answers, or opening with one's first words, is shown as 
 (quoting), unless, close but not opening with it, it states a key fact none of its retrieved answers holds (the
 fact check: it fitted the question's specific into an answer about something else); one in its own words may state
 only facts its retrieved pairs or the question hold, and a question naming a specific none of its retrieved pairs
-mentions is refused (the fact and question checks, held to the context a grounded model is given).
+mentions is refused (the fact and question checks, held to the context a grounded model is given). Last, an answer
+to "how many X", "how much" or "how long" that states no amount of X, no amount or no duration or length answers
+another question: a grounded model's is shown as the first retrieved answer that states one, else it is refused
+(the kind check, switched with the fact check).
 
-Self-contained (it imports only facts.py and refusal.py beside it, and rouge-score), so an export carries these
-three modules and its ask.py abstains exactly as qatune does; trust/run.py reads a run's settings."""
+Self-contained (it imports only asked.py, facts.py, gaps.py and refusal.py beside it, and rouge-score), so an export
+carries these modules and its ask.py abstains exactly as qatune does; trust/run.py reads a run's settings."""
 
 from __future__ import annotations
 
@@ -20,11 +23,13 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from .asked import answered_unnamed, asked_for, states
 from .facts import Fact, key_facts, unknown_facts
 from .gaps import question_gaps
 from .refusal import is_refusal
 
 MODEL, RETRIEVAL_FALLBACK, QUESTION_CHECK, FACT_CHECK = "model", "retrieval", "question", "facts"
+KIND_CHECK = "kind"  # the answer states no fact of the kind the question asks for (asked.py)
 
 
 @functools.lru_cache(maxsize=1)
@@ -36,6 +41,7 @@ def _rouge_l() -> Any:
 
 
 GROUNDED_CHECKS = "retrieved pairs; quotes agree"  # what a grounded model's checks hold it to (fingerprinted)
+KINDS_ASKED = "how many, how much, how long"  # the questions the kind check reads (fingerprinted)
 QUOTE_WORDS = 8  # a grounded answer that opens with this many words of a retrieved answer is copying it
 
 
@@ -67,13 +73,15 @@ class Guard:
     known: tuple[Fact, ...] = field(default=(), repr=False)  # every key fact of the training pairs
     answer_kinds: frozenset[str] = field(default=frozenset(), repr=False)  # kinds of fact the answers hold
     text: str = field(default="", repr=False)  # the training pairs' text, for numbered items ("week 5")
+    answered: frozenset[str] = field(default=frozenset(), repr=False)  # kinds the pairs answer unnamed (asked.py)
 
     @classmethod
     def from_pairs(cls, refusal: str, pairs: Iterable[dict], **settings: Any) -> Guard:
         pairs = list(pairs)
         known, text = pair_facts(pairs)
         kinds = frozenset(f.kind for p in pairs for f in key_facts(p["answer"]))
-        return cls(refusal=refusal, known=tuple(known), answer_kinds=kinds, text=text, **settings)
+        answered = answered_unnamed(pairs)
+        return cls(refusal=refusal, known=tuple(known), answer_kinds=kinds, text=text, answered=answered, **settings)
 
     def gaps(self, question: str, pairs: list[dict] | None = None) -> Verdict | None:
         """The refusal, without generating, when the question check finds what the data cannot answer; with
@@ -130,7 +138,9 @@ class Guard:
         """What changes which answers abstain (saved answers are made again when it does)."""
         copying = QUOTE_WORDS if self.quote is not None else None
         scope = GROUNDED_CHECKS if self.check_facts or self.check_questions else None
-        return [self.refusal, self.min_similarity, self.check_facts, self.check_questions, self.quote, copying, scope]
+        kinds = KINDS_ASKED if self.check_facts else None
+        checks = [self.check_facts, self.check_questions, self.quote, copying, scope, kinds]
+        return [self.refusal, self.min_similarity, *checks]
 
     def fallback(self) -> Verdict:
         return Verdict(self.refusal, True, RETRIEVAL_FALLBACK)
@@ -160,6 +170,25 @@ class Guard:
             return verdict
         return self._facts_in(verdict.text, [*pair_facts(pairs)[0], *key_facts(said)]) or verdict
 
+    def asked(self, verdict: Verdict, question: str, retrieved: list[str]) -> Verdict:
+        """A fine-tuned model's answer that states no fact of the kind the question asks for (an amount of what "how
+        many" counts, an amount, a duration or length: asked.py) answers another question: it is shown as the first
+        of its `retrieved` answers that states one (a grounded model quoted the wrong pair), else refused (the kind
+        check, with the fact check's switch)."""
+        if not self.check_facts or verdict.abstained:
+            return verdict
+        wanted = asked_for(question)
+        if wanted is None or states(wanted, verdict.text, self.answered):
+            return verdict
+        said = verdict.raw if verdict.raw is not None else verdict.text
+        other = next((r for r in retrieved if r != verdict.text and states(wanted, r, self.answered)), None)
+        if other is not None:
+            return Verdict(other, False, raw=said, quoted=True)
+        what = {"long": "duration or length"}.get(wanted.form, "amount")
+        if wanted.counted:
+            what = f"amount of {' '.join(wanted.counted)}"
+        return Verdict(self.refusal, True, KIND_CHECK, raw=said, unknown=(f"states no {what}",))
+
 
 def pair_facts(pairs: Iterable[dict]) -> tuple[list[Fact], str]:
     """Every key fact of these pairs' questions and answers, and their text (for numbered items, "week 5")."""
@@ -181,17 +210,27 @@ def before(
     return early
 
 
-def after(guard: Guard, answer: str, said: str, *, tuned: bool, pairs: list[dict] | None = None) -> Verdict:
+def after(
+    guard: Guard,
+    answer: str,
+    said: str,
+    *,
+    tuned: bool,
+    pairs: list[dict] | None = None,
+    question: str | None = None,
+) -> Verdict:
     """What is shown of a generated answer: the model's own refusal counts as abstaining, then the fact check
     (fine-tuned models; `said`: what the user wrote) and quoting (grounded: `pairs` are its retrieved pairs).
     An answer that copies a retrieved answer is that answer (a training answer: its facts are known); a grounded
-    answer that is not shown as a retrieved one may state only facts its retrieved pairs or the user hold."""
+    answer that is not shown as a retrieved one may state only facts its retrieved pairs or the user hold. Last,
+    a fine-tuned model's answer must state the kind of fact `question` (default: `said`) asks for (the kind check)."""
     retrieved = [str(p["answer"]) for p in pairs or []]
-    copied = guard.copied(answer, retrieved)
-    if copied is not None:
-        return copied
-    verdict = guard.quoting(guard.judge(answer, said, fine_tuned=tuned), retrieved, fine_tuned=tuned)
-    return guard.grounded(verdict, said, pairs) if tuned and pairs else verdict
+    verdict = guard.copied(answer, retrieved)
+    if verdict is None:
+        verdict = guard.quoting(guard.judge(answer, said, fine_tuned=tuned), retrieved, fine_tuned=tuned)
+        if tuned and pairs:
+            verdict = guard.grounded(verdict, said, pairs)
+    return guard.asked(verdict, said if question is None else question, retrieved) if tuned else verdict
 
 
 def guarded(
@@ -223,7 +262,8 @@ def guarded(
             continue
         gen = next(gens)
         pairs = hit[0] if hit is not None else None
-        out.append((after(guard, gen.text, said_in(conv), tuned=tuned, pairs=pairs), gen))
+        question = conv[-1]["content"]
+        out.append((after(guard, gen.text, said_in(conv), tuned=tuned, pairs=pairs, question=question), gen))
     return out
 
 

@@ -240,8 +240,8 @@ class AbstainConfig(_Section):
         True,
         description="A fine-tuned model's answer that states a key fact (number, date, time, name, ...) found in no "
         "training pair and not in the question is replaced by the refusal; a grounded answer in its own words (not "
-        "quoted), one found in none of its retrieved pairs. So is an answer to \"how many X\", \"how much\" or "
-        "\"how long\" that states no amount of X, no amount or no duration or length (a grounded model's is shown "
+        'quoted), one found in none of its retrieved pairs. So is an answer to "how many X", "how much" or '
+        '"how long" that states no amount of X, no amount or no duration or length (a grounded model\'s is shown '
         "as the first retrieved answer that states one, if any).",
     )
     question_check: bool = Field(

@@ -9,7 +9,7 @@ import yaml
 from adapter_runs import make_run
 from qatune.config import load_for_run
 from qatune.generate import load_engine
-from qatune.generate.select import LONG_ANSWER, choices, long_answers, selects
+from qatune.generate.select import LONG_ANSWER, long_answers, pick, selects
 from qatune.prompts import messages_for
 from qatune.rag.prompt import grounded_question
 from qatune.rundir import RunDir
@@ -25,20 +25,12 @@ QUESTIONS = ["Who is teaching this course?", "How are grades computed?", "When i
 
 
 def test_the_choice_is_the_answer_the_question_makes_likelier_not_the_likeliest():
-    pairs = [{"question": "q1", "answer": "generic"}, {"question": "q2", "answer": "specific"}]
     # "generic" is likelier with the question (1.0 < 1.5) but just as likely without it: "specific" gains more
-    nll = {("Q", "generic"): 1.0, ("", "generic"): 1.1, ("Q", "specific"): 1.5, ("", "specific"): 2.5}
-    asked = []
-
-    def score(turns, answers):
-        asked.extend(zip(turns, answers, strict=True))
-        return [nll[(t.rsplit("Question: ", 1)[1], a)] for t, a in zip(turns, answers, strict=True)]
-
-    assert choices(score, ["Q"], [pairs], lambda a: a) == [1]
-    assert asked[0] == (grounded_question("Q", pairs), "generic")  # scored in the grounded prompt itself
-    assert choices(lambda t, a: [None] * len(t), ["Q"], [pairs], str) == [0]  # nothing scored: the first pair
-    cut = choices(lambda t, a: [float(len(x)) for x in a], ["Q"], [pairs], lambda a: a[:3])
-    assert cut == [0]  # openings of equal length tie: the earlier pair
+    assert pick([1.0, 1.5], [1.1, 2.5]) == 1
+    assert pick([1.0, 1.5], [0.0, 0.0]) == 0  # zeros without the question: plain likelihood
+    assert pick([None, None], [None, None]) == 0  # nothing scored (a prompt too long): the first pair
+    assert pick([2.0, 2.0], [1.0, 1.0]) == 0  # a tie goes to the earlier pair
+    assert pick([None, 3.0], [None, 1.0]) == 1  # only scored pairs compete
 
 
 def test_answers_are_long_from_a_median_over_256_characters():
@@ -94,7 +86,7 @@ def test_a_choosing_engine_answers_grounded_with_a_whole_retrieved_answer(choosi
 def test_choices_and_reference_nll_equal_scoring_each_prompt_alone(choosing):
     """The two prompts of a choice (with and without the question) share the retrieved pairs' cache; the choice
     and the reference's NLL are what scoring every prompt on its own, unshared, gives."""
-    from qatune.generate.select import NO_QUESTION, pick
+    from qatune.generate.select import NO_QUESTION
 
     _, engine = choosing
     references = [a for _, a in PAIRS[:3]]

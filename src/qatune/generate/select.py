@@ -11,8 +11,6 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from qatune.rag.prompt import grounded_question
-
 if TYPE_CHECKING:
     from qatune.config import Config
     from qatune.rundir import RunDir
@@ -54,30 +52,6 @@ def opening(tokenizer: Any, head: int) -> Callable[[str], str]:
         return answer if len(tokens) <= head else tokenizer.decode(tokens[:head])
 
     return cut
-
-
-def choices(
-    nll: Callable[[list[str], list[str]], list[float | None]],
-    questions: list[str],
-    contexts: list[list[dict]],
-    cut: Callable[[str], str],
-) -> list[int]:
-    """For each question, the index of the retrieved pair whose answer opening has the lowest NLL with the
-    question less its NLL without it (`nll(user_turns, answers)`: mean per answer token); the first pair where
-    none can be scored (a prompt longer than the model's context)."""
-    turns, answers, owner = [], [], []
-    for i, (question, pairs) in enumerate(zip(questions, contexts, strict=True)):
-        for j, pair in enumerate(pairs):
-            opened = cut(str(pair["answer"]))
-            turns += [grounded_question(question, pairs), grounded_question(NO_QUESTION, pairs)]
-            answers += [opened, opened]
-            owner.append((i, j))
-    values = nll(turns, answers)
-    asked: list[list[float | None]] = [[None] * len(pairs) for pairs in contexts]
-    anyway: list[list[float | None]] = [[None] * len(pairs) for pairs in contexts]
-    for n, (i, j) in enumerate(owner):
-        asked[i][j], anyway[i][j] = values[2 * n], values[2 * n + 1]
-    return [pick(a, b) for a, b in zip(asked, anyway, strict=True)]
 
 
 def pick(asked: Sequence[float | None], anyway: Sequence[float | None]) -> int:

@@ -153,7 +153,7 @@ def _abstain(exported: Exported) -> dict[str, Any]:
         else "",
         "the fact check (an answer stating a key fact no training pair holds, or a grounded answer one its retrieved "
         'pairs do not hold; or an answer stating no amount or duration to "how many", "how much" or "how '
-        'long")'
+        'long", which a grounded model shows as a retrieved answer that states one where it can)'
         if guard.check_facts
         else "",
     ]

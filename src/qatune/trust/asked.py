@@ -1,16 +1,19 @@
 """The kind of fact a question's wording asks for, and whether an answer states one: "how many X?" asks for an
-amount of X, "how much ...?" for an amount, "how long ...?" for a duration or a length. An answer that states no
-amount of X ("There are 6 homework assignments." to "How many hours of homework a week?"), or no duration or
-length ("The proposal is due on October 6." to "How long should the proposal be?"), does not answer the question,
-however close its words are to it: it answers another question on the same topic.
+amount of X, "how much ...?" for an amount, "how long ...?" for a duration or a length (a unit of time or length,
+or a span between two times or two dates). An answer that states no amount of X ("There are 6 homework
+assignments." to "How many hours of homework a week?"), or no duration or length ("The proposal is due on October
+6." to "How long should the proposal be?"), does not answer the question, however close its words are to it: it
+answers another question on the same topic.
 
-Self-contained (the export bundles it with guard.py)."""
+Self-contained with facts.py (the export bundles both with guard.py)."""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+
+from .facts import key_facts
 
 _ASKED = re.compile(r"\bhow\s+(many|much|long)\b(.*)", re.I | re.S)
 _WORD = re.compile(r"[^\W\d_]+|\d+(?:[.,:]\d+)*%?")
@@ -74,6 +77,12 @@ def _amount(words: list[str]) -> bool:
     return any(w[0].isdigit() or w.casefold() in AMOUNT_WORDS for w in words)
 
 
+def _span(answer: str) -> bool:
+    """Whether the answer states a span of time: two clock times or two dates ("from 10:00 to 11:50 am")."""
+    kinds = [f.kind for f in key_facts(answer)]
+    return kinds.count("time") >= 2 or kinds.count("date") >= 2
+
+
 def states(asked: Asked, answer: str, answered: frozenset[str] = frozenset()) -> bool:
     """Whether `answer` states what `asked` asks for: an amount (of the counted thing), or a duration or length.
     `answered` (`answered_unnamed`): the counted things, and the forms, the training pairs answer otherwise."""
@@ -81,7 +90,7 @@ def states(asked: Asked, answer: str, answered: frozenset[str] = frozenset()) ->
         return True
     words = _words(answer)
     if asked.form == "long":
-        return any(_stem(w) in UNITS for w in words)
+        return any(_stem(w) in UNITS for w in words) or _span(answer)
     if not _amount(words):
         return False
     if asked.form == "much" or not asked.counted:

@@ -41,7 +41,7 @@ def _rouge_l() -> Any:
 
 
 GROUNDED_CHECKS = "retrieved pairs; quotes agree"  # what a grounded model's checks hold it to (fingerprinted)
-KINDS_ASKED = "how many, how much, how long"  # the questions the kind check reads (fingerprinted)
+KINDS_ASKED = "how many, how much, how long: a unit or a span"  # what the kind check reads (fingerprinted)
 QUOTE_WORDS = 8  # a grounded answer that opens with this many words of a retrieved answer is copying it
 
 

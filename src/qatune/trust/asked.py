@@ -26,7 +26,7 @@ AMOUNT_WORDS = frozenset(
 # A duration or a length ("how long").
 UNITS = frozenset("second minute min hour hr day week month year semester term page word character line slide".split())
 # Counted people: "how many people?" is answered by "3 members".
-PEOPLE = frozenset("people person persons student member individual teammate participant folk".split())
+PEOPLE = frozenset("people person student member individual teammate participant folk".split())
 # Words that end the counted thing: "how many hours of homework" counts hours.
 _ENDS = frozenset(
     "of do does did is are was were will would should can could may might must per in for to i we you they the a an "

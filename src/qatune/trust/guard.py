@@ -180,14 +180,14 @@ class Guard:
         wanted = asked_for(question)
         if wanted is None or states(wanted, verdict.text, self.answered):
             return verdict
-        said = verdict.raw if verdict.raw is not None else verdict.text
+        own = verdict.raw if verdict.raw is not None else verdict.text  # the model's own answer
         other = next((r for r in retrieved if r != verdict.text and states(wanted, r, self.answered)), None)
         if other is not None:
-            return Verdict(other, False, raw=said, quoted=True)
+            return Verdict(other, False, raw=own, quoted=True)
         what = {"long": "duration or length"}.get(wanted.form, "amount")
         if wanted.counted:
             what = f"amount of {' '.join(wanted.counted)}"
-        return Verdict(self.refusal, True, KIND_CHECK, raw=said, unknown=(f"states no {what}",))
+        return Verdict(self.refusal, True, KIND_CHECK, raw=own, unknown=(f"states no {what}",))
 
 
 def pair_facts(pairs: Iterable[dict]) -> tuple[list[Fact], str]:

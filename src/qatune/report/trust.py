@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from qatune.report.load import model_order, number
+from qatune.trust.guard import FACT_CHECK, KIND_CHECK, MODEL, QUESTION_CHECK, RETRIEVAL_FALLBACK
 
 COLUMNS = (
     ("answerable", "right", "answered, no wrong key fact"),
@@ -16,12 +17,12 @@ COLUMNS = (
     ("unanswerable", "abstained", "abstained (right)"),
     ("unanswerable", "invented", "invented an answer"),
 )
-BY = {
-    "model": "the model's own refusal",
-    "retrieval": "retrieval fallback",
-    "question": "question check",
-    "facts": "fact check",
-    "kind": "kind check",
+BY = {  # what made a model abstain (`abstained_by`, trust.guard), as the report names it
+    MODEL: "the model's own refusal",
+    RETRIEVAL_FALLBACK: "retrieval fallback",
+    QUESTION_CHECK: "question check",
+    FACT_CHECK: "fact check",
+    KIND_CHECK: "kind check",
 }
 
 

@@ -34,11 +34,11 @@ class Abstain(Checks):
 
     def postcheck(self, job: Any, text: str) -> str:
         retriever = self._retriever(job.model)
+        question = job.messages[-1]["content"]
         pairs = None
         if retriever is not None and (self.guard.quote or self.guard.check_facts):
-            pairs = retriever.lookup([job.messages[-1]["content"]])[0][0]
+            pairs = retriever.lookup([question])[0][0]
         tuned = closed_book(job.model) != "base"
-        question = job.messages[-1]["content"]
         return after(self.guard, text, said_in(job.messages), tuned=tuned, pairs=pairs, question=question).text
 
 

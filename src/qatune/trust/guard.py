@@ -181,7 +181,7 @@ class Guard:
         if wanted is None or states(wanted, verdict.text, self.answered):
             return verdict
         own = verdict.raw if verdict.raw is not None else verdict.text  # the model's own answer
-        other = next((r for r in retrieved if r != verdict.text and states(wanted, r, self.answered)), None)
+        other = next((r for r in retrieved if states(wanted, r, self.answered)), None)
         if other is not None:
             return Verdict(other, False, raw=own, quoted=True)
         what = {"long": "duration or length"}.get(wanted.form, "amount")

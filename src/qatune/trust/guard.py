@@ -256,13 +256,12 @@ def guarded(
     refs = None if references is None else [r for r, e in zip(references, early, strict=True) if e is None]
     gens = iter(generate(todo, refs) if todo else [])
     out: list[tuple[Verdict, Any]] = []
-    for conv, e, hit in zip(conversations, early, hits, strict=True):
+    for conv, question, e, hit in zip(conversations, asked, early, hits, strict=True):
         if e is not None:
             out.append((e, None))
             continue
         gen = next(gens)
         pairs = hit[0] if hit is not None else None
-        question = conv[-1]["content"]
         out.append((after(guard, gen.text, said_in(conv), tuned=tuned, pairs=pairs, question=question), gen))
     return out
 
